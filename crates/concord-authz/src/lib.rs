@@ -1,0 +1,1 @@
+//! concord-authz (in progress).

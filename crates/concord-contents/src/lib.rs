@@ -1,0 +1,1 @@
+//! concord-contents (in progress).

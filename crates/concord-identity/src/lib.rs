@@ -1,0 +1,1 @@
+//! concord-identity (in progress).

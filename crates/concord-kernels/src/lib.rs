@@ -1,0 +1,1 @@
+//! concord-kernels (in progress).

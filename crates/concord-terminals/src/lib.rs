@@ -1,0 +1,1 @@
+//! concord-terminals (in progress).
