@@ -1,1 +1,30 @@
-//! concord-authz (in progress).
+//! Concord's authorization: who is asking ([`Identity`]), what they want to do ([`Action`]),
+//! to what ([`Resource`]), and the answer ([`Decision`]) given by an [`Authorize`] engine.
+//!
+//! This crate is pure: it never touches the network, and touches the file system only to
+//! read policy files. The HTTP server identifies the caller, builds a [`Resource`] from the
+//! route and asks an [`Authorize`] implementation before any service runs.
+
+mod model;
+mod path;
+
+pub use model::{Action, Decision, Identity, Owner, Resource, ResourceType, User};
+pub use path::{CanonicalPath, PathError};
+
+/// Anything that can decide whether an identity may perform an action on a resource.
+///
+/// Implementations must be cheap to call concurrently; the server calls `authorize` on every
+/// request and `authorize_many` for directory listings and `/api/me?permissions=`.
+pub trait Authorize: Send + Sync {
+    /// Decide one request. Never panics; an error inside the engine is a denial whose
+    /// `rule` says what went wrong.
+    fn authorize(&self, who: &Identity, action: Action, resource: &Resource) -> Decision;
+
+    /// Decide many requests for the same identity at once, in order.
+    fn authorize_many(&self, who: &Identity, requests: &[(Action, Resource)]) -> Vec<Decision> {
+        requests
+            .iter()
+            .map(|(action, resource)| self.authorize(who, *action, resource))
+            .collect()
+    }
+}
