@@ -5,11 +5,23 @@
 //! read policy files. The HTTP server identifies the caller, builds a [`Resource`] from the
 //! route and asks an [`Authorize`] implementation before any service runs.
 
+mod cedar;
+mod engine;
 mod model;
 mod path;
+mod policy;
+mod presets;
+mod spec;
 
+pub use cedar::{cedar_type, compile_to_cedar, CEDAR_SCHEMA};
+pub use engine::PolicyEngine;
 pub use model::{Action, Decision, Identity, Owner, Resource, ResourceType, User};
 pub use path::{CanonicalPath, PathError};
+pub use policy::{
+    Binding, Deny, PathPattern, Permission, Policy, PolicyError, Role, Scope, Subjects,
+    USERNAME_PLACEHOLDER,
+};
+pub use presets::{preset, DEFAULT_PRESET, PRESET_NAMES};
 
 /// Anything that can decide whether an identity may perform an action on a resource.
 ///

@@ -1,0 +1,740 @@
+//! The policy engine: Cedar evaluation over per-caller slices of the policy, with a bounded
+//! decision cache that a reload replaces wholesale.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
+use cedar_policy::{
+    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
+    PolicySet, Request, RestrictedExpression,
+};
+
+use crate::cedar::{self, cedar_type, CompiledRule, RawRule};
+use crate::model::{Action, Decision, Identity, Resource, ResourceType};
+use crate::path::CanonicalPath;
+use crate::policy::{Policy, PolicyError};
+#[cfg(test)]
+use crate::policy::PathPattern;
+use crate::presets;
+use crate::Authorize;
+
+/// Upper bound on memoized decisions (spread over shards; a full shard is emptied).
+const DECISION_CACHE_ENTRIES: usize = 1 << 17;
+/// Upper bound on cached policy slices.
+const SLICE_CACHE_ENTRIES: usize = 1 << 14;
+const SHARDS: usize = 16;
+
+/// A concurrent map with a hard size bound: when a shard is full it is emptied, which keeps
+/// memory bounded without bookkeeping on the hot path.
+struct BoundedCache<K, V> {
+    shards: Vec<RwLock<HashMap<K, V>>>,
+    per_shard: usize,
+    hasher: RandomState,
+}
+
+impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
+    fn new(capacity: usize) -> Self {
+        BoundedCache {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            per_shard: (capacity / SHARDS).max(1),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, key: &K) -> &RwLock<HashMap<K, V>> {
+        let index = (self.hasher.hash_one(key) as usize) % self.shards.len();
+        &self.shards[index]
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let shard = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
+        shard.get(key).cloned()
+    }
+
+    fn insert(&self, key: K, value: V) {
+        let mut shard = self.shard(&key).write().unwrap_or_else(|e| e.into_inner());
+        if shard.len() >= self.per_shard {
+            shard.clear();
+        }
+        shard.insert(key, value);
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct SliceKey {
+    username: String,
+    groups: Vec<String>,
+    kind: ResourceType,
+    action: Action,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    username: String,
+    groups: Vec<String>,
+    action: Action,
+    resource: Resource,
+}
+
+/// The policies that can matter to one caller for one (resource type, action).
+struct Slice {
+    policies: PolicySet,
+    /// Whether there is any policy at all (an empty slice is a default deny).
+    empty: bool,
+    /// Whether raw Cedar policies are in the slice (they may look at anything, so listings
+    /// fall back to per-entry decisions).
+    has_raw: bool,
+    /// Base paths of every pattern in the slice, `{username}` substituted.
+    bases: Vec<String>,
+}
+
+/// Where the policy came from, so `reload` can read it again.
+#[derive(Clone, Debug)]
+enum Sources {
+    Files {
+        toml: PathBuf,
+        cedar: Option<PathBuf>,
+    },
+    Text {
+        toml_name: String,
+        toml: String,
+        cedar: Option<(String, String)>,
+    },
+}
+
+/// One loaded policy with its caches; replaced as a whole on reload.
+struct State {
+    policy: Policy,
+    rules: Vec<CompiledRule>,
+    raw: Vec<RawRule>,
+    /// Pre-parsed Cedar for rules without `{username}` (indexed like `rules`).
+    static_policies: Vec<Option<cedar_policy::Policy>>,
+    annotations: HashMap<String, String>,
+    raw_cedar_text: Option<String>,
+    generation: u64,
+    slices: BoundedCache<SliceKey, Arc<Slice>>,
+    decisions: BoundedCache<DecisionKey, Decision>,
+}
+
+/// The Cedar-backed [`Authorize`] implementation.
+pub struct PolicyEngine {
+    sources: Sources,
+    state: ArcSwap<State>,
+    generation: AtomicU64,
+    authorizer: Authorizer,
+    action_uids: [EntityUid; 3],
+    type_names: Vec<EntityTypeName>,
+    user_type: EntityTypeName,
+    group_type: EntityTypeName,
+}
+
+fn read_file(path: &Path) -> Result<String, PolicyError> {
+    std::fs::read_to_string(path).map_err(|e| PolicyError {
+        file: path.display().to_string(),
+        line: 1,
+        column: 1,
+        message: format!("cannot read the policy file: {e}"),
+    })
+}
+
+fn build_state(
+    toml_name: &str,
+    toml_text: &str,
+    cedar: Option<(&str, &str)>,
+    generation: u64,
+) -> Result<State, Vec<PolicyError>> {
+    let mut errors = Vec::new();
+    let policy = match Policy::parse(toml_name, toml_text) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            errors.extend(e);
+            None
+        }
+    };
+    let raw = match cedar {
+        Some((name, text)) => match cedar::parse_raw(name, text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                errors.extend(e);
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let Some(policy) = policy else {
+        return Err(errors);
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let rules = cedar::compile_rules(&policy);
+    cedar::validate(&policy, &rules, &raw, cedar)?;
+    let static_policies = rules
+        .iter()
+        .map(|rule| {
+            if rule.has_username() {
+                return None;
+            }
+            let text = rule.render(None)?;
+            cedar_policy::Policy::parse(Some(PolicyId::new(&rule.id)), text).ok()
+        })
+        .collect();
+    let mut annotations = HashMap::new();
+    for rule in &rules {
+        annotations.insert(rule.id.clone(), rule.annotation.clone());
+    }
+    for rule in &raw {
+        annotations.insert(rule.policy.id().to_string(), rule.annotation.clone());
+    }
+    Ok(State {
+        policy,
+        rules,
+        raw,
+        static_policies,
+        annotations,
+        raw_cedar_text: cedar.map(|(_, text)| text.to_string()),
+        generation,
+        slices: BoundedCache::new(SLICE_CACHE_ENTRIES),
+        decisions: BoundedCache::new(DECISION_CACHE_ENTRIES),
+    })
+}
+
+fn load_state(sources: &Sources, generation: u64) -> Result<State, Vec<PolicyError>> {
+    match sources {
+        Sources::Files { toml, cedar } => {
+            let toml_name = toml.display().to_string();
+            let mut errors = Vec::new();
+            let toml_text = read_file(toml).map_err(|e| errors.push(e)).ok();
+            let cedar_text = match cedar {
+                Some(path) => match read_file(path) {
+                    Ok(text) => Some((path.display().to_string(), text)),
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
+                },
+                None => None,
+            };
+            match toml_text {
+                Some(text) if errors.is_empty() => build_state(
+                    &toml_name,
+                    &text,
+                    cedar_text.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
+                    generation,
+                ),
+                _ => Err(errors),
+            }
+        }
+        Sources::Text {
+            toml_name,
+            toml,
+            cedar,
+        } => build_state(
+            toml_name,
+            toml,
+            cedar.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
+            generation,
+        ),
+    }
+}
+
+fn sorted_groups(groups: &[String]) -> Vec<String> {
+    let mut groups = groups.to_vec();
+    groups.sort();
+    groups.dedup();
+    groups
+}
+
+fn type_name(name: &str) -> EntityTypeName {
+    // These are fixed identifiers, always valid Cedar type names.
+    EntityTypeName::from_str(name).unwrap_or_else(|_| unreachable!("valid type name {name}"))
+}
+
+impl PolicyEngine {
+    fn new(sources: Sources) -> Result<PolicyEngine, Vec<PolicyError>> {
+        let state = load_state(&sources, 1)?;
+        let action_type = type_name("Action");
+        Ok(PolicyEngine {
+            sources,
+            state: ArcSwap::from_pointee(state),
+            generation: AtomicU64::new(1),
+            authorizer: Authorizer::new(),
+            action_uids: Action::ALL.map(|a| {
+                EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(a.as_str()))
+            }),
+            type_names: ResourceType::ALL
+                .iter()
+                .map(|k| type_name(cedar_type(*k)))
+                .collect(),
+            user_type: type_name("User"),
+            group_type: type_name("Group"),
+        })
+    }
+
+    /// Load a policy file and, optionally, a file of raw Cedar policies. Every problem in
+    /// either file is returned, located by file, line and column.
+    pub fn load(toml: &Path, cedar: Option<&Path>) -> Result<PolicyEngine, Vec<PolicyError>> {
+        Self::new(Sources::Files {
+            toml: toml.to_path_buf(),
+            cedar: cedar.map(Path::to_path_buf),
+        })
+    }
+
+    /// Build an engine from policy text (`toml_name` names it in errors and rules), with
+    /// optional raw Cedar as `(name, text)`.
+    pub fn from_text(
+        toml_name: &str,
+        toml: &str,
+        cedar: Option<(&str, &str)>,
+    ) -> Result<PolicyEngine, Vec<PolicyError>> {
+        Self::new(Sources::Text {
+            toml_name: toml_name.to_string(),
+            toml: toml.to_string(),
+            cedar: cedar.map(|(n, t)| (n.to_string(), t.to_string())),
+        })
+    }
+
+    /// An engine running one of the built-in presets (see [`crate::PRESET_NAMES`]).
+    pub fn from_preset(name: &str) -> Result<PolicyEngine, Vec<PolicyError>> {
+        let text = presets::preset(name).ok_or_else(|| {
+            vec![PolicyError {
+                file: format!("preset:{name}"),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "unknown preset {name:?} (expected one of: {})",
+                    presets::PRESET_NAMES.join(", ")
+                ),
+            }]
+        })?;
+        Self::from_text(&format!("{name}.toml"), text, None)
+    }
+
+    /// Re-read the policy files. On any error the policy in force stays in force and the
+    /// errors are returned; on success every cached decision is dropped.
+    pub fn reload(&self) -> Result<(), Vec<PolicyError>> {
+        let next = self.generation.load(Ordering::SeqCst) + 1;
+        let state = load_state(&self.sources, next)?;
+        self.generation.store(next, Ordering::SeqCst);
+        self.state.store(Arc::new(state));
+        Ok(())
+    }
+
+    /// Drop every cached decision and slice (e.g. after a change the engine cannot see).
+    pub fn invalidate(&self) {
+        let current = self.state.load_full();
+        let next = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.state.store(Arc::new(State {
+            policy: current.policy.clone(),
+            rules: current.rules.clone(),
+            raw: current.raw.clone(),
+            static_policies: current.static_policies.clone(),
+            annotations: current.annotations.clone(),
+            raw_cedar_text: current.raw_cedar_text.clone(),
+            generation: next,
+            slices: BoundedCache::new(SLICE_CACHE_ENTRIES),
+            decisions: BoundedCache::new(DECISION_CACHE_ENTRIES),
+        }));
+    }
+
+    /// Bumped by every successful reload or invalidation.
+    pub fn generation(&self) -> u64 {
+        self.state.load().generation
+    }
+
+    /// The files to watch (policy file, then the raw Cedar file); empty for presets and text.
+    pub fn policy_files(&self) -> Vec<PathBuf> {
+        match &self.sources {
+            Sources::Files { toml, cedar } => {
+                std::iter::once(toml.clone()).chain(cedar.clone()).collect()
+            }
+            Sources::Text { .. } => Vec::new(),
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Policy {
+        self.state.load().policy.clone()
+    }
+
+    /// The policy in force as Cedar: the compiled TOML, then the raw Cedar file if any.
+    pub fn cedar_text(&self) -> String {
+        let state = self.state.load();
+        let mut out = cedar::compile_to_cedar(&state.policy);
+        if let Some(raw) = &state.raw_cedar_text {
+            out.push_str("\n// Raw Cedar policies\n");
+            out.push_str(raw);
+        }
+        out
+    }
+
+    /// A one-line description: `3 roles, 4 bindings, 1 deny, 2 raw Cedar policies (27 Cedar policies in all)`.
+    pub fn summary(&self) -> String {
+        let state = self.state.load();
+        format!(
+            "{} roles, {} bindings, {} denies, {} raw Cedar policies ({} Cedar policies in all)",
+            state.policy.roles.len(),
+            state.policy.bindings.len(),
+            state.policy.denies.len(),
+            state.raw.len(),
+            state.rules.len() + state.raw.len()
+        )
+    }
+
+    /// How many decisions are memoized now (for tests and metrics).
+    pub fn cached_decisions(&self) -> usize {
+        self.state.load().decisions.len()
+    }
+
+    fn slice(&self, state: &State, key: SliceKey) -> Arc<Slice> {
+        if let Some(slice) = state.slices.get(&key) {
+            return slice;
+        }
+        let mut policies = PolicySet::new();
+        let mut bases: Vec<String> = Vec::new();
+        let mut empty = true;
+        for (rule, parsed) in state.rules.iter().zip(&state.static_policies) {
+            if rule.kind != key.kind
+                || !rule.actions.contains(&key.action)
+                || !rule.subjects.includes(&key.username, &key.groups)
+            {
+                continue;
+            }
+            let Some(paths) = rule.paths_for(Some(&key.username)) else {
+                continue;
+            };
+            let policy = match parsed {
+                Some(p) => Some(p.clone()),
+                None => rule.render(Some(&key.username)).and_then(|text| {
+                    cedar_policy::Policy::parse(Some(PolicyId::new(&rule.id)), text).ok()
+                }),
+            };
+            // A username that cannot be written into Cedar leaves its rule out (no grant).
+            if let Some(policy) = policy {
+                if policies.add(policy).is_ok() {
+                    empty = false;
+                    bases.extend(paths.iter().map(|p| p.base().to_string()));
+                }
+            }
+        }
+        let mut has_raw = false;
+        for rule in &state.raw {
+            if rule
+                .filter
+                .may_apply(&key.username, &key.groups, key.action, key.kind)
+                && policies.add(rule.policy.clone()).is_ok()
+            {
+                has_raw = true;
+                empty = false;
+            }
+        }
+        bases.sort();
+        bases.dedup();
+        let slice = Arc::new(Slice {
+            policies,
+            empty,
+            has_raw,
+            bases,
+        });
+        state.slices.insert(key, slice.clone());
+        slice
+    }
+
+    fn default_deny(action: Action, resource: &Resource) -> Decision {
+        Decision::deny(format!(
+            "default deny: no rule grants {action} on {resource}"
+        ))
+    }
+
+    fn decide(
+        &self,
+        state: &State,
+        who: &Identity,
+        groups: &[String],
+        action: Action,
+        resource: &Resource,
+    ) -> Decision {
+        let slice = self.slice(
+            state,
+            SliceKey {
+                username: who.username().to_string(),
+                groups: groups.to_vec(),
+                kind: resource.kind,
+                action,
+            },
+        );
+        if slice.empty {
+            return Self::default_deny(action, resource);
+        }
+        match self.evaluate(state, &slice, who, groups, action, resource) {
+            Ok(decision) => decision,
+            Err(message) => Decision::deny(format!("error: {message}")),
+        }
+    }
+
+    fn evaluate(
+        &self,
+        state: &State,
+        slice: &Slice,
+        who: &Identity,
+        groups: &[String],
+        action: Action,
+        resource: &Resource,
+    ) -> Result<Decision, String> {
+        let principal_uid = EntityUid::from_type_name_and_id(
+            self.user_type.clone(),
+            EntityId::new(who.username()),
+        );
+        let group_set = || {
+            RestrictedExpression::new_set(
+                groups
+                    .iter()
+                    .map(|g| RestrictedExpression::new_string(g.clone())),
+            )
+        };
+        let principal = Entity::new(
+            principal_uid.clone(),
+            HashMap::from([("groups".to_string(), group_set())]),
+            groups
+                .iter()
+                .map(|g| {
+                    EntityUid::from_type_name_and_id(self.group_type.clone(), EntityId::new(g))
+                })
+                .collect(),
+        )
+        .map_err(|e| e.to_string())?;
+        let kind_index = ResourceType::ALL
+            .iter()
+            .position(|k| *k == resource.kind)
+            .unwrap_or(0);
+        let resource_id = resource
+            .id
+            .clone()
+            .or_else(|| resource.path.as_ref().map(|p| p.as_str().to_string()))
+            .unwrap_or_default();
+        let resource_uid = EntityUid::from_type_name_and_id(
+            self.type_names[kind_index].clone(),
+            EntityId::new(resource_id),
+        );
+        let mut attrs: HashMap<String, RestrictedExpression> = HashMap::new();
+        if cedar::carries_path(resource.kind) {
+            if let Some(path) = &resource.path {
+                attrs.insert(
+                    "path".into(),
+                    RestrictedExpression::new_string(path.as_str().to_string()),
+                );
+            }
+        }
+        if resource.kind.is_owned() {
+            if let Some(owner) = &resource.owner {
+                attrs.insert(
+                    "owner".into(),
+                    RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
+                        self.user_type.clone(),
+                        EntityId::new(&owner.username),
+                    )),
+                );
+                attrs.insert(
+                    "owner_groups".into(),
+                    RestrictedExpression::new_set(
+                        owner
+                            .groups
+                            .iter()
+                            .map(|g| RestrictedExpression::new_string(g.clone())),
+                    ),
+                );
+            }
+        }
+        let resource_entity = Entity::new(resource_uid.clone(), attrs, HashSet::new())
+            .map_err(|e| e.to_string())?;
+        let entities = Entities::from_entities([principal, resource_entity], None)
+            .map_err(|e| e.to_string())?;
+        let action_index = Action::ALL.iter().position(|a| *a == action).unwrap_or(0);
+        let request = Request::new(
+            principal_uid,
+            self.action_uids[action_index].clone(),
+            resource_uid,
+            Context::empty(),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, &slice.policies, &entities);
+        let rule_of = |id: &PolicyId| {
+            state
+                .annotations
+                .get(AsRef::<str>::as_ref(id))
+                .cloned()
+                .unwrap_or_else(|| id.to_string())
+        };
+        // Several rules may agree; report the first in file order, deterministically.
+        let mut reasons: Vec<String> = response.diagnostics().reason().map(rule_of).collect();
+        reasons.sort_by_key(|r| rule_sort_key(r));
+        Ok(match response.decision() {
+            cedar_policy::Decision::Allow => Decision::allow(
+                reasons
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| "allowed".to_string()),
+            ),
+            cedar_policy::Decision::Deny => match reasons.into_iter().next() {
+                Some(rule) => Decision::deny(rule),
+                None => {
+                    let errors: Vec<String> = response
+                        .diagnostics()
+                        .errors()
+                        .map(ToString::to_string)
+                        .collect();
+                    if errors.is_empty() {
+                        Self::default_deny(action, resource)
+                    } else {
+                        Decision::deny(format!(
+                            "default deny: no rule grants {action} on {resource} (rules that failed to evaluate: {})",
+                            errors.join("; ")
+                        ))
+                    }
+                }
+            },
+        })
+    }
+
+    /// Decide `action` on every child `names` of directory `dir`, in order. When no rule in
+    /// the caller's slice names a path strictly below `dir` (and no raw Cedar policy could
+    /// apply), all children that no rule names get one shared decision. A name that is not a
+    /// single path segment is denied.
+    pub fn authorize_children(
+        &self,
+        who: &Identity,
+        action: Action,
+        dir: &CanonicalPath,
+        names: &[&str],
+    ) -> Vec<bool> {
+        let state = self.state.load();
+        let groups = sorted_groups(&who.groups);
+        let slice = self.slice(
+            &state,
+            SliceKey {
+                username: who.username().to_string(),
+                groups,
+                kind: ResourceType::Contents,
+                action,
+            },
+        );
+        let per_entry = |name: &str| match dir.child(name) {
+            Ok(path) => self.authorize(who, action, &Resource::contents(path)).allowed,
+            Err(_) => false,
+        };
+        if slice.has_raw {
+            return names.iter().map(|n| per_entry(n)).collect();
+        }
+        if slice.empty {
+            return vec![false; names.len()];
+        }
+        // Children named (or containing something named) by a rule are decided one by one.
+        let dir_prefix = if dir.is_root() {
+            "/".to_string()
+        } else {
+            format!("{}/", dir.as_str())
+        };
+        let named: HashSet<&str> = slice
+            .bases
+            .iter()
+            .filter_map(|base| base.strip_prefix(dir_prefix.as_str()))
+            .filter_map(|rest| rest.split('/').next())
+            .filter(|segment| !segment.is_empty())
+            .collect();
+        let mut shared: Option<bool> = None;
+        names
+            .iter()
+            .map(|name| {
+                if named.contains(name) {
+                    return per_entry(name);
+                }
+                if name.is_empty() || *name == "." || *name == ".." || name.contains('/') {
+                    return false;
+                }
+                match shared {
+                    Some(allowed) => allowed,
+                    None => match dir.child(name) {
+                        Ok(_) => {
+                            let allowed = per_entry(name);
+                            shared = Some(allowed);
+                            allowed
+                        }
+                        Err(_) => false,
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+/// Orders rule annotations by (file, line) so the first rule in the file is reported.
+fn rule_sort_key(rule: &str) -> (String, usize) {
+    let mut parts = rule.splitn(3, ':');
+    let file = parts.next().unwrap_or_default().to_string();
+    let line = parts.next().and_then(|l| l.parse().ok()).unwrap_or(0);
+    (file, line)
+}
+
+impl Authorize for PolicyEngine {
+    fn authorize(&self, who: &Identity, action: Action, resource: &Resource) -> Decision {
+        let state = self.state.load();
+        let groups = sorted_groups(&who.groups);
+        let key = DecisionKey {
+            username: who.username().to_string(),
+            groups,
+            action,
+            resource: resource.clone(),
+        };
+        if let Some(decision) = state.decisions.get(&key) {
+            return decision;
+        }
+        let decision = self.decide(&state, who, &key.groups, action, resource);
+        state.decisions.insert(key, decision.clone());
+        decision
+    }
+}
+
+/// Whether a raw pattern names a path below `dir` (used by tests of the listing fast path).
+#[cfg(test)]
+pub(crate) fn pattern_below(pattern: &PathPattern, dir: &CanonicalPath) -> bool {
+    let base = pattern.base();
+    base != dir.as_str() && CanonicalPath::parse(base).is_ok_and(|b| b.is_within(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_cache_stays_bounded() {
+        let cache: BoundedCache<u32, u32> = BoundedCache::new(64);
+        for i in 0..10_000 {
+            cache.insert(i, i);
+        }
+        assert!(cache.len() <= 64);
+        assert_eq!(cache.get(&9_999), Some(9_999));
+    }
+
+    #[test]
+    fn pattern_below_is_strict() {
+        let dir = CanonicalPath::parse("/a").unwrap();
+        assert!(pattern_below(&PathPattern::Subtree("/a/b".into()), &dir));
+        assert!(!pattern_below(&PathPattern::Subtree("/a".into()), &dir));
+        assert!(!pattern_below(&PathPattern::Subtree("/ab".into()), &dir));
+    }
+}
