@@ -1,1 +1,28 @@
-//! concord-identity (in progress).
+//! Concord's identity state, free of HTTP types: named users and groups (SQLite), argon2
+//! passwords (including jupyter_server's `argon2:` and `sha1:` strings), per-user API tokens,
+//! signed login cookies backed by server-side sessions, login throttling, the audit log, and
+//! helpers for trusted proxy headers.
+//!
+//! The server crate wires these into requests; see `docs/users.md` for the admin's view.
+
+mod cookie;
+mod error;
+mod password;
+mod profile;
+mod store;
+mod throttle;
+mod validate;
+
+pub use cookie::{CookieValue, COOKIE_SECRET_FILE};
+pub use error::{ErrorKind, IdentityError, LoginError};
+pub use password::{
+    check_password_hash, hash_password, needs_rehash, verify_password, MAX_PASSWORD_BYTES,
+    MIN_PASSWORD_CHARS,
+};
+pub use profile::{ProfileUpdate, UPDATABLE_FIELDS};
+pub use store::{
+    ApiTokenInfo, NewApiToken, NewPassword, StoreOptions, UserRecord, UserStore, API_TOKEN_PREFIX,
+    DATABASE_FILE,
+};
+pub use throttle::{LoginThrottle, RetryAfter, ThrottleConfig};
+pub use validate::{validate_group, validate_username, MAX_NAME_LEN};
