@@ -99,6 +99,14 @@ pub enum IdentityError {
     /// Hashing a password failed (should not happen with valid parameters).
     #[error("password hashing failed: {0}")]
     Hashing(String),
+    /// An audit sink specification could not be understood.
+    #[error(
+        "invalid audit sink {0:?}: expected sqlite, sqlite:<path>, file:<path>, stdout or none"
+    )]
+    BadAuditSink(String),
+    /// `AuditLog::recent` needs an SQLite or JSON-lines file sink.
+    #[error("the audit log has no SQLite or file sink to read back from")]
+    AuditNotQueryable,
 }
 
 impl IdentityError {
@@ -110,7 +118,8 @@ impl IdentityError {
             | IdentityError::InvalidPassword(_)
             | IdentityError::InvalidPasswordHash(_)
             | IdentityError::InvalidProfile { .. }
-            | IdentityError::InvalidProxyAddress { .. } => ErrorKind::InvalidInput,
+            | IdentityError::InvalidProxyAddress { .. }
+            | IdentityError::BadAuditSink(_) => ErrorKind::InvalidInput,
             IdentityError::UserExists(_) => ErrorKind::Conflict,
             IdentityError::UserNotFound(_) | IdentityError::TokenNotFound { .. } => {
                 ErrorKind::NotFound
@@ -119,7 +128,8 @@ impl IdentityError {
             | IdentityError::Io { .. }
             | IdentityError::BadStateFile { .. }
             | IdentityError::SchemaTooNew { .. }
-            | IdentityError::Hashing(_) => ErrorKind::Internal,
+            | IdentityError::Hashing(_)
+            | IdentityError::AuditNotQueryable => ErrorKind::Internal,
         }
     }
 

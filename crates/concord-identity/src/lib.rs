@@ -5,14 +5,20 @@
 //!
 //! The server crate wires these into requests; see `docs/users.md` for the admin's view.
 
+mod audit;
 mod cookie;
 mod error;
 mod password;
 mod profile;
+mod proxy;
+mod redact;
 mod store;
 mod throttle;
 mod validate;
 
+pub use audit::{
+    AuditConfig, AuditDecision, AuditLog, AuditRecord, AuditSink, AUDIT_DATABASE_FILE,
+};
 pub use cookie::{CookieValue, COOKIE_SECRET_FILE};
 pub use error::{ErrorKind, IdentityError, LoginError};
 pub use password::{
@@ -20,6 +26,10 @@ pub use password::{
     MIN_PASSWORD_CHARS,
 };
 pub use profile::{ProfileUpdate, UPDATABLE_FIELDS};
+pub use proxy::{
+    identity_from_proxy_headers, is_trusted_proxy, parse_trusted_proxies, IpNet, MAX_PROXY_GROUPS,
+};
+pub use redact::{redact_url, REDACTED};
 pub use store::{
     ApiTokenInfo, NewApiToken, NewPassword, StoreOptions, UserRecord, UserStore, API_TOKEN_PREFIX,
     DATABASE_FILE,
