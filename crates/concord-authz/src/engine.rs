@@ -24,7 +24,7 @@ use crate::presets;
 use crate::Authorize;
 
 /// Upper bound on memoized decisions (spread over shards; a full shard is emptied).
-const DECISION_CACHE_ENTRIES: usize = 1 << 17;
+const DECISION_CACHE_ENTRIES: usize = 1 << 16;
 /// Upper bound on cached policy slices.
 const SLICE_CACHE_ENTRIES: usize = 1 << 14;
 const SHARDS: usize = 16;
@@ -121,6 +121,9 @@ struct State {
     raw: Vec<RawRule>,
     /// Pre-parsed Cedar for rules without `{username}` (indexed like `rules`).
     static_policies: Vec<Option<cedar_policy::Policy>>,
+    /// Indexes into `rules` per (resource type, action), so building a slice only looks at
+    /// rules that can matter.
+    rules_by_kind_action: HashMap<(ResourceType, Action), Vec<usize>>,
     annotations: HashMap<String, String>,
     raw_cedar_text: Option<String>,
     generation: u64,
@@ -191,6 +194,15 @@ fn build_state(
             cedar_policy::Policy::parse(Some(PolicyId::new(&rule.id)), text).ok()
         })
         .collect();
+    let mut rules_by_kind_action: HashMap<(ResourceType, Action), Vec<usize>> = HashMap::new();
+    for (index, rule) in rules.iter().enumerate() {
+        for action in &rule.actions {
+            rules_by_kind_action
+                .entry((rule.kind, *action))
+                .or_default()
+                .push(index);
+        }
+    }
     let mut annotations = HashMap::new();
     for rule in &rules {
         annotations.insert(rule.id.clone(), rule.annotation.clone());
@@ -203,6 +215,7 @@ fn build_state(
         rules,
         raw,
         static_policies,
+        rules_by_kind_action,
         annotations,
         raw_cedar_text: cedar.map(|(_, text)| text.to_string()),
         generation,
@@ -341,6 +354,7 @@ impl PolicyEngine {
             rules: current.rules.clone(),
             raw: current.raw.clone(),
             static_policies: current.static_policies.clone(),
+            rules_by_kind_action: current.rules_by_kind_action.clone(),
             annotations: current.annotations.clone(),
             raw_cedar_text: current.raw_cedar_text.clone(),
             generation: next,
@@ -405,11 +419,14 @@ impl PolicyEngine {
         let mut policies = PolicySet::new();
         let mut bases: Vec<String> = Vec::new();
         let mut empty = true;
-        for (rule, parsed) in state.rules.iter().zip(&state.static_policies) {
-            if rule.kind != key.kind
-                || !rule.actions.contains(&key.action)
-                || !rule.subjects.includes(&key.username, &key.groups)
-            {
+        let candidates = state
+            .rules_by_kind_action
+            .get(&(key.kind, key.action))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for index in candidates {
+            let (rule, parsed) = (&state.rules[*index], &state.static_policies[*index]);
+            if !rule.subjects.includes(&key.username, &key.groups) {
                 continue;
             }
             let Some(paths) = rule.paths_for(Some(&key.username)) else {
