@@ -266,9 +266,9 @@ pub(crate) fn compile_rules(policy: &Policy) -> Vec<CompiledRule> {
             .iter()
             .flat_map(|p| {
                 p.kinds.iter().flat_map(move |k| {
-                    p.actions.iter().map(move |a| {
-                        (*k, *a, if k.is_owned() { p.scope } else { Scope::Any })
-                    })
+                    p.actions
+                        .iter()
+                        .map(move |a| (*k, *a, if k.is_owned() { p.scope } else { Scope::Any }))
                 })
             })
             .collect();
@@ -296,9 +296,9 @@ pub(crate) fn compile_rules(policy: &Policy) -> Vec<CompiledRule> {
             .iter()
             .flat_map(|p| {
                 p.kinds.iter().flat_map(move |k| {
-                    p.actions.iter().map(move |a| {
-                        (*k, *a, if k.is_owned() { p.scope } else { Scope::Any })
-                    })
+                    p.actions
+                        .iter()
+                        .map(move |a| (*k, *a, if k.is_owned() { p.scope } else { Scope::Any }))
                 })
             })
             .collect();
@@ -646,7 +646,10 @@ pub(crate) fn validate(
     for e in result.validation_errors() {
         let id = e.policy_id().to_string();
         if let Some(index) = id.strip_prefix("raw").and_then(|n| n.parse::<usize>().ok()) {
-            let fallback = raw.get(index).map(|r| rule_line(&r.annotation)).unwrap_or(1);
+            let fallback = raw
+                .get(index)
+                .map(|r| rule_line(&r.annotation))
+                .unwrap_or(1);
             let (line, column) = match (diagnostic_offset(e), &raw_lines) {
                 (Some(offset), Some(lines)) => lines.position(offset),
                 _ => (fallback, 1),

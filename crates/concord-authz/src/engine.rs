@@ -17,9 +17,9 @@ use cedar_policy::{
 use crate::cedar::{self, cedar_type, CompiledRule, RawRule};
 use crate::model::{Action, Decision, Identity, Resource, ResourceType};
 use crate::path::CanonicalPath;
-use crate::policy::{Policy, PolicyError};
 #[cfg(test)]
 use crate::policy::PathPattern;
+use crate::policy::{Policy, PolicyError};
 use crate::presets;
 use crate::Authorize;
 
@@ -510,10 +510,8 @@ impl PolicyEngine {
         action: Action,
         resource: &Resource,
     ) -> Result<Decision, String> {
-        let principal_uid = EntityUid::from_type_name_and_id(
-            self.user_type.clone(),
-            EntityId::new(who.username()),
-        );
+        let principal_uid =
+            EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(who.username()));
         let group_set = || {
             RestrictedExpression::new_set(
                 groups
@@ -574,8 +572,8 @@ impl PolicyEngine {
                 );
             }
         }
-        let resource_entity = Entity::new(resource_uid.clone(), attrs, HashSet::new())
-            .map_err(|e| e.to_string())?;
+        let resource_entity =
+            Entity::new(resource_uid.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())?;
         let entities = Entities::from_entities([principal, resource_entity], None)
             .map_err(|e| e.to_string())?;
         let action_index = Action::ALL.iter().position(|a| *a == action).unwrap_or(0);
@@ -651,7 +649,10 @@ impl PolicyEngine {
             },
         );
         let per_entry = |name: &str| match dir.child(name) {
-            Ok(path) => self.authorize(who, action, &Resource::contents(path)).allowed,
+            Ok(path) => {
+                self.authorize(who, action, &Resource::contents(path))
+                    .allowed
+            }
             Err(_) => false,
         };
         if slice.has_raw {

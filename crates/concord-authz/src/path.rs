@@ -143,17 +143,32 @@ mod tests {
 
     #[test]
     fn refuses_climbing_above_root() {
-        assert!(matches!(CanonicalPath::parse(".."), Err(PathError::OutsideRoot(_))));
-        assert!(matches!(CanonicalPath::parse("a/../../b"), Err(PathError::OutsideRoot(_))));
-        assert!(matches!(CanonicalPath::from_url("%2e%2e/etc"), Err(PathError::OutsideRoot(_))));
-        assert!(matches!(CanonicalPath::parse("a\0b"), Err(PathError::Invalid(_))));
+        assert!(matches!(
+            CanonicalPath::parse(".."),
+            Err(PathError::OutsideRoot(_))
+        ));
+        assert!(matches!(
+            CanonicalPath::parse("a/../../b"),
+            Err(PathError::OutsideRoot(_))
+        ));
+        assert!(matches!(
+            CanonicalPath::from_url("%2e%2e/etc"),
+            Err(PathError::OutsideRoot(_))
+        ));
+        assert!(matches!(
+            CanonicalPath::parse("a\0b"),
+            Err(PathError::Invalid(_))
+        ));
     }
 
     #[test]
     fn decodes_percent_once() {
         assert_eq!(CanonicalPath::from_url("a%2Fb").unwrap().as_str(), "/a/b");
         assert_eq!(CanonicalPath::from_url("a/%2e/b").unwrap().as_str(), "/a/b");
-        assert_eq!(CanonicalPath::from_url("%252e%252e").unwrap().as_str(), "/%2e%2e");
+        assert_eq!(
+            CanonicalPath::from_url("%252e%252e").unwrap().as_str(),
+            "/%2e%2e"
+        );
     }
 
     #[test]

@@ -183,7 +183,9 @@ impl PathPattern {
         let base = if base.is_empty() { "/" } else { base };
         if base != "/" {
             if base.ends_with('/') {
-                return bad("it must not end with / (write /dir/** for a directory and everything in it)");
+                return bad(
+                    "it must not end with / (write /dir/** for a directory and everything in it)",
+                );
             }
             for segment in base[1..].split('/') {
                 match segment {
@@ -231,8 +233,7 @@ impl PathPattern {
         if !self.has_username() {
             return Some(self.clone());
         }
-        if username.is_empty() || username == "." || username == ".." || username.contains('/')
-        {
+        if username.is_empty() || username == "." || username == ".." || username.contains('/') {
             return None;
         }
         let base = self.base().replace(USERNAME_PLACEHOLDER, username);
@@ -373,9 +374,7 @@ impl Ctx<'_> {
             DeValue::Array(items) => {
                 for item in items.iter() {
                     match item.get_ref() {
-                        DeValue::String(s) => {
-                            out.push(Spanned::new(item.span(), s.to_string()))
-                        }
+                        DeValue::String(s) => out.push(Spanned::new(item.span(), s.to_string())),
                         _ => self.error(item.span(), format!("{key} must be a list of strings")),
                     }
                 }
@@ -669,8 +668,7 @@ impl Policy {
         if ctx.errors.is_empty() {
             Ok(policy)
         } else {
-            ctx.errors
-                .sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+            ctx.errors.sort_by_key(|e| (e.line, e.column));
             Err(ctx.errors)
         }
     }

@@ -90,14 +90,18 @@ mod tests {
 
     #[test]
     fn parses_every_form() {
-        assert_eq!(Resource::parse_spec("api").unwrap(), Resource::service(ResourceType::Api));
+        assert_eq!(
+            Resource::parse_spec("api").unwrap(),
+            Resource::service(ResourceType::Api)
+        );
         assert_eq!(
             Resource::parse_spec("contents").unwrap(),
             Resource::service(ResourceType::Contents)
         );
         let r = Resource::parse_spec("contents:/projects/a/./x.ipynb").unwrap();
         assert_eq!(r.path.unwrap().as_str(), "/projects/a/x.ipynb");
-        let k = Resource::parse_spec("kernels:abc@alice[students,staff]/home/alice/n.ipynb").unwrap();
+        let k =
+            Resource::parse_spec("kernels:abc@alice[students,staff]/home/alice/n.ipynb").unwrap();
         assert_eq!(k.id.as_deref(), Some("abc"));
         let owner = k.owner.unwrap();
         assert_eq!(owner.username, "alice");

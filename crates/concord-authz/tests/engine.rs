@@ -164,32 +164,116 @@ fn preset_classroom() {
         &e,
         &[
             // Everyone reads the course, nobody but instructors and admin writes it.
-            ("sam", STUDENTS, "read", "contents:/course/week1/a.ipynb", true),
+            (
+                "sam",
+                STUDENTS,
+                "read",
+                "contents:/course/week1/a.ipynb",
+                true,
+            ),
             ("sam", STUDENTS, "read", "contents:/course", true),
-            ("sam", STUDENTS, "write", "contents:/course/week1/a.ipynb", false),
+            (
+                "sam",
+                STUDENTS,
+                "write",
+                "contents:/course/week1/a.ipynb",
+                false,
+            ),
             ("sam", STUDENTS, "read", "contents:/", true),
             ("sam", STUDENTS, "read", "contents:/home", true),
             ("sam", STUDENTS, "write", "contents:/home", false),
             ("sam", STUDENTS, "read", "contents:/other/x", false),
             // Own home: read, write, kernels there.
             ("sam", STUDENTS, "read", "contents:/home/sam/hw.ipynb", true),
-            ("sam", STUDENTS, "write", "contents:/home/sam/hw.ipynb", true),
+            (
+                "sam",
+                STUDENTS,
+                "write",
+                "contents:/home/sam/hw.ipynb",
+                true,
+            ),
             ("sam", STUDENTS, "write", "contents:/home/sam", true),
-            ("sam", STUDENTS, "execute", "kernels:k@sam/home/sam/hw.ipynb", true),
-            ("sam", STUDENTS, "execute", "kernels:k@sam/course/a.ipynb", false),
-            ("sam", STUDENTS, "write", "sessions:s@sam/home/sam/hw.ipynb", true),
+            (
+                "sam",
+                STUDENTS,
+                "execute",
+                "kernels:k@sam/home/sam/hw.ipynb",
+                true,
+            ),
+            (
+                "sam",
+                STUDENTS,
+                "execute",
+                "kernels:k@sam/course/a.ipynb",
+                false,
+            ),
+            (
+                "sam",
+                STUDENTS,
+                "write",
+                "sessions:s@sam/home/sam/hw.ipynb",
+                true,
+            ),
             // Another student's home, and a sibling prefix of one's own.
-            ("sam", STUDENTS, "read", "contents:/home/kim/hw.ipynb", false),
-            ("sam", STUDENTS, "read", "contents:/home/samuel/hw.ipynb", false),
-            ("sam", STUDENTS, "execute", "kernels:k@kim/home/kim/hw.ipynb", false),
+            (
+                "sam",
+                STUDENTS,
+                "read",
+                "contents:/home/kim/hw.ipynb",
+                false,
+            ),
+            (
+                "sam",
+                STUDENTS,
+                "read",
+                "contents:/home/samuel/hw.ipynb",
+                false,
+            ),
+            (
+                "sam",
+                STUDENTS,
+                "execute",
+                "kernels:k@kim/home/kim/hw.ipynb",
+                false,
+            ),
             ("sam", STUDENTS, "execute", "terminals:1@sam", false),
             // Instructors.
-            ("ida", INSTRUCTORS, "write", "contents:/course/week1/a.ipynb", true),
-            ("ida", INSTRUCTORS, "read", "contents:/home/sam/hw.ipynb", true),
-            ("ida", INSTRUCTORS, "write", "contents:/home/sam/hw.ipynb", false),
-            ("ida", INSTRUCTORS, "write", "contents:/home/ida/notes.md", true),
+            (
+                "ida",
+                INSTRUCTORS,
+                "write",
+                "contents:/course/week1/a.ipynb",
+                true,
+            ),
+            (
+                "ida",
+                INSTRUCTORS,
+                "read",
+                "contents:/home/sam/hw.ipynb",
+                true,
+            ),
+            (
+                "ida",
+                INSTRUCTORS,
+                "write",
+                "contents:/home/sam/hw.ipynb",
+                false,
+            ),
+            (
+                "ida",
+                INSTRUCTORS,
+                "write",
+                "contents:/home/ida/notes.md",
+                true,
+            ),
             ("ida", INSTRUCTORS, "execute", "terminals:1@ida", true),
-            ("ida", INSTRUCTORS, "execute", "kernels:k@sam/home/sam/hw.ipynb", false),
+            (
+                "ida",
+                INSTRUCTORS,
+                "execute",
+                "kernels:k@sam/home/sam/hw.ipynb",
+                false,
+            ),
             // Everyone gets what JupyterLab needs; nobody but admin shuts the server down.
             ("sam", STUDENTS, "read", "kernelspecs", true),
             ("sam", STUDENTS, "write", "server", false),
@@ -258,9 +342,19 @@ fn subtree_is_by_whole_segments() {
     let alice = who("alice", NONE);
     assert!(allowed(&e, &alice, "write", "contents:/projects/a"));
     assert!(allowed(&e, &alice, "write", "contents:/projects/a/x.ipynb"));
-    assert!(allowed(&e, &alice, "write", "contents:/projects/a/deep/er/x"));
+    assert!(allowed(
+        &e,
+        &alice,
+        "write",
+        "contents:/projects/a/deep/er/x"
+    ));
     assert!(!allowed(&e, &alice, "write", "contents:/projects/ab"));
-    assert!(!allowed(&e, &alice, "write", "contents:/projects/ab/x.ipynb"));
+    assert!(!allowed(
+        &e,
+        &alice,
+        "write",
+        "contents:/projects/ab/x.ipynb"
+    ));
     assert!(!allowed(&e, &alice, "read", "contents:/projects"));
     assert!(!allowed(&e, &alice, "read", "contents:/"));
     let d = e.authorize(&alice, Action::Write, &res("contents:/projects/a/x.ipynb"));
@@ -278,9 +372,24 @@ fn subtree_is_by_whole_segments() {
 #[test]
 fn username_is_substituted_per_caller() {
     let e = engine(EXAMPLE);
-    assert!(allowed(&e, &who("alice", NONE), "write", "contents:/home/alice/n.ipynb"));
-    assert!(allowed(&e, &who("alice", NONE), "write", "contents:/home/alice"));
-    assert!(!allowed(&e, &who("alice", NONE), "write", "contents:/home/bob/n.ipynb"));
+    assert!(allowed(
+        &e,
+        &who("alice", NONE),
+        "write",
+        "contents:/home/alice/n.ipynb"
+    ));
+    assert!(allowed(
+        &e,
+        &who("alice", NONE),
+        "write",
+        "contents:/home/alice"
+    ));
+    assert!(!allowed(
+        &e,
+        &who("alice", NONE),
+        "write",
+        "contents:/home/bob/n.ipynb"
+    ));
     assert!(!allowed(&e, &who("alice", NONE), "read", "contents:/home"));
     // A username with Cedar-significant characters is a literal, not a pattern.
     let e = engine(
@@ -293,12 +402,32 @@ everyone = true
 paths = ["/home/{username}/**"]
 "#,
     );
-    assert!(allowed(&e, &who("a*", NONE), "write", "contents:/home/a*/x"));
-    assert!(!allowed(&e, &who("a*", NONE), "write", "contents:/home/abc/x"));
-    assert!(allowed(&e, &who("q\"x\\", NONE), "write", "contents:/home/q\"x\\/x"));
+    assert!(allowed(
+        &e,
+        &who("a*", NONE),
+        "write",
+        "contents:/home/a*/x"
+    ));
+    assert!(!allowed(
+        &e,
+        &who("a*", NONE),
+        "write",
+        "contents:/home/abc/x"
+    ));
+    assert!(allowed(
+        &e,
+        &who("q\"x\\", NONE),
+        "write",
+        "contents:/home/q\"x\\/x"
+    ));
     // A name that cannot be one path segment gets no home at all.
     assert!(!allowed(&e, &who("..", NONE), "read", "contents:/home"));
-    assert!(!allowed(&e, &who("a/b", NONE), "read", "contents:/home/a/b/x"));
+    assert!(!allowed(
+        &e,
+        &who("a/b", NONE),
+        "read",
+        "contents:/home/a/b/x"
+    ));
 }
 
 #[test]
@@ -326,7 +455,12 @@ everyone = true
     assert!(allowed(&e, &bob, "execute", "kernels:k@bob"));
     assert!(!allowed(&e, &bob, "execute", "kernels:k@alice[team1]"));
     assert!(allowed(&e, &bob, "execute", "terminals:1@bob"));
-    assert!(allowed(&e, &bob, "execute", "terminals:1@alice[team2,team1]"));
+    assert!(allowed(
+        &e,
+        &bob,
+        "execute",
+        "terminals:1@alice[team2,team1]"
+    ));
     assert!(!allowed(&e, &bob, "execute", "terminals:1@alice[team2]"));
     assert!(!allowed(&e, &bob, "execute", "terminals:1@alice"));
     assert!(!allowed(&e, &bob, "write", "terminals:1@bob"));
@@ -380,7 +514,12 @@ permissions = ["contents:write"]
 "#,
     );
     assert!(allowed(&e, &who("bob", NONE), "write", "contents"));
-    assert!(!allowed(&e, &who("bob", NONE), "write", "contents:/secret/x"));
+    assert!(!allowed(
+        &e,
+        &who("bob", NONE),
+        "write",
+        "contents:/secret/x"
+    ));
     assert!(!allowed(&e, &who("eve", NONE), "write", "contents"));
 }
 
@@ -389,18 +528,32 @@ fn kernels_without_path_are_not_limited_by_paths() {
     let e = engine(EXAMPLE);
     let alice = who("alice", NONE);
     assert!(allowed(&e, &alice, "execute", "kernels:k@alice"));
-    assert!(allowed(&e, &alice, "execute", "kernels:k@alice/projects/a/n.ipynb"));
-    assert!(!allowed(&e, &alice, "execute", "kernels:k@alice/projects/b/n.ipynb"));
-    assert!(!allowed(&e, &alice, "execute", "kernels:k@bob/projects/a/n.ipynb"));
+    assert!(allowed(
+        &e,
+        &alice,
+        "execute",
+        "kernels:k@alice/projects/a/n.ipynb"
+    ));
+    assert!(!allowed(
+        &e,
+        &alice,
+        "execute",
+        "kernels:k@alice/projects/b/n.ipynb"
+    ));
+    assert!(!allowed(
+        &e,
+        &alice,
+        "execute",
+        "kernels:k@bob/projects/a/n.ipynb"
+    ));
 }
 
 #[test]
 fn compiled_cedar_is_readable_and_annotated() {
     let policy = Policy::parse("policy.toml", EXAMPLE).unwrap();
     let cedar = compile_to_cedar(&policy);
-    assert!(cedar.contains(
-        "@id(\"policy.toml:22: deny contents:write for group students on /course/**\")"
-    ));
+    assert!(cedar
+        .contains("@id(\"policy.toml:22: deny contents:write for group students on /course/**\")"));
     assert!(cedar.contains("forbid ("));
     assert!(cedar.contains("principal == User::\"alice\""));
     assert!(cedar.contains("resource.path like \"/projects/a/*\""));
@@ -417,7 +570,11 @@ fn toml_syntax_error_is_located() {
     assert!(!errs.is_empty());
     assert_eq!(errs[0].file, "policy.toml");
     assert!(errs[0].line >= 2, "{:?}", messages(&errs));
-    assert!(errs[0].message.starts_with("TOML syntax"), "{:?}", messages(&errs));
+    assert!(
+        errs[0].message.starts_with("TOML syntax"),
+        "{:?}",
+        messages(&errs)
+    );
     let errs = errors("[roles.viewer]\npermissions = [\"contents:read\"]\nrole = = 1\n");
     assert_eq!(errs[0].line, 3, "{:?}", messages(&errs));
 }
@@ -479,8 +636,14 @@ x = 1
 #[test]
 fn patterns_accept_the_documented_forms() {
     use concord_authz::PathPattern;
-    assert_eq!(PathPattern::parse("/**").unwrap(), PathPattern::Subtree("/".into()));
-    assert_eq!(PathPattern::parse("/").unwrap(), PathPattern::Exact("/".into()));
+    assert_eq!(
+        PathPattern::parse("/**").unwrap(),
+        PathPattern::Subtree("/".into())
+    );
+    assert_eq!(
+        PathPattern::parse("/").unwrap(),
+        PathPattern::Exact("/".into())
+    );
     assert_eq!(
         PathPattern::parse("/a/b.ipynb").unwrap(),
         PathPattern::Exact("/a/b.ipynb".into())
@@ -489,7 +652,17 @@ fn patterns_accept_the_documented_forms() {
         PathPattern::parse("/home/{username}/**").unwrap(),
         PathPattern::Subtree("/home/{username}".into())
     );
-    for bad in ["", "a", "/a/", "/a//b", "/a*", "/**/x", "/a/.", "/x{username}", "/{other}"] {
+    for bad in [
+        "",
+        "a",
+        "/a/",
+        "/a//b",
+        "/a*",
+        "/**/x",
+        "/a/.",
+        "/x{username}",
+        "/{other}",
+    ] {
         assert!(PathPattern::parse(bad).is_err(), "{bad:?} accepted");
     }
 }
@@ -533,7 +706,12 @@ users = ["alice"]
     // Listing falls back to per-entry decisions because raw policies may look at anything.
     let root = CanonicalPath::root();
     assert_eq!(
-        e.authorize_children(&who("alice", NONE), Action::Read, &root, &["a", "vault", "vaults"]),
+        e.authorize_children(
+            &who("alice", NONE),
+            Action::Read,
+            &root,
+            &["a", "vault", "vaults"]
+        ),
         vec![true, false, false]
     );
 }
@@ -542,7 +720,8 @@ users = ["alice"]
 fn raw_cedar_errors_are_located() {
     let toml = "[roles.r]\npermissions = [\"contents:read\"]\n[[bindings]]\nrole = \"r\"\neveryone = true\n";
     // Syntax error on line 3.
-    let bad_syntax = "permit (principal, action, resource);\n\npermit (principal action, resource);\n";
+    let bad_syntax =
+        "permit (principal, action, resource);\n\npermit (principal action, resource);\n";
     let errs = PolicyEngine::from_text("policy.toml", toml, Some(("x.cedar", bad_syntax)))
         .err()
         .unwrap();
@@ -558,7 +737,8 @@ fn raw_cedar_errors_are_located() {
     assert!(lines.contains(&6), "{:?}", messages(&errs));
     assert!(errs.iter().all(|e| e.file == "x.cedar"));
     // Unguarded optional attribute fails strict validation.
-    let unguarded = "permit (principal, action, resource is Contents) when { resource.path == \"/a\" };\n";
+    let unguarded =
+        "permit (principal, action, resource is Contents) when { resource.path == \"/a\" };\n";
     let errs = PolicyEngine::from_text("policy.toml", toml, Some(("x.cedar", unguarded)))
         .err()
         .unwrap();
@@ -580,7 +760,9 @@ fn reload_keeps_old_policy_on_error_and_drops_cache() {
 
     std::fs::write(&path, "[roles.r]\npermissions = [\"contents:read\"\n").unwrap();
     let errs = e.reload().unwrap_err();
-    assert!(errs[0].to_string().starts_with(&format!("{}:", path.display())));
+    assert!(errs[0]
+        .to_string()
+        .starts_with(&format!("{}:", path.display())));
     assert!(allowed(&e, &bob, "read", "contents:/a"), "old policy stays");
     assert_eq!(e.generation(), generation);
 
@@ -588,7 +770,10 @@ fn reload_keeps_old_policy_on_error_and_drops_cache() {
     e.reload().unwrap();
     assert!(e.generation() > generation);
     assert_eq!(e.cached_decisions(), 0);
-    assert!(!allowed(&e, &bob, "read", "contents:/a"), "cached allow was dropped");
+    assert!(
+        !allowed(&e, &bob, "read", "contents:/a"),
+        "cached allow was dropped"
+    );
     assert!(allowed(&e, &who("alice", NONE), "read", "contents:/a"));
 
     std::fs::remove_file(&path).unwrap();
@@ -605,8 +790,12 @@ fn load_reports_errors_from_both_files() {
     std::fs::write(&toml, "[roles.r]\npermissions = [\"contents:nope\"]\n").unwrap();
     std::fs::write(&cedar, "permit (principal action resource);").unwrap();
     let errs = PolicyEngine::load(&toml, Some(&cedar)).err().unwrap();
-    assert!(errs.iter().any(|e| e.file.ends_with("policy.toml") && e.line == 2));
-    assert!(errs.iter().any(|e| e.file.ends_with("extra.cedar") && e.line == 1));
+    assert!(errs
+        .iter()
+        .any(|e| e.file.ends_with("policy.toml") && e.line == 2));
+    assert!(errs
+        .iter()
+        .any(|e| e.file.ends_with("extra.cedar") && e.line == 1));
 }
 
 #[test]
@@ -627,7 +816,15 @@ fn decisions_are_cached_per_identity() {
 fn owner_record_of_creator() {
     let e = PolicyEngine::from_preset("temporary").unwrap();
     let bob = who("bob", NONE);
-    let kernel = Resource::owned(ResourceType::Kernels, Some("k1".into()), Owner::of(&bob), None);
+    let kernel = Resource::owned(
+        ResourceType::Kernels,
+        Some("k1".into()),
+        Owner::of(&bob),
+        None,
+    );
     assert!(e.authorize(&bob, Action::Execute, &kernel).allowed);
-    assert!(!e.authorize(&who("eve", NONE), Action::Execute, &kernel).allowed);
+    assert!(
+        !e.authorize(&who("eve", NONE), Action::Execute, &kernel)
+            .allowed
+    );
 }

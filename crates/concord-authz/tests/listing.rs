@@ -64,7 +64,11 @@ fn random_policy(g: &mut Gen) -> String {
             format!("paths = [{}]\n", paths.join(", "))
         };
         if g.below(4) == 0 {
-            let permission = if g.below(2) == 0 { "contents:read" } else { "contents:*" };
+            let permission = if g.below(2) == 0 {
+                "contents:read"
+            } else {
+                "contents:*"
+            };
             text.push_str(&format!(
                 "[[deny]]\n{}\npermissions = [\"{permission}\"]\n{paths}",
                 random_subjects(g)
@@ -111,12 +115,20 @@ fn listing_agrees_with_per_entry_decisions() {
             let who = identity(&mut g);
             let dir_text = random_path(&mut g, 2).replace("{username}", "u1");
             let dir = CanonicalPath::parse(&dir_text).unwrap();
-            let action = if g.below(2) == 0 { Action::Read } else { Action::Write };
+            let action = if g.below(2) == 0 {
+                Action::Read
+            } else {
+                Action::Write
+            };
             let got = listing.authorize_children(&who, action, &dir, &names);
             let expected: Vec<bool> = names
                 .iter()
                 .map(|n| match dir.child(n) {
-                    Ok(p) => single.authorize(&who, action, &Resource::contents(p)).allowed,
+                    Ok(p) => {
+                        single
+                            .authorize(&who, action, &Resource::contents(p))
+                            .allowed
+                    }
                     Err(_) => false,
                 })
                 .collect();
