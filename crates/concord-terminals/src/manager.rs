@@ -140,8 +140,7 @@ impl TerminalManager {
     /// End every terminal (the server is exiting); refuses new ones from now on.
     pub async fn shutdown_all(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
-        let terminals: Vec<Arc<Terminal>> =
-            lock(&self.inner.terminals).values().cloned().collect();
+        let terminals: Vec<Arc<Terminal>> = lock(&self.inner.terminals).values().cloned().collect();
         if !terminals.is_empty() {
             tracing::info!(count = terminals.len(), "shutting down terminals");
         }

@@ -23,7 +23,8 @@ pub(crate) enum ClientMessage {
     Other(String),
 }
 
-const SHAPE_HINT: &str = r#"terminal messages are JSON arrays such as ["stdin", "ls\r"] or ["set_size", 24, 80]"#;
+const SHAPE_HINT: &str =
+    r#"terminal messages are JSON arrays such as ["stdin", "ls\r"] or ["set_size", 24, 80]"#;
 
 /// Parse one text frame.
 pub(crate) fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> {

@@ -32,7 +32,9 @@ const READ_BUFFER: usize = 64 * 1024;
 /// Lock a mutex, recovering the data if another thread panicked while holding it (the
 /// state stays usable: every update leaves it consistent).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A snapshot of one attached client, for the admin and the audit log.

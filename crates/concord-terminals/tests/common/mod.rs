@@ -50,13 +50,29 @@ pub async fn read_until(output: &mut ClientOutput, needle: &str) -> String {
                         seen.push_str(frame[1].as_str().expect("stdout text"));
                     }
                 }
-                other => panic!("expected output containing {needle:?}, got {other:?} after {seen:?}"),
+                other => panic!(
+                    "expected output containing {needle:?}, got {other:?} after {:?}",
+                    tail(&seen)
+                ),
             }
         }
     })
     .await;
-    assert!(result.is_ok(), "never saw {needle:?}; saw {seen:?}");
+    assert!(
+        result.is_ok(),
+        "never saw {needle:?}; saw {:?}",
+        tail(&seen)
+    );
     seen
+}
+
+/// The end of a long text, for failure messages.
+pub fn tail(text: &str) -> &str {
+    let mut start = text.len().saturating_sub(400);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
 }
 
 /// Read until the terminal's close; returns every frame before it and the close.
