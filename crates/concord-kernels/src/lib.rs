@@ -1,1 +1,24 @@
-//! concord-kernels (in progress).
+//! Concord's kernels: kernelspec discovery, kernel processes over ZMQ (the HMAC-signed
+//! Jupyter wire protocol), the kernel websocket's two frame formats, fan-out to many clients
+//! with message-level permission (execute vs watch), and notebook sessions.
+//!
+//! This crate never sees HTTP: the server authorizes, then hands websocket frames to a
+//! [`ClientConnection`] and writes back what it yields. See `docs/kernels.md`.
+
+mod hub;
+mod kernel;
+pub mod kernelspec;
+mod sessions;
+pub mod transport;
+pub mod wire;
+pub mod ws;
+
+pub use hub::{ClientOutbound, WsOut, CLOSE_NORMAL, CLOSE_TOO_SLOW};
+pub use kernel::{
+    ClientConnection, ClientInbound, ErrorKind, Inbound, InboundError, KernelError, KernelInfo,
+    KernelManager, KernelManagerConfig, KernelMetrics, KernelModel, Permission, StartKernel,
+    TransportKind,
+};
+pub use kernelspec::{InterruptMode, KernelSpec, KernelSpecError, KernelSpecManager};
+pub use sessions::{NewSession, SessionError, SessionInfo, SessionManager, SessionPatch};
+pub use ws::{Channel, WsFrame, WsProtocol, V1_SUBPROTOCOL};

@@ -1,0 +1,383 @@
+//! The Jupyter wire protocol: multipart ZMQ messages signed with HMAC-SHA256.
+//!
+//! A message on the wire is `[identities…, "<IDS|MSG>", signature, header, parent_header,
+//! metadata, content, buffers…]`. The four JSON frames are kept as raw bytes so that a proxy
+//! never drops or reorders fields it does not model; only the header is parsed (for
+//! `msg_id`, `msg_type`, `session`) and it is re-serialized only when the server must change it
+//! (stamping `username`).
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use serde_json::{Map, Value};
+use sha2::Sha256;
+
+/// The frame that separates routing identities from the message proper.
+pub const DELIMITER: &[u8] = b"<IDS|MSG>";
+
+/// Why a multipart message could not be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// No `<IDS|MSG>` delimiter frame.
+    #[error("message has no <IDS|MSG> delimiter")]
+    NoDelimiter,
+    /// Fewer than the signature and four JSON frames after the delimiter.
+    #[error("message has {0} frames after the delimiter; at least 5 are required")]
+    TooFewFrames(usize),
+    /// The HMAC signature does not match.
+    #[error("message signature is invalid")]
+    BadSignature,
+    /// The header is not a JSON object.
+    #[error("message header is not a JSON object: {0}")]
+    BadHeader(String),
+}
+
+/// HMAC-SHA256 signing with a connection's key. An empty key disables signing, as in
+/// jupyter_client.
+#[derive(Clone)]
+pub struct Signer {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.write_str("Signer(..)")
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+impl Signer {
+    /// A signer for `key` (the connection file's `key`, as bytes).
+    pub fn new(key: impl Into<Vec<u8>>) -> Self {
+        Signer { key: key.into() }
+    }
+
+    /// A new random 256-bit key, hex-encoded as jupyter_client does (a UUID there).
+    pub fn random_key() -> String {
+        let bytes: [u8; 32] = rand::random();
+        hex::encode(bytes)
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> Option<HmacSha256> {
+        if self.key.is_empty() {
+            return None;
+        }
+        // `new_from_slice` accepts keys of any length for HMAC; the error branch is unreachable
+        // but handled rather than unwrapped.
+        let mut mac = HmacSha256::new_from_slice(&self.key).ok()?;
+        for part in parts {
+            mac.update(part);
+        }
+        Some(mac)
+    }
+
+    /// The lowercase hex signature of the four JSON frames (empty when signing is off).
+    pub fn sign(&self, parts: &[&[u8]]) -> String {
+        match self.mac(parts) {
+            Some(mac) => hex::encode(mac.finalize().into_bytes()),
+            None => String::new(),
+        }
+    }
+
+    /// Constant-time check of a hex signature against the four JSON frames.
+    pub fn verify(&self, signature: &[u8], parts: &[&[u8]]) -> bool {
+        match self.mac(parts) {
+            None => true,
+            Some(mac) => match hex::decode(signature) {
+                Ok(raw) => mac.verify_slice(&raw).is_ok(),
+                Err(_) => false,
+            },
+        }
+    }
+}
+
+/// One Jupyter message with its JSON parts kept verbatim.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    /// ZMQ routing identities (the topic on iopub); empty for DEALER replies.
+    pub identities: Vec<Bytes>,
+    /// The header JSON, verbatim.
+    pub header: Bytes,
+    /// The parent header JSON, verbatim.
+    pub parent_header: Bytes,
+    /// The metadata JSON, verbatim.
+    pub metadata: Bytes,
+    /// The content JSON, verbatim.
+    pub content: Bytes,
+    /// Binary buffers.
+    pub buffers: Vec<Bytes>,
+    /// The few header fields the server looks at.
+    pub info: HeaderInfo,
+}
+
+/// Header fields the server reads (routing, state, authorization).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderInfo {
+    /// `header.msg_id`.
+    pub msg_id: String,
+    /// `header.msg_type`.
+    pub msg_type: String,
+    /// `header.session`.
+    pub session: String,
+}
+
+impl HeaderInfo {
+    /// Read the fields from a header object (missing fields are empty strings).
+    pub fn from_header(header: &Map<String, Value>) -> Self {
+        let field = |k: &str| {
+            header
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        HeaderInfo {
+            msg_id: field("msg_id"),
+            msg_type: field("msg_type"),
+            session: field("session"),
+        }
+    }
+}
+
+/// Parse a header frame as a JSON object.
+pub fn parse_header(raw: &[u8]) -> Result<Map<String, Value>, WireError> {
+    match serde_json::from_slice::<Value>(raw) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(WireError::BadHeader(format!("got {}", json_kind(&other)))),
+        Err(e) => Err(WireError::BadHeader(e.to_string())),
+    }
+}
+
+/// The parent header's `msg_id`, if the parent header is an object with one.
+pub fn parent_msg_id(parent_header: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Parent {
+        msg_id: Option<String>,
+    }
+    serde_json::from_slice::<Parent>(parent_header)
+        .ok()
+        .and_then(|p| p.msg_id)
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Message {
+    /// Build a message from its parts; the header must be a JSON object.
+    pub fn from_parts(
+        header: Bytes,
+        parent_header: Bytes,
+        metadata: Bytes,
+        content: Bytes,
+        buffers: Vec<Bytes>,
+    ) -> Result<Self, WireError> {
+        let info = HeaderInfo::from_header(&parse_header(&header)?);
+        Ok(Message {
+            identities: Vec::new(),
+            header,
+            parent_header,
+            metadata,
+            content,
+            buffers,
+            info,
+        })
+    }
+
+    /// A new message created by the server itself (status pushes, refusals).
+    pub fn new_server_message(
+        msg_type: &str,
+        session: &str,
+        username: &str,
+        parent_header: Bytes,
+        content: Value,
+    ) -> Self {
+        let header = serde_json::json!({
+            "msg_id": uuid::Uuid::new_v4().simple().to_string(),
+            "msg_type": msg_type,
+            "username": username,
+            "session": session,
+            "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "version": "5.3",
+        });
+        let info = HeaderInfo {
+            msg_id: header["msg_id"].as_str().unwrap_or_default().to_string(),
+            msg_type: msg_type.to_string(),
+            session: session.to_string(),
+        };
+        Message {
+            identities: Vec::new(),
+            header: Bytes::from(header.to_string()),
+            parent_header,
+            metadata: Bytes::from_static(b"{}"),
+            content: Bytes::from(content.to_string()),
+            buffers: Vec::new(),
+            info,
+        }
+    }
+
+    /// Parse and verify a multipart message received from a kernel.
+    pub fn from_frames(frames: Vec<Bytes>, signer: &Signer) -> Result<Self, WireError> {
+        let split = frames
+            .iter()
+            .position(|f| f.as_ref() == DELIMITER)
+            .ok_or(WireError::NoDelimiter)?;
+        let mut rest = frames.into_iter();
+        let identities: Vec<Bytes> = rest.by_ref().take(split).collect();
+        let _delimiter = rest.next();
+        let tail: Vec<Bytes> = rest.collect();
+        if tail.len() < 5 {
+            return Err(WireError::TooFewFrames(tail.len()));
+        }
+        let mut tail = tail.into_iter();
+        // The length check above guarantees these five frames exist.
+        let (Some(signature), Some(header), Some(parent), Some(metadata), Some(content)) = (
+            tail.next(),
+            tail.next(),
+            tail.next(),
+            tail.next(),
+            tail.next(),
+        ) else {
+            return Err(WireError::TooFewFrames(0));
+        };
+        if !signer.verify(&signature, &[&header, &parent, &metadata, &content]) {
+            return Err(WireError::BadSignature);
+        }
+        let mut msg = Message::from_parts(header, parent, metadata, content, tail.collect())?;
+        msg.identities = identities;
+        Ok(msg)
+    }
+
+    /// The multipart frames for sending, signed with `signer`.
+    pub fn to_frames(&self, signer: &Signer) -> Vec<Bytes> {
+        let signature = signer.sign(&[
+            &self.header,
+            &self.parent_header,
+            &self.metadata,
+            &self.content,
+        ]);
+        let mut frames = Vec::with_capacity(self.identities.len() + 6 + self.buffers.len());
+        frames.extend(self.identities.iter().cloned());
+        frames.push(Bytes::from_static(DELIMITER));
+        frames.push(Bytes::from(signature));
+        frames.push(self.header.clone());
+        frames.push(self.parent_header.clone());
+        frames.push(self.metadata.clone());
+        frames.push(self.content.clone());
+        frames.extend(self.buffers.iter().cloned());
+        frames
+    }
+
+    /// Set `header.username` (the server's attribution of who sent this), re-serializing
+    /// the header. Everything else in the header is kept.
+    pub fn stamp_username(&mut self, username: &str) -> Result<(), WireError> {
+        let mut header = parse_header(&self.header)?;
+        header.insert("username".into(), Value::String(username.to_string()));
+        self.header = Bytes::from(Value::Object(header).to_string());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(signer: &Signer) -> Vec<Bytes> {
+        let msg = Message::new_server_message(
+            "kernel_info_request",
+            "s1",
+            "alice",
+            Bytes::from_static(b"{}"),
+            serde_json::json!({}),
+        );
+        msg.to_frames(signer)
+    }
+
+    #[test]
+    fn round_trip_and_signature() {
+        let signer = Signer::new(b"secret".to_vec());
+        let frames = sample(&signer);
+        let msg = Message::from_frames(frames.clone(), &signer).unwrap();
+        assert_eq!(msg.info.msg_type, "kernel_info_request");
+        assert_eq!(msg.info.session, "s1");
+        let wrong = Signer::new(b"other".to_vec());
+        assert_eq!(
+            Message::from_frames(frames, &wrong),
+            Err(WireError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn tampered_content_is_rejected() {
+        let signer = Signer::new(b"k".to_vec());
+        let mut frames = sample(&signer);
+        let n = frames.len();
+        frames[n - 1] = Bytes::from_static(b"{\"code\":\"import os\"}");
+        assert_eq!(
+            Message::from_frames(frames, &signer),
+            Err(WireError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_not_panics() {
+        let signer = Signer::new(b"k".to_vec());
+        assert_eq!(
+            Message::from_frames(vec![], &signer),
+            Err(WireError::NoDelimiter)
+        );
+        assert_eq!(
+            Message::from_frames(vec![Bytes::from_static(DELIMITER)], &signer),
+            Err(WireError::TooFewFrames(0))
+        );
+        let mut frames = sample(&signer);
+        frames.truncate(frames.len() - 1);
+        assert!(Message::from_frames(frames, &signer).is_err());
+        // A correctly signed header that is not an object.
+        let parts: [&[u8]; 4] = [b"[1]", b"{}", b"{}", b"{}"];
+        let sig = signer.sign(&parts);
+        let mut frames = vec![Bytes::from_static(DELIMITER), Bytes::from(sig)];
+        frames.extend(parts.iter().map(|p| Bytes::copy_from_slice(p)));
+        assert!(matches!(
+            Message::from_frames(frames, &signer),
+            Err(WireError::BadHeader(_))
+        ));
+        // A signature that is not hex.
+        let mut frames = sample(&signer);
+        frames[1] = Bytes::from_static(b"zz");
+        assert_eq!(
+            Message::from_frames(frames, &signer),
+            Err(WireError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn identities_are_kept_and_username_is_stamped() {
+        let signer = Signer::new(b"k".to_vec());
+        let mut frames = sample(&signer);
+        frames.insert(0, Bytes::from_static(b"kernel.1.status"));
+        let mut msg = Message::from_frames(frames, &signer).unwrap();
+        assert_eq!(msg.identities, vec![Bytes::from_static(b"kernel.1.status")]);
+        msg.stamp_username("mallory-not").unwrap();
+        msg.stamp_username("bob").unwrap();
+        let header = parse_header(&msg.header).unwrap();
+        assert_eq!(header["username"], "bob");
+        assert_eq!(header["msg_type"], "kernel_info_request");
+    }
+
+    #[test]
+    fn parent_msg_id_reads_only_objects() {
+        assert_eq!(parent_msg_id(b"{\"msg_id\":\"a\"}"), Some("a".into()));
+        assert_eq!(parent_msg_id(b"{}"), None);
+        assert_eq!(parent_msg_id(b"[]"), None);
+        assert_eq!(parent_msg_id(b"not json"), None);
+    }
+}
