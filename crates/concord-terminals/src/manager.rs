@@ -67,6 +67,11 @@ impl TerminalManager {
 
         let terminal = {
             let mut terminals = lock(&inner.terminals);
+            // Checked again under the lock: `shutdown_all` sets the flag before it takes
+            // the lock to collect the terminals, so none can slip in after it.
+            if inner.shutting_down.load(Ordering::SeqCst) {
+                return Err(TerminalError::ShuttingDown);
+            }
             // Terminals still ending count: their processes are still there.
             if let Some(limit) = inner.config.max_terminals {
                 if terminals.len() >= limit {

@@ -370,3 +370,65 @@ async fn idle_terminals_are_culled() {
     eventually("the culled shell is gone", || !exists(-pid)).await;
     manager.shutdown_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_respect_the_global_limit() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config = bash_config(root.path());
+    config.max_terminals = Some(3);
+    let manager = TerminalManager::new(config);
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let manager = manager.clone();
+        creates.spawn(async move { manager.create(owner(&format!("user{i}")), None).await });
+    }
+    let mut created = 0;
+    let mut refused = 0;
+    while let Some(result) = creates.join_next().await {
+        match result.unwrap() {
+            Ok(_) => created += 1,
+            Err(error) => {
+                assert_eq!(error.kind(), ErrorKind::LimitReached);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((created, refused), (3, 3));
+    let mut names: Vec<String> = manager.list().into_iter().map(|t| t.name).collect();
+    names.sort();
+    assert_eq!(names, ["1", "2", "3"]);
+    manager.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_keeps_only_the_most_recent_output() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config = bash_config(root.path());
+    config.history_limit_bytes = 2048;
+    let manager = TerminalManager::new(config);
+    manager.create(owner("alice"), None).await.unwrap();
+    {
+        let (input, mut output) = manager
+            .attach("1", "alice", Permission::Type)
+            .unwrap()
+            .into_split();
+        input
+            .handle_text(&stdin(
+                "echo FIRST$((1+1)); head -c 20000 /dev/zero | tr '\\0' y; echo; echo LAST$((2+2))\r",
+            ))
+            .await
+            .unwrap();
+        read_until(&mut output, "LAST4").await;
+    }
+    let (_input, mut output) = manager
+        .attach("1", "alice", Permission::Watch)
+        .unwrap()
+        .into_split();
+    assert_eq!(next_json(&mut output).await, json!(["setup", {}]));
+    let replay = next_json(&mut output).await;
+    let text = replay[1].as_str().unwrap();
+    assert!(text.len() <= 2048, "replay is {} bytes", text.len());
+    assert!(text.contains("LAST4"));
+    assert!(!text.contains("FIRST2"));
+    manager.shutdown_all().await;
+}

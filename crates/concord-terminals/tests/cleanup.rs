@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use concord_terminals::{ErrorKind, Permission, TerminalManager};
+use concord_terminals::{CloseKind, ErrorKind, Permission, ServerFrame, TerminalManager};
 
 /// Start five kinds of leftover in the terminal, tagged with `tag` (a unique number), and
 /// wait until all are running. Returns their pids.
@@ -53,8 +53,19 @@ async fn delete_leaves_no_process() {
     let pids = start_leftovers(&manager, "1", tag).await;
     assert!(pids.len() >= 6, "{pids:?}");
     assert!(exists(-pgid));
+    let (_input, mut watching) = manager
+        .attach("1", "bob", Permission::Watch)
+        .unwrap()
+        .into_split();
 
     manager.delete("1").await.unwrap();
+    // An attached client is told the terminal ended, then closed.
+    let (frames, close) = read_to_close(&mut watching).await;
+    assert_eq!(frames.last(), Some(&serde_json::json!(["disconnect", 1])));
+    assert!(
+        matches!(close, ServerFrame::Close(ref reason) if reason.kind == CloseKind::TerminalEnded),
+        "{close:?}"
+    );
     assert_all_gone(pgid, &pids);
     assert!(manager.list().is_empty());
     assert_eq!(
