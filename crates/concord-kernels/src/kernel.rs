@@ -1272,11 +1272,15 @@ async fn iopub_task(k: Arc<Kernel>, mut rx: Box<dyn FrameReceiver>, signer: Sign
                 if let Ok(v) = serde_json::from_slice::<Value>(&msg.content) {
                     if let Some(s) = v.get("execution_state").and_then(Value::as_str) {
                         st.execution_state = s.to_string();
+                        // Readiness wants an idle status: it proves the subscription is
+                        // live and leaves the model in a settled state.
+                        if s == "idle" {
+                            k.iopub_seen.store(true, Ordering::SeqCst);
+                        }
                     }
                 }
             }
         }
-        k.iopub_seen.store(true, Ordering::SeqCst);
         k.hub.broadcast(Channel::Iopub, &msg);
     }
 }
