@@ -586,7 +586,8 @@ pub(crate) fn parse_raw(file: &str, text: &str) -> Result<Vec<RawRule>, Vec<Poli
         .collect())
 }
 
-/// Validate compiled rules and raw policies against the schema (strict mode). Errors in raw
+/// Validate compiled rules and raw policies against the schema (strict mode), returning the
+/// compiled rules parsed (in order, `{username}` unsubstituted). Errors in raw
 /// policies point into the `.cedar` file; errors in compiled rules (a defect, not an admin
 /// mistake) point at the binding or deny they came from.
 pub(crate) fn validate(
@@ -594,7 +595,7 @@ pub(crate) fn validate(
     rules: &[CompiledRule],
     raw: &[RawRule],
     raw_file: Option<(&str, &str)>,
-) -> Result<(), Vec<PolicyError>> {
+) -> Result<Vec<cedar_policy::Policy>, Vec<PolicyError>> {
     let schema = match schema() {
         Ok(s) => s,
         Err(message) => {
@@ -608,11 +609,13 @@ pub(crate) fn validate(
     };
     let mut errors = Vec::new();
     let mut set = PolicySet::new();
+    let mut parsed = Vec::with_capacity(rules.len());
     for rule in rules {
         let line = rule_line(&rule.annotation);
         let text = rule.render(None).unwrap_or_default();
         match cedar_policy::Policy::parse(Some(PolicyId::new(&rule.id)), &text) {
             Ok(p) => {
+                parsed.push(p.clone());
                 if let Err(e) = set.add(p) {
                     errors.push(PolicyError {
                         file: policy.file.clone(),
@@ -678,7 +681,7 @@ pub(crate) fn validate(
         }
     }
     if errors.is_empty() {
-        Ok(())
+        Ok(parsed)
     } else {
         Err(errors)
     }

@@ -188,20 +188,16 @@ fn build_state(
         return Err(errors);
     }
     let rules = cedar::compile_rules(&policy);
-    cedar::validate(&policy, &rules, &raw, cedar)?;
-    let static_policies = rules
+    let parsed = cedar::validate(&policy, &rules, &raw, cedar)?;
+    let static_policies: Vec<Option<cedar_policy::Policy>> = rules
         .iter()
-        .map(|rule| {
-            if rule.has_username() {
-                return None;
-            }
-            let text = rule.render(None)?;
-            cedar_policy::Policy::parse(Some(PolicyId::new(&rule.id)), text).ok()
-        })
+        .zip(&parsed)
+        .map(|(rule, p)| (!rule.has_username()).then(|| p.clone()))
         .collect();
     let username_templates = rules
         .iter()
-        .map(|rule| {
+        .zip(&parsed)
+        .map(|(rule, p)| {
             let s = &rule.subjects;
             if !rule.has_username()
                 || s.users
@@ -211,11 +207,7 @@ fn build_state(
             {
                 return None;
             }
-            let text = rule.render(None)?;
-            cedar_policy::Policy::parse(Some(PolicyId::new(&rule.id)), text)
-                .ok()?
-                .to_json()
-                .ok()
+            p.to_json().ok()
         })
         .collect();
     let mut rules_by_kind_action: HashMap<(ResourceType, Action), Vec<usize>> = HashMap::new();
