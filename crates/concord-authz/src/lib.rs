@@ -23,6 +23,9 @@ pub use policy::{
 };
 pub use presets::{preset, DEFAULT_PRESET, PRESET_NAMES};
 
+/// The built-in group of the server's owner (token mode); every preset lets it do everything.
+pub const ADMIN_GROUP: &str = "admin";
+
 /// Anything that can decide whether an identity may perform an action on a resource.
 ///
 /// Implementations must be cheap to call concurrently; the server calls `authorize` on every
