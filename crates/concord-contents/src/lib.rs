@@ -1,1 +1,33 @@
-//! concord-contents (in progress).
+//! concord-contents: Concord's files service, at jupyter_server 2.x parity.
+//!
+//! A [`ContentsManager`] serves one root directory. Its operations take the request path as
+//! a [`CanonicalPath`] (already normalised by the server) and a [`Caller`] (username and a
+//! [`PathAccess`] capability), and return models that serialize exactly like
+//! jupyter_server's. The server authorizes the path returned by
+//! [`ContentsManager::resolve`] (symlinks followed) before calling an operation; the
+//! service filters listings, computes `writable` and checks body-field paths (`copy_from`,
+//! the PATCH `path`) through the same [`PathAccess`].
+//!
+//! All operations are blocking file-system work: call them from `spawn_blocking`.
+
+mod access;
+mod config;
+mod error;
+pub mod fsio;
+mod manager;
+mod mimetypes;
+mod model;
+pub mod notebook;
+mod pyfmt;
+mod trash;
+mod trust;
+
+pub use access::{AllowAll, Caller, PathAccess};
+pub use concord_authz::CanonicalPath;
+pub use config::ContentsConfig;
+pub use error::{ContentsError, ErrorKind, Result};
+pub use manager::{
+    parse_json_body, ContentsManager, FileDownload, FileFormat, GetOptions, SaveOutcome,
+};
+pub use mimetypes::guess_type;
+pub use model::{format_time, format_timestamp, Checkpoint, Content, ContentType, Model};

@@ -1,0 +1,104 @@
+//! The service's error: a kind the server maps to a status code, and a message for people.
+
+use std::io;
+
+/// What went wrong, in the terms of jupyter_server's status codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 404: the path does not exist, is hidden, or lies outside the root.
+    NotFound,
+    /// 400: the request is malformed or asks for something impossible.
+    BadRequest,
+    /// 403: the file system (or the caller's permissions) refuses the operation.
+    Forbidden,
+    /// 409: the destination already exists.
+    Conflict,
+    /// 413: the content is larger than the configured limit.
+    TooLarge,
+    /// 500: an unexpected failure of the file system.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status code jupyter_server uses for this kind.
+    pub fn status_code(self) -> u16 {
+        match self {
+            ErrorKind::NotFound => 404,
+            ErrorKind::BadRequest => 400,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::Conflict => 409,
+            ErrorKind::TooLarge => 413,
+            ErrorKind::Internal => 500,
+        }
+    }
+}
+
+/// An error from the contents service.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ContentsError {
+    /// The kind (status code).
+    pub kind: ErrorKind,
+    /// The message jupyter_server would give (`{"message": ...}` in the response).
+    pub message: String,
+    /// jupyter_server's short `reason` (e.g. `"bad type"`, `"bad format"`), where it gives one.
+    pub reason: Option<&'static str>,
+}
+
+impl ContentsError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ContentsError {
+            kind,
+            message: message.into(),
+            reason: None,
+        }
+    }
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, message)
+    }
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Forbidden, message)
+    }
+    /// 409.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, message)
+    }
+    /// 413.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::TooLarge, message)
+    }
+    /// 500.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+    /// Attach jupyter_server's `reason`.
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    /// Map an I/O error on `api_path` the way jupyter_server's `perm_to_403` does:
+    /// permission errors are 403 "Permission denied: path"; a missing file is 404; anything
+    /// else is `context` followed by the error, as a 500.
+    pub(crate) fn from_io(err: &io::Error, api_path: &str, context: &str) -> Self {
+        match err.kind() {
+            io::ErrorKind::PermissionDenied => {
+                Self::forbidden(format!("Permission denied: {api_path}"))
+            }
+            io::ErrorKind::NotFound => {
+                Self::not_found(format!("file or directory does not exist: {api_path:?}"))
+            }
+            _ => Self::internal(format!("{context}: {api_path} {err}")),
+        }
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = ContentsError> = std::result::Result<T, E>;

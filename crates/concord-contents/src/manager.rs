@@ -1,0 +1,1711 @@
+//! The contents service: jupyter_server's `AsyncLargeFileManager` + `FileCheckpoints` +
+//! the contents handlers' request logic, confined to a root and checked per path.
+
+use crate::access::Caller;
+use crate::config::ContentsConfig;
+use crate::error::{ContentsError, ErrorKind, Result};
+use crate::fsio::{self, access_writable};
+use crate::model::{format_time, Checkpoint, Content, ContentType, Model};
+use crate::notebook;
+use crate::pyfmt::{fnmatch, repr_str};
+use crate::trust::TrustStore;
+use crate::{mimetypes, trash};
+use base64::Engine;
+use concord_authz::CanonicalPath;
+use serde_json::{Map, Value};
+use sha2::Digest;
+use std::fs::{self, Metadata, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What a GET asks for (`type`, `format`, `content`, `hash` query parameters).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GetOptions {
+    /// Include the content (`content=1`, the default).
+    pub content: bool,
+    /// Requested type; `None` decides from the path.
+    pub kind: Option<ContentType>,
+    /// Requested file format: `text` or `base64`; `None` tries text then base64.
+    pub format: Option<FileFormat>,
+    /// Include `hash` and `hash_algorithm` (`hash=1`).
+    pub hash: bool,
+}
+
+impl GetOptions {
+    /// Parse the raw query parameters as jupyter_server's handler does.
+    pub fn from_query(
+        kind: Option<&str>,
+        format: Option<&str>,
+        content: Option<&str>,
+        hash: Option<&str>,
+    ) -> Result<GetOptions> {
+        let format = match format {
+            None => None,
+            Some("text") => Some(FileFormat::Text),
+            Some("base64") => Some(FileFormat::Base64),
+            Some(other) => {
+                return Err(ContentsError::bad_request(format!(
+                    "Format {} is invalid",
+                    repr_str(other)
+                )))
+            }
+        };
+        let content = match content.unwrap_or("1") {
+            "1" => true,
+            "0" => false,
+            other => {
+                return Err(ContentsError::bad_request(format!(
+                    "Content {} is invalid",
+                    repr_str(other)
+                )))
+            }
+        };
+        let hash = match hash.unwrap_or("0") {
+            "1" => true,
+            "0" => false,
+            other => {
+                return Err(ContentsError::bad_request(format!(
+                    "Hash argument {} is invalid. It must be '0' or '1'.",
+                    repr_str(other)
+                )))
+            }
+        };
+        Ok(GetOptions {
+            content,
+            kind: ContentType::from_param(kind),
+            format,
+            hash,
+        })
+    }
+
+    /// A model without content (what listings and saves return).
+    pub fn metadata_only() -> GetOptions {
+        GetOptions {
+            content: false,
+            ..GetOptions::default()
+        }
+    }
+}
+
+/// The encoding of file content in a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileFormat {
+    /// UTF-8 text.
+    Text,
+    /// Base64 (with Python's `encodebytes` line breaks).
+    Base64,
+}
+
+/// The result of a PUT: the model, and whether a new file was created (201) or an existing
+/// one saved (200).
+#[derive(Clone, Debug)]
+pub struct SaveOutcome {
+    /// The saved entry, without content.
+    pub model: Model,
+    /// `true` → 201 Created, `false` → 200.
+    pub created: bool,
+}
+
+/// A file's bytes for `/files` and `/view`.
+#[derive(Clone, Debug)]
+pub struct FileDownload {
+    /// The last path segment.
+    pub name: String,
+    /// The mimetype guessed from the name, if any.
+    pub mimetype: Option<&'static str>,
+    /// The content.
+    pub bytes: Vec<u8>,
+    /// Modification time (for `Last-Modified`).
+    pub modified: SystemTime,
+}
+
+/// A path the service is about to touch: as requested, as resolved, and on disk.
+struct Located {
+    request: CanonicalPath,
+    resolved: CanonicalPath,
+    os: PathBuf,
+}
+
+/// The files service for one root directory. Operations are blocking (file system work);
+/// call them from `tokio::task::spawn_blocking`. Share it behind an `Arc`.
+pub struct ContentsManager {
+    config: ContentsConfig,
+    root: PathBuf,
+    trust: TrustStore,
+}
+
+fn is_hidden(path: &CanonicalPath) -> bool {
+    path.segments().any(|s| s.starts_with('.'))
+}
+
+fn mtime(meta: &Metadata) -> SystemTime {
+    meta.modified().unwrap_or(UNIX_EPOCH)
+}
+
+fn ctime(meta: &Metadata) -> String {
+    crate::model::format_timestamp(meta.ctime() as f64 + meta.ctime_nsec() as f64 * 1e-9)
+}
+
+/// Python's `base64.encodebytes`: 76-character lines, each ending in a newline.
+fn encodebytes(bytes: &[u8]) -> String {
+    let flat = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut out = String::with_capacity(flat.len() + flat.len() / 76 + 1);
+    for chunk in flat.as_bytes().chunks(76) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out
+}
+
+/// Python's `base64.decodebytes`: characters outside the alphabet are skipped.
+fn decodebytes(text: &str) -> std::result::Result<Vec<u8>, String> {
+    let filtered: String = text
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '+' || *c == '/' || *c == '=')
+        .collect();
+    let trimmed = filtered.split('=').next().unwrap_or("");
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    engine
+        .decode(trimmed)
+        .map_err(|_| "Incorrect padding".to_string())
+}
+
+/// Remove `-Copy<digits>.` → `.` (jupyter_server's `copy_pat`).
+fn strip_copy_suffix(name: &str) -> String {
+    let mut out = String::new();
+    let mut rest = name;
+    while let Some(i) = rest.find("-Copy") {
+        let after = &rest[i + 5..];
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if after[digits..].starts_with('.') {
+            out.push_str(&rest[..i]);
+            out.push('.');
+            rest = &after[digits + 1..];
+        } else {
+            out.push_str(&rest[..i + 5]);
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn parse_body_path(raw: &str) -> Result<CanonicalPath> {
+    CanonicalPath::parse(raw)
+        .map_err(|_| ContentsError::not_found(format!("{raw} is outside root contents directory")))
+}
+
+impl ContentsManager {
+    /// Open the service for `config.root_dir` (which must be a directory).
+    pub fn new(config: ContentsConfig) -> Result<Self> {
+        let root = fs::canonicalize(&config.root_dir).map_err(|e| {
+            ContentsError::internal(format!(
+                "{} is not a directory: {e}",
+                config.root_dir.display()
+            ))
+        })?;
+        if !root.is_dir() {
+            return Err(ContentsError::internal(format!(
+                "{} is not a directory",
+                root.display()
+            )));
+        }
+        let trust = TrustStore::open(config.state_dir.as_deref())
+            .map_err(|e| ContentsError::internal(format!("notebook trust store: {e}")))?;
+        Ok(ContentsManager {
+            config,
+            root,
+            trust,
+        })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &ContentsConfig {
+        &self.config
+    }
+
+    /// The root directory, with symlinks resolved.
+    pub fn root_dir(&self) -> &Path {
+        &self.root
+    }
+
+    fn os_path(&self, path: &CanonicalPath) -> PathBuf {
+        let mut p = self.root.clone();
+        p.extend(path.segments());
+        p
+    }
+
+    fn to_canonical(&self, real: &Path) -> Option<CanonicalPath> {
+        let rel = real.strip_prefix(&self.root).ok()?;
+        let mut parts = Vec::new();
+        for c in rel.components() {
+            parts.push(c.as_os_str().to_str()?);
+        }
+        CanonicalPath::parse(&parts.join("/")).ok()
+    }
+
+    /// Resolve symlinks in `path`. A path whose symlinks lead outside the root, or that
+    /// goes through a dangling symlink, is "not found". Missing trailing segments are kept
+    /// as they are (so a path about to be created resolves to where it will be created).
+    /// The server authorizes the path this returns.
+    pub fn resolve(&self, path: &CanonicalPath) -> Result<CanonicalPath> {
+        let not_found = || {
+            ContentsError::not_found(format!(
+                "file or directory {} does not exist",
+                repr_str(path.api_path())
+            ))
+        };
+        let segments: Vec<&str> = path.segments().collect();
+        let mut real = self.root.clone();
+        for (i, segment) in segments.iter().enumerate() {
+            let candidate = real.join(segment);
+            match fs::symlink_metadata(&candidate) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    let target = fs::canonicalize(&candidate).map_err(|_| not_found())?;
+                    if !target.starts_with(&self.root) {
+                        return Err(not_found());
+                    }
+                    real = target;
+                }
+                Ok(_) => real = candidate,
+                Err(_) => {
+                    real.extend(&segments[i..]);
+                    break;
+                }
+            }
+        }
+        self.to_canonical(&real).ok_or_else(not_found)
+    }
+
+    fn locate(&self, path: &CanonicalPath) -> Result<Located> {
+        let resolved = self.resolve(path)?;
+        let os = self.os_path(&resolved);
+        Ok(Located {
+            request: path.clone(),
+            resolved,
+            os,
+        })
+    }
+
+    /// Locate the entry itself (a final symlink is not followed): for rename and delete.
+    fn locate_entry(&self, path: &CanonicalPath) -> Result<Located> {
+        let Some(parent) = path.parent() else {
+            return self.locate(path);
+        };
+        let parent_resolved = self.resolve(&parent)?;
+        let resolved = parent_resolved.child(path.name()).map_err(|_| {
+            ContentsError::not_found(format!("{} is not a valid path", path.api_path()))
+        })?;
+        let os = self.os_path(&resolved);
+        Ok(Located {
+            request: path.clone(),
+            resolved,
+            os,
+        })
+    }
+
+    fn hidden(&self, loc: &Located) -> bool {
+        !self.config.allow_hidden && (is_hidden(&loc.request) || is_hidden(&loc.resolved))
+    }
+
+    fn should_list(&self, name: &str) -> bool {
+        !self.config.hide_globs.iter().any(|g| fnmatch(name, g))
+    }
+
+    fn get_not_found(path: &CanonicalPath) -> ContentsError {
+        ContentsError::not_found(format!(
+            "file or directory {} does not exist",
+            repr_str(path.api_path())
+        ))
+    }
+
+    /// Refuse a change the caller may not make: 403 if they may see the path, else 404.
+    fn ensure_may_write(&self, caller: &Caller<'_>, loc: &Located) -> Result<()> {
+        if caller.access.may_write(&loc.resolved) {
+            return Ok(());
+        }
+        if caller.access.may_read(&loc.resolved) {
+            Err(ContentsError::forbidden(format!(
+                "Permission denied: {}",
+                loc.request.api_path()
+            )))
+        } else {
+            Err(Self::get_not_found(&loc.request))
+        }
+    }
+
+    fn check_size(&self, size: u64) -> Result<()> {
+        match self.config.max_save_bytes {
+            Some(limit) if size > limit => Err(ContentsError::too_large(format!(
+                "File too large: {size} bytes exceeds the limit of {limit} bytes"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    // ---------------------------------------------------------------- GET
+
+    /// GET `/api/contents/{path}`: a directory (listing only what the caller may read), a
+    /// file or a notebook. Hidden, missing, unreadable and escaping paths are all 404 with
+    /// jupyter_server's message.
+    pub fn get(
+        &self,
+        caller: &Caller<'_>,
+        path: &CanonicalPath,
+        opts: &GetOptions,
+    ) -> Result<Model> {
+        let loc = self.locate(path).map_err(|_| Self::get_not_found(path))?;
+        if self.hidden(&loc) || !caller.access.may_read(&loc.resolved) {
+            return Err(Self::get_not_found(path));
+        }
+        self.model_for(caller, &loc, opts)
+    }
+
+    fn model_for(&self, caller: &Caller<'_>, loc: &Located, opts: &GetOptions) -> Result<Model> {
+        let path = &loc.request;
+        let meta = fs::metadata(&loc.os).map_err(|_| Self::get_not_found(path))?;
+        if meta.is_dir() {
+            if let Some(kind) = opts.kind.filter(|k| *k != ContentType::Directory) {
+                return Err(ContentsError::bad_request(format!(
+                    "{} is a directory, not a {}",
+                    path.api_path(),
+                    kind.as_str()
+                ))
+                .with_reason("bad type"));
+            }
+            self.dir_model(caller, loc, &meta, opts.content)
+        } else if !meta.is_file() {
+            Err(Self::get_not_found(path))
+        } else if opts.kind == Some(ContentType::Notebook)
+            || (opts.kind.is_none() && path.name().ends_with(".ipynb"))
+        {
+            self.notebook_model(caller, loc, &meta, opts)
+        } else if opts.kind == Some(ContentType::Directory) {
+            Err(
+                ContentsError::bad_request(format!("{} is not a directory", path.api_path()))
+                    .with_reason("bad type"),
+            )
+        } else {
+            self.file_model(caller, loc, &meta, opts)
+        }
+    }
+
+    fn base_model(
+        &self,
+        request: &CanonicalPath,
+        meta: &Metadata,
+        kind: ContentType,
+        writable: bool,
+    ) -> Model {
+        let modified = mtime(meta);
+        Model {
+            name: request.name().to_string(),
+            path: request.api_path().to_string(),
+            kind,
+            format: None,
+            mimetype: None,
+            content: None,
+            created: ctime(meta),
+            last_modified: format_time(modified),
+            size: if kind == ContentType::Directory {
+                None
+            } else {
+                Some(meta.len())
+            },
+            writable,
+            hash: None,
+            hash_algorithm: None,
+            message: None,
+            modified_time: modified,
+        }
+    }
+
+    fn writable(&self, caller: &Caller<'_>, loc: &Located) -> bool {
+        access_writable(&loc.os) && caller.access.may_write(&loc.resolved)
+    }
+
+    fn dir_model(
+        &self,
+        caller: &Caller<'_>,
+        loc: &Located,
+        meta: &Metadata,
+        content: bool,
+    ) -> Result<Model> {
+        let mut model = self.base_model(
+            &loc.request,
+            meta,
+            ContentType::Directory,
+            self.writable(caller, loc),
+        );
+        if content {
+            model.content = Some(Content::Directory(self.list(caller, loc)?));
+            model.format = Some("json");
+        }
+        Ok(model)
+    }
+
+    /// The entries of a directory the caller may read, each without content.
+    fn list(&self, caller: &Caller<'_>, loc: &Located) -> Result<Vec<Model>> {
+        struct Entry {
+            name: String,
+            meta: Metadata,
+            // Set for symlinks: where the entry really is.
+            link_target: Option<CanonicalPath>,
+        }
+        let reader = fs::read_dir(&loc.os)
+            .map_err(|e| ContentsError::from_io(&e, loc.request.api_path(), "Error listing"))?;
+        let mut entries = Vec::new();
+        for entry in reader.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if !self.should_list(&name) || (!self.config.allow_hidden && name.starts_with('.')) {
+                continue;
+            }
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            let (meta, link_target) = if file_type.is_symlink() {
+                let Ok(target) = fs::canonicalize(entry.path()) else {
+                    continue;
+                };
+                let Some(canonical) = self.to_canonical(&target) else {
+                    continue;
+                };
+                if !self.config.allow_hidden && is_hidden(&canonical) {
+                    continue;
+                }
+                let Ok(meta) = fs::metadata(&target) else {
+                    continue;
+                };
+                (meta, Some(canonical))
+            } else {
+                let Ok(meta) = entry.metadata() else { continue };
+                (meta, None)
+            };
+            if !meta.is_file() && !meta.is_dir() {
+                continue;
+            }
+            entries.push(Entry {
+                name,
+                meta,
+                link_target,
+            });
+        }
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        let readable = caller.access.readable_children(&loc.resolved, &names);
+        let writable = caller.access.writable_children(&loc.resolved, &names);
+        let mut out = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let (may_read, may_write) = match &entry.link_target {
+                Some(target) => (
+                    caller.access.may_read(target),
+                    caller.access.may_write(target),
+                ),
+                None => (
+                    readable.get(i).copied().unwrap_or(false),
+                    writable.get(i).copied().unwrap_or(false),
+                ),
+            };
+            if !may_read {
+                continue;
+            }
+            let Ok(request) = loc.request.child(&entry.name) else {
+                continue;
+            };
+            let os = loc.os.join(&entry.name);
+            let kind = if entry.meta.is_dir() {
+                ContentType::Directory
+            } else if entry.name.ends_with(".ipynb") {
+                ContentType::Notebook
+            } else {
+                ContentType::File
+            };
+            let writable = may_write && access_writable(&os);
+            let mut model = self.base_model(&request, &entry.meta, kind, writable);
+            if kind == ContentType::File {
+                model.mimetype = mimetypes::guess_type(&entry.name).map(str::to_string);
+            }
+            out.push(model);
+        }
+        Ok(out)
+    }
+
+    fn read_bytes(&self, loc: &Located) -> Result<Vec<u8>> {
+        fs::read(&loc.os).map_err(|e| match e.kind() {
+            io::ErrorKind::PermissionDenied => {
+                ContentsError::forbidden(format!("Permission denied: {}", loc.request.api_path()))
+            }
+            _ => ContentsError::bad_request(format!("Cannot read non-file {}", loc.os.display())),
+        })
+    }
+
+    fn hash_fields(model: &mut Model, bytes: &[u8]) {
+        model.hash = Some(hex::encode(sha2::Sha256::digest(bytes)));
+        model.hash_algorithm = Some("sha256");
+    }
+
+    fn file_model(
+        &self,
+        caller: &Caller<'_>,
+        loc: &Located,
+        meta: &Metadata,
+        opts: &GetOptions,
+    ) -> Result<Model> {
+        let mut model = self.base_model(
+            &loc.request,
+            meta,
+            ContentType::File,
+            self.writable(caller, loc),
+        );
+        model.mimetype = mimetypes::guess_type(loc.request.name()).map(str::to_string);
+        let mut bytes = None;
+        if opts.content {
+            let raw = self.read_bytes(loc)?;
+            let (text, format) = match (opts.format, std::str::from_utf8(&raw)) {
+                (None | Some(FileFormat::Text), Ok(text)) => (text.to_string(), "text"),
+                (Some(FileFormat::Text), Err(_)) => {
+                    return Err(ContentsError::bad_request(format!(
+                        "{} is not UTF-8 encoded",
+                        loc.os.display()
+                    ))
+                    .with_reason("bad format"))
+                }
+                _ => (encodebytes(&raw), "base64"),
+            };
+            if model.mimetype.is_none() {
+                model.mimetype = Some(
+                    if format == "text" {
+                        "text/plain"
+                    } else {
+                        "application/octet-stream"
+                    }
+                    .to_string(),
+                );
+            }
+            model.content = Some(Content::Text(text));
+            model.format = Some(format);
+            bytes = Some(raw);
+        }
+        if opts.hash {
+            let raw = match bytes {
+                Some(b) => b,
+                None => self.read_bytes(loc)?,
+            };
+            Self::hash_fields(&mut model, &raw);
+        }
+        Ok(model)
+    }
+
+    /// Read and parse a notebook; a file that does not parse is replaced by its `.~name`
+    /// backup when one is left over from an interrupted save (moved aside as `.invalid`).
+    fn read_notebook_file(&self, loc: &Located) -> Result<(notebook::CheckedNotebook, Vec<u8>)> {
+        let raw = self.read_bytes(loc)?;
+        let text = std::str::from_utf8(&raw).map_err(|_| {
+            ContentsError::bad_request(format!("{} is not UTF-8 encoded", loc.os.display()))
+                .with_reason("bad format")
+        })?;
+        match notebook::read_notebook(text) {
+            Ok(nb) => Ok((nb, raw)),
+            Err(unreadable) => {
+                let backup = fsio::backup_path(&loc.os);
+                if backup.is_file() {
+                    fs::rename(&loc.os, fsio::invalid_path(&loc.os))
+                        .and_then(|_| fs::rename(&backup, &loc.os))
+                        .map_err(|e| {
+                            ContentsError::from_io(&e, loc.request.api_path(), "Restoring backup")
+                        })?;
+                    return self.read_notebook_file(loc);
+                }
+                Err(ContentsError::bad_request(format!(
+                    "Unreadable Notebook: {} {}",
+                    loc.os.display(),
+                    unreadable.0
+                )))
+            }
+        }
+    }
+
+    /// The notebook in the form its trust signature covers (what a read produces).
+    fn signed_form(nb: &Value) -> Value {
+        let mut copy = nb.clone();
+        notebook::strip_transient(&mut copy);
+        copy
+    }
+
+    fn notebook_model(
+        &self,
+        caller: &Caller<'_>,
+        loc: &Located,
+        meta: &Metadata,
+        opts: &GetOptions,
+    ) -> Result<Model> {
+        let mut model = self.base_model(
+            &loc.request,
+            meta,
+            ContentType::Notebook,
+            self.writable(caller, loc),
+        );
+        let mut bytes = None;
+        if opts.content {
+            let (checked, raw) = self.read_notebook_file(loc)?;
+            let mut nb = checked.nb;
+            let trusted = self
+                .trust
+                .is_trusted(caller.username, &Self::signed_form(&nb));
+            notebook::mark_cells(&mut nb, trusted);
+            model.content = Some(Content::Notebook(nb));
+            model.format = Some("json");
+            model.message = checked.validation_message;
+            bytes = Some(raw);
+        }
+        if opts.hash {
+            let raw = match bytes {
+                Some(b) => b,
+                None => self.read_bytes(loc)?,
+            };
+            Self::hash_fields(&mut model, &raw);
+        }
+        Ok(model)
+    }
+
+    /// `/files/{path}` and `/view/{path}`: the bytes of a regular file the caller may read.
+    pub fn read_file(&self, caller: &Caller<'_>, path: &CanonicalPath) -> Result<FileDownload> {
+        let loc = self.locate(path).map_err(|_| Self::get_not_found(path))?;
+        if self.hidden(&loc) || !caller.access.may_read(&loc.resolved) {
+            return Err(Self::get_not_found(path));
+        }
+        let meta = fs::metadata(&loc.os).map_err(|_| Self::get_not_found(path))?;
+        if !meta.is_file() {
+            return Err(Self::get_not_found(path));
+        }
+        let bytes = self.read_bytes(&loc)?;
+        Ok(FileDownload {
+            name: path.name().to_string(),
+            mimetype: mimetypes::guess_type(path.name()),
+            bytes,
+            modified: mtime(&meta),
+        })
+    }
+
+    // ---------------------------------------------------------------- PUT
+
+    /// PUT `/api/contents/{path}` with the parsed JSON body: save an existing file, create or
+    /// upload a new one (including chunked uploads), or (empty body) a new untitled entry in
+    /// the directory `path`.
+    pub fn put(
+        &self,
+        caller: &Caller<'_>,
+        path: &CanonicalPath,
+        body: Option<Value>,
+    ) -> Result<SaveOutcome> {
+        let Some(mut model) = body_object(body)? else {
+            let model = self.new_untitled(caller, path, None, None)?;
+            return Ok(SaveOutcome {
+                model,
+                created: true,
+            });
+        };
+        if model.get("copy_from").is_some_and(truthy) {
+            return Err(ContentsError::bad_request(
+                "Cannot copy with PUT, only POST",
+            ));
+        }
+        let refuse_hidden = || {
+            ContentsError::bad_request(format!(
+                "Cannot create file or directory {}",
+                repr_str(path.api_path())
+            ))
+        };
+        if !self.config.allow_hidden {
+            if let Some(body_path) = model
+                .get("path")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+            {
+                if is_hidden(&parse_body_path(body_path)?) {
+                    return Err(refuse_hidden());
+                }
+            }
+        }
+        let loc = self.locate(path)?;
+        if self.hidden(&loc) {
+            return Err(refuse_hidden());
+        }
+        self.ensure_may_write(caller, &loc)?;
+        normalise_type(&mut model);
+        let exists = fs::metadata(&loc.os).map(|m| m.is_file()).unwrap_or(false);
+        if exists {
+            let model = self.save(caller, &loc, model)?;
+            Ok(SaveOutcome {
+                model,
+                created: false,
+            })
+        } else {
+            let created = !self.staging_path(&loc.os).exists();
+            let model = self.new_entry(caller, &loc, model)?;
+            Ok(SaveOutcome { model, created })
+        }
+    }
+
+    /// jupyter_server's `new`: fill in a type and empty content, then save.
+    fn new_entry(
+        &self,
+        caller: &Caller<'_>,
+        loc: &Located,
+        mut model: Map<String, Value>,
+    ) -> Result<Model> {
+        if !model.contains_key("type") {
+            let kind = if loc.request.name().ends_with(".ipynb") {
+                "notebook"
+            } else {
+                "file"
+            };
+            model.insert("type".into(), Value::from(kind));
+        }
+        let kind = model
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("file")
+            .to_string();
+        if !model.contains_key("content") && kind != "directory" {
+            if kind == "notebook" {
+                model.insert("content".into(), notebook::new_notebook());
+                model.insert("format".into(), Value::from("json"));
+            } else {
+                model.insert("content".into(), Value::from(""));
+                model.insert("type".into(), Value::from("file"));
+                model.insert("format".into(), Value::from("text"));
+            }
+        }
+        self.save(caller, loc, model)
+    }
+
+    fn save(&self, caller: &Caller<'_>, loc: &Located, model: Map<String, Value>) -> Result<Model> {
+        if let Some(chunk) = model.get("chunk").filter(|c| !c.is_null()) {
+            let chunk = chunk
+                .as_i64()
+                .ok_or_else(|| ContentsError::bad_request("chunk must be an integer"))?;
+            return self.save_chunk(caller, loc, &model, chunk);
+        }
+        let kind = model
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ContentsError::bad_request("No file type provided"))?;
+        if !model.contains_key("content") && kind != "directory" {
+            return Err(ContentsError::bad_request("No file content provided"));
+        }
+        let mut message = None;
+        match kind {
+            "notebook" => {
+                let content = model.get("content").cloned().unwrap_or(Value::Null);
+                message = self.save_notebook(caller, loc, content)?;
+            }
+            "file" => {
+                let bytes = self.decode_file_content(loc, &model)?;
+                self.check_size(bytes.len() as u64)?;
+                self.write(loc, &bytes)?;
+            }
+            "directory" => self.save_directory(loc)?,
+            other => {
+                return Err(ContentsError::bad_request(format!(
+                    "Unhandled contents type: {other}"
+                )))
+            }
+        }
+        let mut saved = self.model_for(caller, loc, &GetOptions::metadata_only())?;
+        saved.message = message;
+        Ok(saved)
+    }
+
+    fn decode_file_content(&self, loc: &Located, model: &Map<String, Value>) -> Result<Vec<u8>> {
+        let format = model.get("format").and_then(Value::as_str);
+        if !matches!(format, Some("text") | Some("base64")) {
+            return Err(ContentsError::bad_request(
+                "Must specify format of file contents as 'text' or 'base64'",
+            ));
+        }
+        let encoding_error = |why: &str| {
+            ContentsError::bad_request(format!("Encoding error saving {}: {why}", loc.os.display()))
+        };
+        let text = model
+            .get("content")
+            .and_then(Value::as_str)
+            .ok_or_else(|| encoding_error("content must be a string"))?;
+        if format == Some("text") {
+            Ok(text.as_bytes().to_vec())
+        } else {
+            decodebytes(text).map_err(|e| encoding_error(&e))
+        }
+    }
+
+    fn write(&self, loc: &Located, bytes: &[u8]) -> Result<()> {
+        if fs::metadata(&loc.os).is_ok_and(|m| m.is_dir()) {
+            return Err(ContentsError::bad_request(format!(
+                "Cannot save {}: it is a directory",
+                loc.request.api_path()
+            )));
+        }
+        fsio::write_atomic(&loc.os, &mut &bytes[..]).map_err(|e| self.write_error(loc, &e))
+    }
+
+    fn write_error(&self, loc: &Located, e: &io::Error) -> ContentsError {
+        match e.kind() {
+            io::ErrorKind::PermissionDenied => {
+                ContentsError::forbidden(format!("Permission denied: {}", loc.request.api_path()))
+            }
+            io::ErrorKind::NotFound => ContentsError::not_found(format!(
+                "No such parent directory: {} to save file in",
+                loc.request
+                    .parent()
+                    .map(|p| p.api_path().to_string())
+                    .unwrap_or_default()
+            )),
+            _ => ContentsError::internal(format!(
+                "Unexpected error while saving file: {} {e}",
+                loc.request.api_path()
+            )),
+        }
+    }
+
+    /// Validate, sign (per user) and write a notebook; returns the validation message when
+    /// invalid notebooks are accepted.
+    fn save_notebook(
+        &self,
+        caller: &Caller<'_>,
+        loc: &Located,
+        content: Value,
+    ) -> Result<Option<String>> {
+        let mut nb = content;
+        notebook::check_structure(&nb)
+            .map_err(|why| ContentsError::bad_request(format!("Invalid notebook model: {why}")))?;
+        let message = notebook::validate(&mut nb);
+        if let (Some(m), true) = (&message, self.config.reject_invalid_notebooks) {
+            return Err(ContentsError::bad_request(m.clone()).with_reason("invalid notebook"));
+        }
+        if notebook::check_cells(&mut nb) {
+            // Sign the form a later read produces (lines rejoined, transient fields gone).
+            let text = notebook::notebook_file_text(&nb);
+            if let Ok(reread) = notebook::read_notebook(&text) {
+                self.trust
+                    .sign(caller.username, &Self::signed_form(&reread.nb))
+                    .map_err(|e| ContentsError::internal(format!("Recording trust failed: {e}")))?;
+            }
+            let bytes = text.into_bytes();
+            self.check_size(bytes.len() as u64)?;
+            self.write(loc, &bytes)?;
+        } else {
+            let bytes = notebook::notebook_file_text(&nb).into_bytes();
+            self.check_size(bytes.len() as u64)?;
+            self.write(loc, &bytes)?;
+        }
+        // One checkpoint should always exist for notebooks.
+        if !self.checkpoint_file(loc).is_file() {
+            self.create_checkpoint_at(loc)?;
+        }
+        Ok(message)
+    }
+
+    fn save_directory(&self, loc: &Located) -> Result<()> {
+        match fs::metadata(&loc.os) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(ContentsError::bad_request(format!(
+                "Not a directory: {}",
+                loc.os.display()
+            ))),
+            Err(_) => fs::create_dir(&loc.os).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => ContentsError::not_found(format!(
+                    "No such parent directory: {} to create directory in",
+                    loc.request
+                        .parent()
+                        .map(|p| p.api_path().to_string())
+                        .unwrap_or_default()
+                )),
+                _ => ContentsError::from_io(&e, loc.request.api_path(), "Error creating directory"),
+            }),
+        }
+    }
+
+    fn staging_path(&self, os: &Path) -> PathBuf {
+        let name = os
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        os.with_file_name(format!(".~{name}.upload"))
+    }
+
+    /// Chunked upload (jupyter_server's `LargeFileManager`): chunk 1 starts, later chunks
+    /// append, chunk -1 appends and finishes. Chunks collect in a hidden staging file that
+    /// replaces the target atomically at the end, so an abandoned upload never damages it.
+    fn save_chunk(
+        &self,
+        caller: &Caller<'_>,
+        loc: &Located,
+        model: &Map<String, Value>,
+        chunk: i64,
+    ) -> Result<Model> {
+        let kind = model
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ContentsError::bad_request("No file type provided"))?;
+        if kind != "file" {
+            return Err(ContentsError::bad_request(format!(
+                "File type \"{kind}\" is not supported for large file transfer"
+            )));
+        }
+        if !model.contains_key("content") {
+            return Err(ContentsError::bad_request("No file content provided"));
+        }
+        let bytes = self.decode_file_content(loc, model)?;
+        if fs::metadata(&loc.os).is_ok_and(|m| m.is_dir()) {
+            return Err(ContentsError::bad_request(format!(
+                "Cannot save {}: it is a directory",
+                loc.request.api_path()
+            )));
+        }
+        let staging = self.staging_path(&loc.os);
+        let io_err = |e: io::Error| self.write_error(loc, &e);
+        if chunk == 1 {
+            let _ = fs::remove_file(&staging);
+        } else if !staging.exists() {
+            // Appending without a first chunk appends to the file itself, as jupyter_server does.
+            let existing = fs::read(&loc.os).unwrap_or_default();
+            fsio::write_atomic(&staging, &mut existing.as_slice()).map_err(io_err)?;
+        }
+        let already = fs::metadata(&staging).map(|m| m.len()).unwrap_or(0);
+        if let Err(e) = self.check_size(already + bytes.len() as u64) {
+            let _ = fs::remove_file(&staging);
+            return Err(e);
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o666)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&staging)
+            .map_err(io_err)?;
+        file.write_all(&bytes)
+            .and_then(|_| file.flush())
+            .map_err(io_err)?;
+        if chunk == -1 {
+            file.sync_all().map_err(io_err)?;
+            if let Ok(old) = fs::metadata(&loc.os) {
+                let _ = file.set_permissions(fs::Permissions::from_mode(old.mode() & 0o7777));
+            }
+            drop(file);
+            fs::rename(&staging, &loc.os).map_err(io_err)?;
+            return self.model_for(caller, loc, &GetOptions::metadata_only());
+        }
+        drop(file);
+        let meta = fs::metadata(&staging).map_err(io_err)?;
+        let writable = self.writable(caller, loc);
+        let mut model = self.base_model(&loc.request, &meta, ContentType::File, writable);
+        model.mimetype = mimetypes::guess_type(loc.request.name()).map(str::to_string);
+        Ok(model)
+    }
+
+    // ---------------------------------------------------------------- POST
+
+    /// POST `/api/contents/{path}` with the parsed JSON body: a new untitled file, notebook
+    /// or directory in the directory `path` (`type`, `ext`), or a copy of `copy_from` into
+    /// it. The caller must be able to read `copy_from`; this is checked here.
+    pub fn post(
+        &self,
+        caller: &Caller<'_>,
+        path: &CanonicalPath,
+        body: Option<Value>,
+    ) -> Result<Model> {
+        if let Ok(loc) = self.locate(path) {
+            if fs::metadata(&loc.os).is_ok_and(|m| m.is_file()) {
+                return Err(ContentsError::bad_request(
+                    "Cannot POST to files, use PUT instead.",
+                ));
+            }
+        }
+        let Some(model) = body_object(body)? else {
+            return self.new_untitled(caller, path, None, None);
+        };
+        if let Some(from) = model.get("copy_from").filter(|v| truthy(v)) {
+            let from = from
+                .as_str()
+                .ok_or_else(|| ContentsError::bad_request("copy_from must be a string"))?;
+            let from = parse_body_path(from)?;
+            if !self.config.allow_hidden && (is_hidden(path) || is_hidden(&from)) {
+                return Err(ContentsError::bad_request(format!(
+                    "Cannot copy file or directory {}",
+                    repr_str(path.api_path())
+                )));
+            }
+            return self.copy(caller, &from, path);
+        }
+        let ext = model.get("ext").and_then(Value::as_str);
+        let kind = model.get("type").and_then(Value::as_str);
+        self.new_untitled(caller, path, kind, ext)
+    }
+
+    fn exists_entry(os: &Path) -> bool {
+        fs::symlink_metadata(os).is_ok()
+    }
+
+    /// jupyter_server's `increment_filename`: `Untitled.ipynb`, `Untitled1.ipynb`, ...
+    fn increment_filename(&self, filename: &str, dir_os: &Path, insert: &str) -> String {
+        let (mut base, mut suffix) = match filename.rfind('.') {
+            Some(i) => (&filename[..i], &filename[i..]),
+            None => (filename, ""),
+        };
+        if suffix != ".ipynb" {
+            (base, suffix) = match filename.find('.') {
+                Some(i) => (&filename[..i], &filename[i..]),
+                None => (filename, ""),
+            };
+        }
+        let mut i = 0u64;
+        loop {
+            let name = if i == 0 {
+                format!("{base}{suffix}")
+            } else {
+                format!("{base}{insert}{i}{suffix}")
+            };
+            if !Self::exists_entry(&dir_os.join(&name)) {
+                return name;
+            }
+            i += 1;
+        }
+    }
+
+    /// A new untitled entry in directory `dir`.
+    pub fn new_untitled(
+        &self,
+        caller: &Caller<'_>,
+        dir: &CanonicalPath,
+        kind: Option<&str>,
+        ext: Option<&str>,
+    ) -> Result<Model> {
+        let no_dir = || ContentsError::not_found(format!("No such directory: {}", dir.api_path()));
+        let loc = self.locate(dir).map_err(|_| no_dir())?;
+        if self.hidden(&loc) {
+            return Err(ContentsError::bad_request(format!(
+                "Cannot create file or directory {}",
+                repr_str(dir.api_path())
+            )));
+        }
+        if !fs::metadata(&loc.os).is_ok_and(|m| m.is_dir())
+            || !caller.access.may_read(&loc.resolved)
+        {
+            return Err(no_dir());
+        }
+        let mut ext = ext.unwrap_or("").to_string();
+        let kind = match ContentType::from_param(kind) {
+            Some(k) => k,
+            None if ext == ".ipynb" => ContentType::Notebook,
+            None => ContentType::File,
+        };
+        let (untitled, insert) = match kind {
+            ContentType::Directory => (&self.config.untitled_directory, " "),
+            ContentType::Notebook => {
+                ext = ".ipynb".into();
+                (&self.config.untitled_notebook, "")
+            }
+            ContentType::File => (&self.config.untitled_file, ""),
+        };
+        let name = self.increment_filename(&format!("{untitled}{ext}"), &loc.os, insert);
+        let request = dir
+            .child(&name)
+            .map_err(|_| ContentsError::bad_request(format!("Invalid file name: {name}")))?;
+        let target = Located {
+            resolved: loc.resolved.child(&name).unwrap_or(request.clone()),
+            os: loc.os.join(&name),
+            request,
+        };
+        if !self.config.allow_hidden && is_hidden(&target.request) {
+            return Err(ContentsError::bad_request(format!(
+                "Cannot create file or directory {}",
+                repr_str(target.request.api_path())
+            )));
+        }
+        self.ensure_may_write(caller, &target)?;
+        let mut model = Map::new();
+        model.insert("type".into(), Value::from(kind.as_str()));
+        self.new_entry(caller, &target, model)
+    }
+
+    /// Copy a file or directory `from` into the directory `to` (as `name-Copy1.ext`), or to
+    /// the new path `to`. Needs read on the source and write on the destination.
+    pub fn copy(
+        &self,
+        caller: &Caller<'_>,
+        from: &CanonicalPath,
+        to: &CanonicalPath,
+    ) -> Result<Model> {
+        let missing =
+            || ContentsError::not_found(format!("No such file or directory: {}", from.api_path()));
+        let src = self.locate(from).map_err(|_| missing())?;
+        if self.hidden(&src) || !caller.access.may_read(&src.resolved) {
+            return Err(missing());
+        }
+        let src_meta = fs::metadata(&src.os).map_err(|_| missing())?;
+        if !src_meta.is_file() && !src_meta.is_dir() {
+            return Err(missing());
+        }
+        let to_loc = self.locate(to)?;
+        let from_name = from.name();
+        let to_is_dir = fs::metadata(&to_loc.os).is_ok_and(|m| m.is_dir());
+        let dest = if to_is_dir {
+            let name = self.increment_filename(&strip_copy_suffix(from_name), &to_loc.os, "-Copy");
+            let request = to.child(&name).map_err(|_| missing())?;
+            Located {
+                resolved: to_loc.resolved.child(&name).unwrap_or(request.clone()),
+                os: to_loc.os.join(&name),
+                request,
+            }
+        } else if src_meta.is_dir() {
+            let name = strip_copy_suffix(from_name);
+            let request = to.child(&name).map_err(|_| missing())?;
+            Located {
+                resolved: to_loc.resolved.child(&name).unwrap_or(request.clone()),
+                os: to_loc.os.join(&name),
+                request,
+            }
+        } else {
+            if let Some(parent) = to.parent() {
+                let parent_ok = self
+                    .locate(&parent)
+                    .ok()
+                    .is_some_and(|p| fs::metadata(&p.os).is_ok_and(|m| m.is_dir()));
+                if !parent_ok {
+                    return Err(ContentsError::not_found(format!(
+                        "No such parent directory: {} to copy file in",
+                        parent.api_path()
+                    )));
+                }
+            }
+            to_loc
+        };
+        if self.hidden(&dest) {
+            return Err(ContentsError::bad_request(format!(
+                "Cannot copy file or directory {}",
+                repr_str(to.api_path())
+            )));
+        }
+        self.ensure_may_write(caller, &dest)?;
+        if src_meta.is_dir() {
+            self.copy_dir(caller, &src, &dest)?;
+            return self.model_for(caller, &dest, &GetOptions::metadata_only());
+        }
+        if fs::metadata(&dest.os).is_ok_and(|m| m.is_dir()) {
+            return Err(ContentsError::bad_request(format!(
+                "Cannot save {}: it is a directory",
+                dest.request.api_path()
+            )));
+        }
+        if from.name().ends_with(".ipynb") {
+            // As jupyter_server: read the notebook model and save it at the destination.
+            let (checked, _) = self.read_notebook_file(&src)?;
+            let mut nb = checked.nb;
+            let trusted = self
+                .trust
+                .is_trusted(caller.username, &Self::signed_form(&nb));
+            notebook::mark_cells(&mut nb, trusted);
+            let mut model = Map::new();
+            model.insert("type".into(), Value::from("notebook"));
+            model.insert("content".into(), nb);
+            return self.save(caller, &dest, model);
+        }
+        self.check_size(src_meta.len())?;
+        let bytes = self.read_bytes(&src)?;
+        self.write(&dest, &bytes)?;
+        self.model_for(caller, &dest, &GetOptions::metadata_only())
+    }
+
+    fn copy_dir(&self, caller: &Caller<'_>, src: &Located, dest: &Located) -> Result<()> {
+        if dest.resolved.is_within(&src.resolved) {
+            return Err(ContentsError::bad_request(format!(
+                "Cannot copy {} into itself",
+                src.request.api_path()
+            )));
+        }
+        let size = self.dir_size(&src.os);
+        if size > self.config.max_copy_folder_bytes {
+            return Err(ContentsError::bad_request(format!(
+                "Can't copy folders larger than {}MB, \"{}\" is {}",
+                self.config.max_copy_folder_bytes / (1024 * 1024),
+                src.request.api_path(),
+                human_size(size)
+            )));
+        }
+        let fail = |_| {
+            ContentsError::bad_request(format!(
+                "Can't copy '{}' into read-only Folder '{}'",
+                src.request.api_path(),
+                dest.request.api_path()
+            ))
+        };
+        self.copy_tree(caller, &src.os, &src.resolved, &dest.os)
+            .map_err(fail)
+    }
+
+    /// Copy a tree, following only symlinks that stay inside the root and copying only what
+    /// the caller may read.
+    fn copy_tree(
+        &self,
+        caller: &Caller<'_>,
+        src: &Path,
+        src_path: &CanonicalPath,
+        dest: &Path,
+    ) -> io::Result<()> {
+        fs::create_dir(dest)?;
+        for entry in fs::read_dir(src)?.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Ok(mut child) = src_path.child(&name) else {
+                continue;
+            };
+            let mut os = entry.path();
+            if entry.file_type()?.is_symlink() {
+                let Ok(target) = fs::canonicalize(&os) else {
+                    continue;
+                };
+                let Some(canonical) = self.to_canonical(&target) else {
+                    continue;
+                };
+                child = canonical;
+                os = target;
+            }
+            if !caller.access.may_read(&child) {
+                continue;
+            }
+            let meta = fs::metadata(&os)?;
+            if meta.is_dir() {
+                if dest.starts_with(&os) {
+                    continue;
+                }
+                self.copy_tree(caller, &os, &child, &dest.join(&name))?;
+            } else if meta.is_file() {
+                fsio::copy_with_times(&os, &dest.join(&name))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dir_size(&self, dir: &Path) -> u64 {
+        let mut total = 0;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+                if let Ok(meta) = entry.metadata() {
+                    if meta.is_dir() {
+                        stack.push(entry.path());
+                    } else {
+                        total += meta.blocks() * 512;
+                    }
+                }
+            }
+        }
+        total
+    }
+
+    // ---------------------------------------------------------------- PATCH
+
+    /// PATCH `/api/contents/{path}` with the parsed JSON body `{"path": new_path}`: rename or
+    /// move. Needs write on both paths (the new one is checked here).
+    pub fn patch(
+        &self,
+        caller: &Caller<'_>,
+        path: &CanonicalPath,
+        body: Option<Value>,
+    ) -> Result<Model> {
+        let model = match body {
+            None => return Err(ContentsError::bad_request("JSON body missing")),
+            Some(Value::Object(m)) => m,
+            Some(_) => return Err(ContentsError::bad_request("JSON body must be an object")),
+        };
+        let new_path = match model.get("path") {
+            None | Some(Value::Null) => path.clone(),
+            Some(Value::String(s)) => parse_body_path(s)?,
+            Some(_) => return Err(ContentsError::bad_request("path must be a string")),
+        };
+        if !self.config.allow_hidden && (is_hidden(path) || is_hidden(&new_path)) {
+            return Err(ContentsError::bad_request(format!(
+                "Cannot rename file or directory {}",
+                repr_str(path.api_path())
+            )));
+        }
+        if new_path != *path {
+            self.rename(caller, path, &new_path)?;
+        }
+        self.get(caller, &new_path, &GetOptions::metadata_only())
+    }
+
+    /// Rename or move `from` to `to`, with its checkpoint.
+    pub fn rename(
+        &self,
+        caller: &Caller<'_>,
+        from: &CanonicalPath,
+        to: &CanonicalPath,
+    ) -> Result<()> {
+        let missing = || {
+            ContentsError::not_found(format!(
+                "File or directory does not exist: {}",
+                from.api_path()
+            ))
+        };
+        let src = self.locate_entry(from).map_err(|_| missing())?;
+        let dest = self.locate_entry(to)?;
+        if self.hidden(&src) || self.hidden(&dest) {
+            return Err(ContentsError::bad_request(format!(
+                "Cannot rename file or directory {}",
+                repr_str(src.os.to_string_lossy().as_ref())
+            )));
+        }
+        let src_meta = fs::symlink_metadata(&src.os).map_err(|_| missing())?;
+        if !caller.access.may_read(&src.resolved) {
+            return Err(missing());
+        }
+        self.ensure_may_write(caller, &src)?;
+        self.ensure_may_write(caller, &dest)?;
+        if let Ok(dest_meta) = fs::symlink_metadata(&dest.os) {
+            let same = dest_meta.dev() == src_meta.dev() && dest_meta.ino() == src_meta.ino();
+            if !same {
+                return Err(ContentsError::conflict(format!(
+                    "File already exists: {}",
+                    to.api_path()
+                )));
+            }
+        }
+        if src_meta.is_dir() && dest.resolved.is_within(&src.resolved) {
+            return Err(ContentsError::bad_request(format!(
+                "Cannot move a directory into itself: {} -> {}",
+                from.api_path(),
+                to.api_path()
+            )));
+        }
+        let src_checkpoint = self.checkpoint_file(&src);
+        fs::rename(&src.os, &dest.os).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => missing(),
+            io::ErrorKind::PermissionDenied => {
+                ContentsError::forbidden(format!("Permission denied: {}", from.api_path()))
+            }
+            _ => ContentsError::internal(format!(
+                "Unknown error renaming file: {} {e}",
+                from.api_path()
+            )),
+        })?;
+        if src_checkpoint.is_file() {
+            let dest_checkpoint = self.checkpoint_file(&dest);
+            if let Some(parent) = dest_checkpoint.parent() {
+                let _ = fs::create_dir_all(parent);
+            }
+            let _ = fs::rename(&src_checkpoint, &dest_checkpoint);
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- DELETE
+
+    /// DELETE `/api/contents/{path}`: to the trash (`delete_to_trash`) or for good, with its
+    /// checkpoint. Non-empty directories are refused unless trashed or `always_delete_dir`.
+    pub fn delete(&self, caller: &Caller<'_>, path: &CanonicalPath) -> Result<()> {
+        if path.is_root() {
+            return Err(ContentsError::bad_request("Can't delete root"));
+        }
+        if !self.config.allow_hidden && is_hidden(path) {
+            return Err(ContentsError::bad_request(format!(
+                "Cannot delete file or directory {}",
+                repr_str(path.api_path())
+            )));
+        }
+        let loc = self
+            .locate_entry(path)
+            .map_err(|_| Self::get_not_found(path))?;
+        let missing = || {
+            ContentsError::not_found(format!(
+                "File or directory does not exist: {}",
+                loc.os.display()
+            ))
+        };
+        if self.hidden(&loc) {
+            return Err(ContentsError::bad_request(format!(
+                "Cannot delete file or directory {}",
+                repr_str(path.api_path())
+            )));
+        }
+        let meta = fs::symlink_metadata(&loc.os).map_err(|_| missing())?;
+        if !caller.access.may_read(&loc.resolved) {
+            return Err(Self::get_not_found(path));
+        }
+        self.ensure_may_write(caller, &loc)?;
+        let checkpoint = self.checkpoint_file(&loc);
+        if self.config.delete_to_trash {
+            if !access_writable(&loc.os) && !meta.file_type().is_symlink() {
+                return Err(ContentsError::forbidden(format!(
+                    "Permission denied: {}",
+                    path.api_path()
+                )));
+            }
+            let trash = self
+                .config
+                .trash_dir
+                .clone()
+                .or_else(trash::default_trash_dir)
+                .ok_or_else(|| {
+                    ContentsError::bad_request("send2trash failed: no trash directory")
+                })?;
+            trash::send_to_trash(&loc.os, &trash)
+                .map_err(|e| ContentsError::bad_request(format!("send2trash failed: {e}")))?;
+        } else if meta.is_dir() {
+            let non_empty = fs::read_dir(&loc.os)
+                .map_err(|e| ContentsError::from_io(&e, path.api_path(), "Error listing"))?
+                .flatten()
+                .any(|e| e.file_name() != self.config.checkpoint_dir.as_str());
+            if non_empty && !self.config.always_delete_dir {
+                return Err(ContentsError::bad_request(format!(
+                    "Directory {} not empty",
+                    loc.os.display()
+                )));
+            }
+            fs::remove_dir_all(&loc.os)
+                .map_err(|e| ContentsError::from_io(&e, path.api_path(), "Error deleting"))?;
+        } else {
+            fs::remove_file(&loc.os)
+                .map_err(|e| ContentsError::from_io(&e, path.api_path(), "Error deleting"))?;
+        }
+        if checkpoint.is_file() {
+            let _ = fs::remove_file(checkpoint);
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- checkpoints
+
+    /// Where `loc`'s checkpoint lives: `dir/.ipynb_checkpoints/name-checkpoint.ext`, or under
+    /// the state directory (else the system temp dir) when `dir` is not writable.
+    fn checkpoint_file(&self, loc: &Located) -> PathBuf {
+        let name = loc.request.name();
+        let leading = name.len() - name.trim_start_matches('.').len();
+        let (base, ext) = match name[leading..].rfind('.') {
+            Some(i) => name.split_at(leading + i),
+            None => (name, ""),
+        };
+        let file = format!("{base}-checkpoint{ext}");
+        let parent_os = loc
+            .os
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        if access_writable(&parent_os) {
+            return parent_os.join(&self.config.checkpoint_dir).join(file);
+        }
+        let base_dir = match &self.config.state_dir {
+            Some(d) => d.join("checkpoints"),
+            None => std::env::temp_dir().join("jupyter_checkpoints"),
+        };
+        let rel = loc
+            .resolved
+            .parent()
+            .map(|p| p.api_path().to_string())
+            .unwrap_or_default();
+        base_dir.join(rel).join(file)
+    }
+
+    fn checkpoint_target(&self, caller: &Caller<'_>, path: &CanonicalPath) -> Result<Located> {
+        let loc = self.locate(path).map_err(|_| Self::get_not_found(path))?;
+        if self.hidden(&loc) || !caller.access.may_read(&loc.resolved) {
+            return Err(Self::get_not_found(path));
+        }
+        Ok(loc)
+    }
+
+    fn checkpoint_model(file: &Path) -> Result<Checkpoint> {
+        let meta = fs::metadata(file)
+            .map_err(|e| ContentsError::internal(format!("Reading checkpoint failed: {e}")))?;
+        Ok(Checkpoint {
+            id: "checkpoint".into(),
+            last_modified: format_time(mtime(&meta)),
+        })
+    }
+
+    fn no_such_checkpoint(path: &CanonicalPath, id: &str) -> ContentsError {
+        ContentsError::not_found(format!(
+            "Checkpoint does not exist: {}@{id}",
+            path.api_path()
+        ))
+    }
+
+    /// GET `…/checkpoints`: the file's checkpoints (at most one, id `checkpoint`).
+    pub fn list_checkpoints(
+        &self,
+        caller: &Caller<'_>,
+        path: &CanonicalPath,
+    ) -> Result<Vec<Checkpoint>> {
+        let loc = self.checkpoint_target(caller, path)?;
+        let file = self.checkpoint_file(&loc);
+        if file.is_file() {
+            Ok(vec![Self::checkpoint_model(&file)?])
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    fn create_checkpoint_at(&self, loc: &Located) -> Result<Checkpoint> {
+        let meta = fs::metadata(&loc.os).map_err(|_| Self::get_not_found(&loc.request))?;
+        if !meta.is_file() {
+            return Err(ContentsError::bad_request(format!(
+                "Cannot create a checkpoint of a directory: {}",
+                loc.request.api_path()
+            )));
+        }
+        let file = self.checkpoint_file(loc);
+        if let Some(dir) = file.parent() {
+            fs::create_dir_all(dir).map_err(|e| {
+                ContentsError::from_io(&e, loc.request.api_path(), "Creating checkpoint")
+            })?;
+        }
+        fsio::copy_with_times(&loc.os, &file).map_err(|e| {
+            ContentsError::from_io(&e, loc.request.api_path(), "Creating checkpoint")
+        })?;
+        Self::checkpoint_model(&file)
+    }
+
+    /// POST `…/checkpoints`: snapshot the file (201 with the checkpoint).
+    pub fn create_checkpoint(
+        &self,
+        caller: &Caller<'_>,
+        path: &CanonicalPath,
+    ) -> Result<Checkpoint> {
+        let loc = self.checkpoint_target(caller, path)?;
+        self.ensure_may_write(caller, &loc)?;
+        self.create_checkpoint_at(&loc)
+    }
+
+    fn checkpoint_for_id(
+        &self,
+        caller: &Caller<'_>,
+        path: &CanonicalPath,
+        id: &str,
+    ) -> Result<(Located, PathBuf)> {
+        let loc = self.checkpoint_target(caller, path)?;
+        let file = self.checkpoint_file(&loc);
+        if id != "checkpoint" || !file.is_file() {
+            return Err(Self::no_such_checkpoint(path, id));
+        }
+        Ok((loc, file))
+    }
+
+    /// POST `…/checkpoints/{id}`: put the checkpoint's content back (atomically).
+    pub fn restore_checkpoint(
+        &self,
+        caller: &Caller<'_>,
+        path: &CanonicalPath,
+        id: &str,
+    ) -> Result<()> {
+        let (loc, file) = self.checkpoint_for_id(caller, path, id)?;
+        self.ensure_may_write(caller, &loc)?;
+        fsio::copy_with_times(&file, &loc.os).map_err(|e| self.write_error(&loc, &e))
+    }
+
+    /// DELETE `…/checkpoints/{id}`.
+    pub fn delete_checkpoint(
+        &self,
+        caller: &Caller<'_>,
+        path: &CanonicalPath,
+        id: &str,
+    ) -> Result<()> {
+        let (loc, file) = self.checkpoint_for_id(caller, path, id)?;
+        self.ensure_may_write(caller, &loc)?;
+        fs::remove_file(&file)
+            .map_err(|e| ContentsError::from_io(&e, path.api_path(), "Deleting checkpoint"))
+    }
+
+    // ---------------------------------------------------------------- trust
+
+    /// POST `…/trust`: the caller trusts this notebook (recorded for them only).
+    pub fn trust(&self, caller: &Caller<'_>, path: &CanonicalPath) -> Result<()> {
+        let opts = GetOptions {
+            content: true,
+            kind: Some(ContentType::Notebook),
+            ..Default::default()
+        };
+        let model = self.get(caller, path, &opts)?;
+        let Some(Content::Notebook(mut nb)) = model.content else {
+            return Err(ContentsError::bad_request(format!(
+                "{} is not a notebook",
+                path.api_path()
+            )));
+        };
+        notebook::mark_cells(&mut nb, true);
+        notebook::check_cells(&mut nb);
+        self.trust
+            .sign(caller.username, &Self::signed_form(&nb))
+            .map_err(|e| ContentsError::internal(format!("Recording trust failed: {e}")))
+    }
+}
+
+fn human_size(size: u64) -> String {
+    if size == 0 {
+        return "0 Bytes".into();
+    }
+    let units = ["Bytes", "KB", "MB", "GB", "TB", "PB"];
+    let order = (((size as f64).log2() / 10.0) as usize).min(units.len() - 1);
+    format!(
+        "{:.4} {}",
+        size as f64 / (1u64 << (order * 10)) as f64,
+        units[order]
+    )
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// A request body as jupyter_server's `if model:` sees it: absent or falsy → `None`.
+fn body_object(body: Option<Value>) -> Result<Option<Map<String, Value>>> {
+    match body {
+        None => Ok(None),
+        Some(v) if !truthy(&v) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(ContentsError::bad_request("JSON body must be an object")),
+    }
+}
+
+fn normalise_type(model: &mut Map<String, Value>) {
+    let kind = model.get("type");
+    let keep = match kind {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => ["", "directory", "file", "notebook"].contains(&s.as_str()),
+        Some(_) => false,
+    };
+    if !keep {
+        model.insert("type".into(), Value::from("file"));
+    }
+}
+
+/// Parse a request body as jupyter_server's `get_json_body`: empty → `None`; anything that
+/// is not JSON → 400 "Invalid JSON in body of request". The `Content-Type` is ignored.
+pub fn parse_json_body(body: &[u8]) -> Result<Option<Value>> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|_| ContentsError::bad_request("Invalid JSON in body of request"))
+}
+
+#[allow(dead_code)]
+fn _kind_is_used(k: ErrorKind) -> u16 {
+    k.status_code()
+}

@@ -1,0 +1,142 @@
+//! The contents model, serialized exactly as jupyter_server serializes its dicts.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `type` of a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentType {
+    /// A directory.
+    Directory,
+    /// A regular file.
+    File,
+    /// A Jupyter notebook.
+    Notebook,
+}
+
+impl ContentType {
+    /// Parse the `type` query parameter / body field; unknown values are `File`, as in
+    /// jupyter_server's handlers; `None` or `""` means "decide from the path".
+    pub fn from_param(raw: Option<&str>) -> Option<ContentType> {
+        match raw {
+            None | Some("") => None,
+            Some("directory") => Some(ContentType::Directory),
+            Some("notebook") => Some(ContentType::Notebook),
+            Some(_) => Some(ContentType::File),
+        }
+    }
+    /// The name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentType::Directory => "directory",
+            ContentType::File => "file",
+            ContentType::Notebook => "notebook",
+        }
+    }
+}
+
+/// `content` of a model.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Content {
+    /// A directory listing (entries without content).
+    Directory(Vec<Model>),
+    /// File content: UTF-8 text or base64.
+    Text(String),
+    /// A notebook as JSON.
+    Notebook(Value),
+}
+
+/// A contents model: the fields jupyter_server returns, with the same `null`s.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Model {
+    /// Last path segment.
+    pub name: String,
+    /// API path (no leading slash), as requested.
+    pub path: String,
+    /// `directory`, `file` or `notebook`.
+    #[serde(rename = "type")]
+    pub kind: ContentType,
+    /// `json`, `text`, `base64`, or null without content.
+    pub format: Option<&'static str>,
+    /// The mimetype (files only).
+    pub mimetype: Option<String>,
+    /// The content, or null.
+    pub content: Option<Content>,
+    /// Creation (inode change) time, ISO 8601 as jupyter_server writes it.
+    pub created: String,
+    /// Modification time, ISO 8601 as jupyter_server writes it.
+    pub last_modified: String,
+    /// Size in bytes (null for directories).
+    pub size: Option<u64>,
+    /// Whether *this caller* may change the entry (file mode and policy).
+    pub writable: bool,
+    /// Content hash when asked for (`hash=1`).
+    pub hash: Option<String>,
+    /// The hash's algorithm (`sha256`) when a hash is given.
+    pub hash_algorithm: Option<&'static str>,
+    /// The notebook validation message, when a notebook is invalid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The modification time, for the `Last-Modified` header.
+    #[serde(skip)]
+    pub modified_time: SystemTime,
+}
+
+/// A checkpoint: `{"id": ..., "last_modified": ...}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Checkpoint {
+    /// Always `checkpoint` (one checkpoint per file, as jupyter_server's file checkpoints).
+    pub id: String,
+    /// The checkpoint's modification time (the file's at the time it was taken).
+    pub last_modified: String,
+}
+
+/// Format a time as jupyter_server does: `datetime.isoformat()` in UTC with `+00:00`
+/// replaced by `Z`, microseconds only when non-zero.
+pub fn format_time(t: SystemTime) -> String {
+    let secs_f = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    };
+    format_timestamp(secs_f)
+}
+
+/// Format POSIX seconds (a float, like Python's `st_mtime`) as jupyter_server does.
+pub fn format_timestamp(secs_f: f64) -> String {
+    // Python's utcfromtimestamp: whole seconds plus the fraction rounded half-even to µs.
+    let mut whole = secs_f.floor();
+    let mut micros = ((secs_f - whole) * 1e6).round_ties_even();
+    if micros >= 1e6 {
+        whole += 1.0;
+        micros -= 1e6;
+    }
+    let dt =
+        chrono::DateTime::from_timestamp(whole as i64, 0).unwrap_or(chrono::DateTime::UNIX_EPOCH);
+    let base = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
+    if micros == 0.0 {
+        format!("{base}Z")
+    } else {
+        format!("{base}.{:06}Z", micros as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_like_python_isoformat() {
+        assert_eq!(format_timestamp(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            format_timestamp(1_700_000_000.5),
+            "2023-11-14T22:13:20.500000Z"
+        );
+        assert_eq!(
+            format_timestamp(1_700_000_000.000_001),
+            "2023-11-14T22:13:20.000001Z"
+        );
+    }
+}
