@@ -107,6 +107,11 @@ enum Sources {
         toml: PathBuf,
         cedar: Option<PathBuf>,
     },
+    /// A built-in preset, optionally with the admin's raw Cedar file (re-read on reload).
+    Preset {
+        name: String,
+        cedar: Option<PathBuf>,
+    },
     Text {
         toml_name: String,
         toml: String,
@@ -268,6 +273,32 @@ fn load_state(sources: &Sources, generation: u64) -> Result<State, Vec<PolicyErr
                 _ => Err(errors),
             }
         }
+        Sources::Preset { name, cedar } => {
+            let text = presets::preset(name).ok_or_else(|| {
+                vec![PolicyError {
+                    file: format!("preset:{name}"),
+                    line: 1,
+                    column: 1,
+                    message: format!(
+                        "unknown preset {name:?} (expected one of: {})",
+                        presets::PRESET_NAMES.join(", ")
+                    ),
+                }]
+            })?;
+            let cedar_text = match cedar {
+                Some(path) => Some((
+                    path.display().to_string(),
+                    read_file(path).map_err(|e| vec![e])?,
+                )),
+                None => None,
+            };
+            build_state(
+                &format!("{name}.toml"),
+                text,
+                cedar_text.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
+                generation,
+            )
+        }
         Sources::Text {
             toml_name,
             toml,
@@ -339,18 +370,21 @@ impl PolicyEngine {
 
     /// An engine running one of the built-in presets (see [`crate::PRESET_NAMES`]).
     pub fn from_preset(name: &str) -> Result<PolicyEngine, Vec<PolicyError>> {
-        let text = presets::preset(name).ok_or_else(|| {
-            vec![PolicyError {
-                file: format!("preset:{name}"),
-                line: 1,
-                column: 1,
-                message: format!(
-                    "unknown preset {name:?} (expected one of: {})",
-                    presets::PRESET_NAMES.join(", ")
-                ),
-            }]
-        })?;
-        Self::from_text(&format!("{name}.toml"), text, None)
+        Self::new(Sources::Preset {
+            name: name.to_string(),
+            cedar: None,
+        })
+    }
+
+    /// A built-in preset plus the admin's raw Cedar file, which `reload` re-reads.
+    pub fn from_preset_with_cedar(
+        name: &str,
+        cedar: &Path,
+    ) -> Result<PolicyEngine, Vec<PolicyError>> {
+        Self::new(Sources::Preset {
+            name: name.to_string(),
+            cedar: Some(cedar.to_path_buf()),
+        })
     }
 
     /// Re-read the policy files. On any error the policy in force stays in force and the
@@ -388,12 +422,14 @@ impl PolicyEngine {
         self.state.load().generation
     }
 
-    /// The files to watch (policy file, then the raw Cedar file); empty for presets and text.
+    /// The files to watch (policy file, then the raw Cedar file); a preset has only its
+    /// raw Cedar file, if any; an engine built from text has none.
     pub fn policy_files(&self) -> Vec<PathBuf> {
         match &self.sources {
             Sources::Files { toml, cedar } => {
                 std::iter::once(toml.clone()).chain(cedar.clone()).collect()
             }
+            Sources::Preset { cedar, .. } => cedar.iter().cloned().collect(),
             Sources::Text { .. } => Vec::new(),
         }
     }

@@ -828,3 +828,26 @@ fn owner_record_of_creator() {
             .allowed
     );
 }
+
+#[test]
+fn preset_with_raw_cedar_reloads_the_cedar_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cedar = dir.path().join("extra.cedar");
+    std::fs::write(
+        &cedar,
+        "@id(\"bob reads\")\npermit (principal == User::\"bob\", action == Action::\"read\", resource is Contents);\n",
+    )
+    .unwrap();
+    let e = PolicyEngine::from_preset_with_cedar("owner-only", &cedar).unwrap();
+    assert_eq!(e.policy_files(), vec![cedar.clone()]);
+    let d = e.authorize(&who("bob", NONE), Action::Read, &res("contents:/a"));
+    assert!(d.allowed);
+    assert_eq!(d.rule, "extra.cedar:1: bob reads");
+    assert!(allowed(&e, &who("root", ADMIN), "write", "server"));
+    std::fs::write(&cedar, "permit (principal, action, resource is Nope);\n").unwrap();
+    assert!(e.reload().is_err());
+    assert!(allowed(&e, &who("bob", NONE), "read", "contents:/a"));
+    std::fs::write(&cedar, "// nothing\n").unwrap();
+    e.reload().unwrap();
+    assert!(!allowed(&e, &who("bob", NONE), "read", "contents:/a"));
+}
