@@ -1,0 +1,131 @@
+//! Byte-for-byte parity of the notebook writer (and reader) with Python's nbformat, run from
+//! the project venv. Skipped, with a printed reason, when the venv is missing.
+
+use concord_contents::notebook::{notebook_file_text, read_notebook};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn python() -> Option<PathBuf> {
+    let py = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let ok = py.exists()
+        && Command::new(&py)
+            .args(["-c", "import nbformat"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: no Python venv with nbformat at {}", py.display());
+        return None;
+    }
+    Some(py)
+}
+
+const WRITER: &str = r#"
+import json, sys, nbformat
+src, out = sys.argv[1], sys.argv[2]
+with open(src, encoding="utf-8") as f:
+    nb = nbformat.from_dict(json.load(f))
+with open(out, "w", encoding="utf-8", newline="\n") as f:
+    nbformat.write(nb, f, version=nbformat.NO_CONVERT)
+"#;
+
+const READER: &str = r#"
+import json, sys, nbformat
+with open(sys.argv[1], encoding="utf-8") as f:
+    nb = nbformat.reads(f.read(), as_version=4)
+with open(sys.argv[2], "w", encoding="utf-8") as f:
+    json.dump(nb, f)
+"#;
+
+fn samples() -> Vec<Value> {
+    vec![
+        json!({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}),
+        json!({
+            "cells": [
+                {"cell_type": "markdown", "id": "a1", "metadata": {"tags": ["x", "ü"]},
+                 "source": "# Ünïcödé 日本語 ✓\r\nwindows line\rold mac\u{2028}sep\nlast no newline",
+                 "attachments": {"img.png": {"image/png": "iVBORw0KGgo=\n", "text/plain": "a\nb"}}},
+                {"cell_type": "code", "id": "b2", "execution_count": 3,
+                 "metadata": {"trusted": true, "collapsed": false, "scrolled": "auto",
+                              "zeta": {"b": 2, "a": [1, 2.5, 1e-7, 1e16, 123456789.125, -0.0, 0.1]}},
+                 "source": "x = '\\t tab \u{1} ctrl \u{7f} del \"quote\" \\\\ back'\nprint(x)\n",
+                 "outputs": [
+                    {"output_type": "stream", "name": "stdout", "text": "line1\nline2\n"},
+                    {"output_type": "execute_result", "execution_count": 3, "metadata": {},
+                     "data": {"text/plain": "'multi\\nline'", "text/html": "<b>\n</b>",
+                              "application/json": {"k": [1, {"z": null, "a": true}]},
+                              "image/svg+xml": "<svg>\n</svg>\n",
+                              "application/vnd.custom+json": {"x": 1},
+                              "application/javascript": "alert(1);\nalert(2)"}},
+                    {"output_type": "display_data", "metadata": {"image/png": {"width": 10}},
+                     "data": {"image/png": "AAAA\nBBBB\n", "text/plain": "<Figure>"}},
+                    {"output_type": "error", "ename": "E", "evalue": "v",
+                     "traceback": ["line 1", "line 2\nwith newline"]}
+                 ]},
+                {"cell_type": "raw", "id": "c3", "metadata": {"format": "text/x-rst"}, "source": ""}
+            ],
+            "metadata": {
+                "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                "language_info": {"codemirror_mode": {"name": "ipython", "version": 3},
+                                  "name": "python", "version": "3.11.2"},
+                "orig_nbformat": 3, "signature": "sha256:abc",
+                "unknown_extension": {"nested": {"deep": [[], {}, "", 0, -5, 18446744073709551615u64]}}
+            },
+            "nbformat": 4,
+            "nbformat_minor": 5
+        }),
+        json!({
+            "cells": [{"cell_type": "code", "execution_count": null, "metadata": {},
+                       "source": ["already\n", "split"], "outputs": []}],
+            "metadata": {}, "nbformat": 4, "nbformat_minor": 4
+        }),
+    ]
+}
+
+#[test]
+fn writer_is_byte_identical_to_nbformat() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for (i, nb) in samples().iter().enumerate() {
+        let src = dir.path().join(format!("in{i}.json"));
+        let out = dir.path().join(format!("out{i}.ipynb"));
+        std::fs::write(&src, serde_json::to_vec(nb).unwrap()).unwrap();
+        let status = Command::new(&py)
+            .args(["-c", WRITER])
+            .arg(&src)
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let expected = std::fs::read_to_string(&out).unwrap();
+        let ours = notebook_file_text(nb);
+        if ours != expected {
+            for (n, (a, b)) in ours.lines().zip(expected.lines()).enumerate() {
+                assert_eq!(a, b, "sample {i}, first difference at line {n}");
+            }
+            assert_eq!(ours.len(), expected.len(), "sample {i}: lengths differ");
+        }
+    }
+}
+
+#[test]
+fn reader_matches_nbformat_reads() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for (i, nb) in samples().iter().enumerate() {
+        let text = notebook_file_text(nb);
+        let src = dir.path().join(format!("r{i}.ipynb"));
+        let out = dir.path().join(format!("r{i}.json"));
+        std::fs::write(&src, &text).unwrap();
+        let status = Command::new(&py)
+            .args(["-c", READER])
+            .arg(&src)
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let expected: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        let ours = read_notebook(&text).unwrap().nb;
+        assert_eq!(ours, expected, "sample {i}");
+    }
+}
