@@ -10,6 +10,8 @@
 //!   websocket's text frames, its [`ClientOutput`] yields the frames to send
 //!   (`["setup", {}]`, the replayed history, live `["stdout", …]`, `["disconnect", 1]`).
 //!   A [`Permission::Watch`] client sees everything but its input never reaches the shell.
+//! - [`serve_client`] drives one websocket with any library: the server maps its messages
+//!   to [`Incoming`] and from [`Outgoing`].
 //!
 //! This crate never sees HTTP and never decides policy: the server authorizes first.
 
@@ -19,6 +21,7 @@ mod error;
 mod manager;
 mod procs;
 mod protocol;
+mod socket;
 mod terminal;
 mod utf8;
 
@@ -29,4 +32,7 @@ pub use client::{
 pub use config::TerminalConfig;
 pub use error::{ErrorKind, ProtocolError, TerminalError};
 pub use manager::TerminalManager;
+pub use socket::{
+    serve_client, Incoming, Outgoing, CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL, CLOSE_POLICY,
+};
 pub use terminal::{AttachedClient, TerminalInfo, TerminalModel};
