@@ -12,9 +12,10 @@ use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use concord_authz::{Action, Decision, Identity, Resource};
 use rusqlite::{params, Connection};
@@ -290,9 +291,18 @@ struct Counters {
 pub struct AuditLog {
     sender: Option<SyncSender<Message>>,
     counters: Arc<Counters>,
-    writer: Option<JoinHandle<()>>,
+    writer: Option<Writer>,
     readable: Option<ReadBack>,
 }
+
+/// The writer thread and a channel that disconnects when it finishes.
+struct Writer {
+    thread: JoinHandle<()>,
+    finished: Receiver<()>,
+}
+
+/// How long dropping an [`AuditLog`] waits for queued records to be written.
+const DROP_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 enum ReadBack {
@@ -352,10 +362,15 @@ impl AuditLog {
         }
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
         let thread_counters = Arc::clone(&counters);
-        let writer = std::thread::Builder::new()
+        let (finished_sender, finished) = mpsc::sync_channel::<()>(0);
+        let thread = std::thread::Builder::new()
             .name("concord-audit".to_string())
-            .spawn(move || write_loop(receiver, sinks, &thread_counters))
+            .spawn(move || {
+                write_loop(receiver, sinks, &thread_counters);
+                drop(finished_sender);
+            })
             .map_err(|e| IdentityError::io("audit writer thread", e))?;
+        let writer = Writer { thread, finished };
         Ok(AuditLog {
             sender: Some(sender),
             counters,
@@ -430,10 +445,18 @@ impl AuditLog {
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        // Closing the channel ends the writer after it has written what is queued.
+        // Closing the channel ends the writer after it has written what is queued. A sink
+        // stuck for good (a pipe nobody reads) must not hang shutdown, so the wait is bounded.
         self.sender.take();
         if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+            match writer.finished.recv_timeout(DROP_WAIT) {
+                Err(RecvTimeoutError::Timeout) => {
+                    tracing::error!("audit sink stuck; queued audit records may be lost");
+                }
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                    let _ = writer.thread.join();
+                }
+            }
         }
     }
 }

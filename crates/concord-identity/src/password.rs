@@ -36,7 +36,8 @@ pub fn hash_password(password: &str) -> Result<String, IdentityError> {
     hash_unchecked(password)
 }
 
-fn hash_unchecked(password: &str) -> Result<String, IdentityError> {
+/// Argon2id without the length rules, for re-hashing a password a user already has.
+pub(crate) fn hash_unchecked(password: &str) -> Result<String, IdentityError> {
     Argon2::default()
         .hash_password(password.as_bytes())
         .map(|hash| hash.to_string())

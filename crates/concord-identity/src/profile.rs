@@ -201,4 +201,20 @@ mod tests {
         let valid = good.validate().unwrap();
         assert_eq!(valid.changes[2].1, Some(None));
     }
+
+    #[test]
+    fn apply_to_a_user_outside_the_database() {
+        let mut user = concord_authz::User::named("owner");
+        let update: ProfileUpdate =
+            serde_json::from_str(r##"{"name": "The Owner", "color": "#123456"}"##).unwrap();
+        update.apply_to(&mut user).unwrap();
+        assert_eq!(user.name, "The Owner");
+        assert_eq!(user.color.as_deref(), Some("#123456"));
+        let reset: ProfileUpdate = serde_json::from_str(r#"{"name": null}"#).unwrap();
+        reset.apply_to(&mut user).unwrap();
+        assert_eq!(user.name, "owner");
+        let bad: ProfileUpdate = serde_json::from_str(r#"{"color": "x;y"}"#).unwrap();
+        assert!(bad.apply_to(&mut user).is_err());
+        assert_eq!(user.color.as_deref(), Some("#123456"), "unchanged on error");
+    }
 }

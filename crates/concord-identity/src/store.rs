@@ -609,7 +609,7 @@ impl UserStore {
 
     /// Replaces a legacy hash after a successful login; failure only costs the upgrade.
     fn upgrade_hash(&self, id: i64, old_hash: &str, password: &str) {
-        let new_hash = match argon2_hash_any_length(password) {
+        let new_hash = match crate::password::hash_unchecked(password) {
             Ok(hash) => hash,
             Err(e) => {
                 tracing::warn!(error = %e, "could not re-hash a legacy password");
@@ -866,13 +866,4 @@ impl UserStore {
         });
         Ok(ended)
     }
-}
-
-/// Argon2id without the minimum-length rule, for re-hashing a password the user already has.
-fn argon2_hash_any_length(password: &str) -> Result<String, IdentityError> {
-    use argon2::password_hash::PasswordHasher;
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|hash| hash.to_string())
-        .map_err(|e| IdentityError::Hashing(e.to_string()))
 }
