@@ -30,7 +30,8 @@ pub struct TerminalConfig {
     pub cull_inactive_timeout: Option<Duration>,
     /// How often idle terminals are looked for (`cull_interval`, default 300 s).
     pub cull_interval: Duration,
-    /// Output kept for clients that attach later (bytes of text; oldest dropped first).
+    /// Output kept for clients that attach later (bytes of text; oldest dropped first;
+    /// at most half of `client_queue_limit_bytes`).
     pub history_limit_bytes: usize,
     /// Output waiting to be sent to one client; a client further behind is disconnected
     /// so that it never holds up the shell or the other clients.

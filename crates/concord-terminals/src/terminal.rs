@@ -204,7 +204,11 @@ impl Terminal {
             pid,
             created: now,
             seq,
-            history_limit_bytes: config.history_limit_bytes,
+            // The replay is queued to a new client at once: keep it well within one
+            // client's queue, or the client would be cut off by its first live output.
+            history_limit_bytes: config
+                .history_limit_bytes
+                .min(config.client_queue_limit_bytes / 2),
             client_queue_limit_bytes: config.client_queue_limit_bytes,
             state: Mutex::new(SharedState {
                 history: VecDeque::new(),

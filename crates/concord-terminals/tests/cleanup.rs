@@ -27,10 +27,23 @@ async fn start_leftovers(manager: &TerminalManager, name: &str, tag: u32) -> Vec
         markers.iter().all(|m| !pids_running(m).is_empty())
     })
     .await;
+    // Stop the foreground job with Ctrl-Z: a stopped job must still be ended.
+    input.handle_text(&stdin("\u{1a}")).await.unwrap();
+    let stopped = pids_running(&markers[5]);
+    eventually("the foreground job is stopped", || {
+        stopped.iter().all(|&pid| process_state(pid) == Some('T'))
+    })
+    .await;
     drop(input);
     // Drain what is already there so the client does not hold anything up.
     let _ = tokio::time::timeout(std::time::Duration::from_millis(10), output.next()).await;
     markers.iter().flat_map(|m| pids_running(m)).collect()
+}
+
+/// The state letter of `/proc/<pid>/stat` (R, S, T, Z, …).
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 fn assert_all_gone(pgid: i32, pids: &[i32]) {
@@ -82,6 +95,18 @@ async fn shutdown_all_leaves_no_process_and_refuses_new_terminals() {
     let second = manager.create(owner("bob"), None).await.unwrap();
     let tag = 800_000 + std::process::id() % 1000 * 10;
     let mut pids = start_leftovers(&manager, "1", tag).await;
+    // The second shell ignores SIGHUP and SIGTERM itself: only SIGKILL ends it.
+    {
+        let (input, mut output) = manager
+            .attach("2", "bob", Permission::Type)
+            .unwrap()
+            .into_split();
+        input
+            .handle_text(&stdin("trap '' HUP TERM; echo TRAPPED$((3+4))\r"))
+            .await
+            .unwrap();
+        read_until(&mut output, "TRAPPED7").await;
+    }
     pids.extend(start_leftovers(&manager, "2", tag + 7).await);
 
     manager.shutdown_all().await;
