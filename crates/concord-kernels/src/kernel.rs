@@ -372,7 +372,7 @@ struct Kernel {
     inboxes: [Inbox; 3],
     incarnation: Mutex<Option<Incarnation>>,
     lifecycle: tokio::sync::Mutex<()>,
-    iopub_seen: AtomicBool,
+    last_idle_parent: Mutex<String>,
 }
 
 impl Kernel {
@@ -601,7 +601,7 @@ impl KernelManager {
             ],
             incarnation: Mutex::new(None),
             lifecycle: tokio::sync::Mutex::new(()),
-            iopub_seen: AtomicBool::new(false),
+            last_idle_parent: Mutex::new(String::new()),
         });
         {
             let mut kernels = lock(&self.inner.kernels);
@@ -1008,7 +1008,7 @@ impl KernelManager {
                 return Err(KernelError::StartFailed("timed out connecting to the kernel".into()))
             }
         };
-        k.iopub_seen.store(false, Ordering::SeqCst);
+        lock(&k.last_idle_parent).clear();
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(iopub_task(k.clone(), iopub, signer.clone())));
         for (i, (channel, (tx, rx))) in [
@@ -1035,39 +1035,49 @@ impl KernelManager {
             inc.tasks.extend(tasks);
         }
 
-        // Readiness: kernel_info_request on shell until a reply and an iopub message arrived
-        // (the latter proves our subscription is live), as jupyter_server's nudge does.
+        // Readiness: kernel_info_request on shell until a reply and an iopub idle status
+        // for our latest request arrived (the latter proves the subscription is live and
+        // leaves the kernel settled), as jupyter_server's nudge does. A new request is sent
+        // only when nothing came back for 0.5 s.
         let deadline = Instant::now() + cfg.kernel_info_timeout;
-        let (reply_tx, mut reply_rx) = mpsc::unbounded_channel();
-        let mut got_reply = false;
+        let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Message>();
+        let mut sent = 0usize;
+        let mut replies = 0usize;
+        let mut last_id = String::new();
         loop {
-            let req = Message::new_server_message(
-                "kernel_info_request",
-                &k.id,
-                "",
-                Bytes::from_static(b"{}"),
-                json!({}),
-            );
-            k.hub
-                .register(&req.info.msg_id, Route::Internal(reply_tx.clone()));
-            if k.outboxes.shell.try_send(req).is_err() {
-                tracing::debug!("shell queue full during startup");
-            }
-            tokio::select! {
-                r = reply_rx.recv() => { got_reply |= r.is_some(); }
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = exited.wait_for(|e| *e) => {
-                    return Err(KernelError::StartFailed("the kernel process exited during startup".into()));
+            if replies == sent || sent == 0 {
+                let req = Message::new_server_message(
+                    "kernel_info_request",
+                    &k.id,
+                    "",
+                    Bytes::from_static(b"{}"),
+                    json!({}),
+                );
+                last_id = req.info.msg_id.clone();
+                k.hub.register(&last_id, Route::Internal(reply_tx.clone()));
+                if k.outboxes.shell.try_send(req).is_ok() {
+                    sent += 1;
                 }
             }
-            while reply_rx.try_recv().is_ok() {
-                got_reply = true;
-            }
-            if got_reply && k.iopub_seen.load(Ordering::SeqCst) {
-                let mut st = lock(&k.state);
-                if st.execution_state == "starting" || st.execution_state == "restarting" {
-                    st.execution_state = "idle".into();
+            let settle = Instant::now() + Duration::from_millis(500);
+            loop {
+                tokio::select! {
+                    r = reply_rx.recv() => { if r.is_some() { replies += 1; } }
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    _ = exited.wait_for(|e| *e) => {
+                        return Err(KernelError::StartFailed("the kernel process exited during startup".into()));
+                    }
                 }
+                let idle_for_last = *lock(&k.last_idle_parent) == last_id;
+                if replies == sent && idle_for_last {
+                    lock(&k.state).execution_state = "idle".into();
+                    break;
+                }
+                if Instant::now() >= settle {
+                    break;
+                }
+            }
+            if replies == sent && *lock(&k.last_idle_parent) == last_id {
                 break;
             }
             if Instant::now() >= deadline {
@@ -1275,7 +1285,9 @@ async fn iopub_task(k: Arc<Kernel>, mut rx: Box<dyn FrameReceiver>, signer: Sign
                         // Readiness wants an idle status: it proves the subscription is
                         // live and leaves the model in a settled state.
                         if s == "idle" {
-                            k.iopub_seen.store(true, Ordering::SeqCst);
+                            if let Some(p) = crate::wire::parent_msg_id(&msg.parent_header) {
+                                *lock(&k.last_idle_parent) = p;
+                            }
                         }
                     }
                 }

@@ -220,11 +220,18 @@ async fn start_execute_interrupt_restart_shutdown() {
     assert_eq!(reply.2["status"], "ok");
 
     // Interrupt a long sleep (signal mode for ipykernel).
-    let req = execute("import time; time.sleep(120)", "s", "alice");
+    // Wait for output from inside the cell: ipykernel ignores SIGINT outside execution.
+    let req = execute(
+        "import time; print('sleeping', flush=True); time.sleep(120)",
+        "s",
+        "alice",
+    );
     send(&c, Channel::Shell, &req).await;
     let rid = req.info.msg_id.clone();
-    read_until(&mut c, |_, m, _| {
-        m.info.msg_type == "execute_input" && parent_id(m) == rid
+    read_until(&mut c, |_, m, c| {
+        m.info.msg_type == "stream"
+            && parent_id(m) == rid
+            && c["text"].as_str().unwrap_or("").contains("sleeping")
     })
     .await;
     env.mgr.interrupt(&id).await.unwrap();
