@@ -298,7 +298,8 @@ pub struct AuditLog {
 /// The writer thread and a channel that disconnects when it finishes.
 struct Writer {
     thread: JoinHandle<()>,
-    finished: Receiver<()>,
+    /// In a mutex only so that `AuditLog` is `Sync`; used once, in `drop`.
+    finished: std::sync::Mutex<Receiver<()>>,
 }
 
 /// How long dropping an [`AuditLog`] waits for queued records to be written.
@@ -370,7 +371,10 @@ impl AuditLog {
                 drop(finished_sender);
             })
             .map_err(|e| IdentityError::io("audit writer thread", e))?;
-        let writer = Writer { thread, finished };
+        let writer = Writer {
+            thread,
+            finished: std::sync::Mutex::new(finished),
+        };
         Ok(AuditLog {
             sender: Some(sender),
             counters,
@@ -449,7 +453,11 @@ impl Drop for AuditLog {
         // stuck for good (a pipe nobody reads) must not hang shutdown, so the wait is bounded.
         self.sender.take();
         if let Some(writer) = self.writer.take() {
-            match writer.finished.recv_timeout(DROP_WAIT) {
+            let finished = writer
+                .finished
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match finished.recv_timeout(DROP_WAIT) {
                 Err(RecvTimeoutError::Timeout) => {
                     tracing::error!("audit sink stuck; queued audit records may be lost");
                 }

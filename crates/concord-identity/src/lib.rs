@@ -36,3 +36,17 @@ pub use store::{
 };
 pub use throttle::{LoginThrottle, RetryAfter, ThrottleConfig};
 pub use validate::{validate_group, validate_username, MAX_NAME_LEN};
+
+/// The shared types must stay usable from many tokio tasks (`Arc<T>` in the server state).
+#[cfg(test)]
+mod thread_safety {
+    fn send_and_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        send_and_sync::<crate::UserStore>();
+        send_and_sync::<crate::AuditLog>();
+        send_and_sync::<crate::LoginThrottle>();
+        send_and_sync::<crate::CookieValue>();
+    }
+}
