@@ -1,1 +1,5 @@
-fn main() {}
+//! The `concord` command.
+
+fn main() -> std::process::ExitCode {
+    concord_server::cli::main()
+}

@@ -1,0 +1,450 @@
+//! `/api/contents/…`, `/files/…`, `/view/…`: thin handlers over `concord_contents`.
+//!
+//! The route's declared permission was already granted on the resolved path. A second path
+//! named in the body (`copy_from`, the PATCH `path`) is required here through the `Guard`;
+//! listings and `writable` are filtered through a `PathAccess` backed by the policy.
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use concord_authz::{Action, CanonicalPath, Resource};
+use concord_contents::{
+    Caller as ContentsCaller, ContentsConfig, ContentsError, ContentsManager, ErrorKind,
+    GetOptions, Model, PathAccess,
+};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::query_pairs;
+use crate::error::{ApiError, ApiResult};
+use crate::pipeline::{Guard, TargetPath};
+use crate::routes::RouteParams;
+use crate::state::{App, PathResolver};
+
+/// Settings of the files service (`[contents]` in the config file).
+#[derive(clap::Args, Clone, Debug, Default, serde::Deserialize)]
+pub struct ContentsOptions {
+    /// Serve and accept hidden (dot) files and directories.
+    #[arg(long, env = "CONCORD_ALLOW_HIDDEN")]
+    pub allow_hidden: Option<bool>,
+    /// Move deleted files to the trash instead of deleting them.
+    #[arg(long, env = "CONCORD_DELETE_TO_TRASH")]
+    pub delete_to_trash: Option<bool>,
+    /// Delete non-empty directories (when not using the trash).
+    #[arg(long, env = "CONCORD_ALWAYS_DELETE_DIR")]
+    pub always_delete_dir: Option<bool>,
+    /// Largest file a save or upload may write, in bytes.
+    #[arg(long, env = "CONCORD_MAX_SAVE_BYTES")]
+    pub max_save_bytes: Option<u64>,
+    /// Largest directory a copy may duplicate, in MB.
+    #[arg(long, env = "CONCORD_MAX_COPY_FOLDER_SIZE_MB")]
+    pub max_copy_folder_size_mb: Option<u64>,
+    /// Accept notebooks that fail validation (saved, with a `message`), as jupyter_server.
+    #[arg(long, env = "CONCORD_ACCEPT_INVALID_NOTEBOOKS")]
+    pub accept_invalid_notebooks: Option<bool>,
+    /// The trash directory (default: the freedesktop trash of the server's user).
+    #[arg(long, env = "CONCORD_TRASH_DIR")]
+    pub trash_dir: Option<PathBuf>,
+}
+
+/// Build the files service from the settings.
+pub fn build(app_settings: &crate::config::Settings) -> anyhow::Result<ContentsManager> {
+    let cli = &app_settings.cli.contents;
+    let file = &app_settings.file.contents;
+    let mut config = ContentsConfig::new(&app_settings.root_dir);
+    config.allow_hidden = cli.allow_hidden.or(file.allow_hidden).unwrap_or(false);
+    config.delete_to_trash = cli.delete_to_trash.or(file.delete_to_trash).unwrap_or(true);
+    config.always_delete_dir = cli
+        .always_delete_dir
+        .or(file.always_delete_dir)
+        .unwrap_or(false);
+    config.max_save_bytes = cli.max_save_bytes.or(file.max_save_bytes);
+    if let Some(mb) = cli.max_copy_folder_size_mb.or(file.max_copy_folder_size_mb) {
+        config.max_copy_folder_bytes = mb * 1024 * 1024;
+    }
+    config.reject_invalid_notebooks = !cli
+        .accept_invalid_notebooks
+        .or(file.accept_invalid_notebooks)
+        .unwrap_or(false);
+    config.trash_dir = cli.trash_dir.clone().or(file.trash_dir.clone());
+    config.state_dir = Some(app_settings.state_dir.join("contents"));
+    ContentsManager::new(config).map_err(|e| anyhow::anyhow!("contents: {}", e.message))
+}
+
+/// The contents service resolves symlinks for the pipeline.
+pub struct ContentsPaths(pub Arc<ContentsManager>);
+
+impl PathResolver for ContentsPaths {
+    fn resolve(&self, path: &CanonicalPath) -> Result<CanonicalPath, ApiError> {
+        self.0.resolve(path).map_err(to_api_error)
+    }
+}
+
+/// Per-path decisions of the policy for one caller.
+struct PolicyAccess(Guard);
+
+impl PathAccess for PolicyAccess {
+    fn may_read(&self, path: &CanonicalPath) -> bool {
+        self.0.may(Action::Read, &Resource::contents(path.clone()))
+    }
+    fn may_write(&self, path: &CanonicalPath) -> bool {
+        self.0.may(Action::Write, &Resource::contents(path.clone()))
+    }
+}
+
+fn to_api_error(e: ContentsError) -> ApiError {
+    let status = match e.kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let err = ApiError::new(status, e.message);
+    match e.reason {
+        Some(r) => err.with_reason(r),
+        None => err,
+    }
+}
+
+fn service(app: &App) -> ApiResult<Arc<ContentsManager>> {
+    app.contents
+        .clone()
+        .ok_or_else(|| ApiError::not_found("The contents service is not running"))
+}
+
+/// Run blocking file work off the async threads, with the caller's policy access.
+async fn run<T, F>(app: &App, guard: &Guard, work: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&ContentsManager, &ContentsCaller<'_>) -> Result<T, ContentsError> + Send + 'static,
+{
+    let cm = service(app)?;
+    let guard = guard.clone();
+    tokio::task::spawn_blocking(move || {
+        let username = guard.identity().username().to_string();
+        let access = PolicyAccess(guard);
+        let caller = ContentsCaller::new(&username, &access);
+        work(&cm, &caller)
+    })
+    .await
+    .map_err(|_| ApiError::internal("The contents operation failed unexpectedly"))?
+    .map_err(to_api_error)
+}
+
+fn http_date(t: std::time::SystemTime) -> String {
+    let dt: chrono::DateTime<chrono::Utc> = t.into();
+    dt.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+fn url_escape(path: &str) -> String {
+    path.split('/')
+        .map(|s| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn model_response(app: &App, status: StatusCode, model: &Model, location: bool) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&http_date(model.modified_time)) {
+        headers.insert(header::LAST_MODIFIED, v);
+    }
+    if location {
+        let loc = format!(
+            "{}api/contents/{}",
+            app.settings.base_url,
+            url_escape(&model.path)
+        );
+        if let Ok(v) = HeaderValue::from_str(&loc) {
+            headers.insert(header::LOCATION, v);
+        }
+    }
+    let body = serde_json::to_vec(model).unwrap_or_default();
+    (status, headers, body).into_response()
+}
+
+fn body_json(bytes: &Bytes) -> ApiResult<Option<Value>> {
+    concord_contents::parse_json_body(bytes).map_err(to_api_error)
+}
+
+/// `GET /api/contents/{path}`.
+pub async fn get(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    Extension(target): Extension<TargetPath>,
+    req: Request,
+) -> ApiResult<Response> {
+    let query = query_pairs(req.uri().query());
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let (kind, format, content, hash) = (
+        param("type"),
+        param("format"),
+        param("content"),
+        param("hash"),
+    );
+    let opts = GetOptions::from_query(
+        kind.as_deref(),
+        format.as_deref(),
+        content.as_deref(),
+        hash.as_deref(),
+    )
+    .map_err(to_api_error)?;
+    let path = target.requested;
+    let model = run(&app, &guard, move |cm, c| cm.get(c, &path, &opts)).await?;
+    Ok(model_response(&app, StatusCode::OK, &model, false))
+}
+
+/// `PUT /api/contents/{path}`: save, create, upload (also chunked).
+pub async fn put(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    Extension(target): Extension<TargetPath>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body = body_json(&body)?;
+    let path = target.requested;
+    let outcome = run(&app, &guard, move |cm, c| cm.put(c, &path, body)).await?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(model_response(&app, status, &outcome.model, true))
+}
+
+/// `POST /api/contents/{path}`: new untitled entry, or copy (`copy_from`, which needs read).
+pub async fn post(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    Extension(target): Extension<TargetPath>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body = body_json(&body)?;
+    if let Some(from) = body
+        .as_ref()
+        .and_then(|b| b.get("copy_from"))
+        .and_then(Value::as_str)
+    {
+        if !from.is_empty() {
+            guard.require_path(Action::Read, from)?;
+        }
+    }
+    let path = target.requested;
+    let model = run(&app, &guard, move |cm, c| cm.post(c, &path, body)).await?;
+    Ok(model_response(&app, StatusCode::CREATED, &model, true))
+}
+
+/// `PATCH /api/contents/{path}`: rename or move (the new `path` needs write).
+pub async fn patch(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    Extension(target): Extension<TargetPath>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body = body_json(&body)?;
+    if let Some(to) = body
+        .as_ref()
+        .and_then(|b| b.get("path"))
+        .and_then(Value::as_str)
+    {
+        guard.require_path(Action::Write, to)?;
+    }
+    let path = target.requested;
+    let model = run(&app, &guard, move |cm, c| cm.patch(c, &path, body)).await?;
+    Ok(model_response(&app, StatusCode::OK, &model, true))
+}
+
+/// `DELETE /api/contents/{path}`.
+pub async fn delete(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    Extension(target): Extension<TargetPath>,
+) -> ApiResult<Response> {
+    let path = target.requested;
+    run(&app, &guard, move |cm, c| cm.delete(c, &path)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `GET /api/contents/{path}/checkpoints`.
+pub async fn list_checkpoints(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    Extension(target): Extension<TargetPath>,
+) -> ApiResult<Response> {
+    let path = target.requested;
+    let list = run(&app, &guard, move |cm, c| cm.list_checkpoints(c, &path)).await?;
+    Ok(json_response(StatusCode::OK, &list))
+}
+
+/// `POST /api/contents/{path}/checkpoints`.
+pub async fn create_checkpoint(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    Extension(target): Extension<TargetPath>,
+) -> ApiResult<Response> {
+    let path = target.requested;
+    let api_path = path.api_path().to_string();
+    let cp = run(&app, &guard, move |cm, c| cm.create_checkpoint(c, &path)).await?;
+    let mut response = json_response(StatusCode::CREATED, &cp);
+    let loc = format!(
+        "{}api/contents/{}/checkpoints/{}",
+        app.settings.base_url,
+        url_escape(&api_path),
+        url_escape(&cp.id)
+    );
+    if let Ok(v) = HeaderValue::from_str(&loc) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+fn checkpoint_id(params: &RouteParams) -> String {
+    params.get("checkpoint_id").unwrap_or_default().to_string()
+}
+
+/// `POST /api/contents/{path}/checkpoints/{checkpoint_id}`: restore.
+pub async fn restore_checkpoint(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    Extension(target): Extension<TargetPath>,
+    Extension(params): Extension<RouteParams>,
+) -> ApiResult<Response> {
+    let (path, id) = (target.requested, checkpoint_id(&params));
+    run(&app, &guard, move |cm, c| {
+        cm.restore_checkpoint(c, &path, &id)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /api/contents/{path}/checkpoints/{checkpoint_id}`.
+pub async fn delete_checkpoint(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    Extension(target): Extension<TargetPath>,
+    Extension(params): Extension<RouteParams>,
+) -> ApiResult<Response> {
+    let (path, id) = (target.requested, checkpoint_id(&params));
+    run(&app, &guard, move |cm, c| {
+        cm.delete_checkpoint(c, &path, &id)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/contents/{path}/trust`: the caller trusts the notebook (for them only).
+pub async fn trust(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    Extension(target): Extension<TargetPath>,
+) -> ApiResult<Response> {
+    let path = target.requested;
+    run(&app, &guard, move |cm, c| cm.trust(c, &path)).await?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+/// `GET /files/{path}` (`?download=1` → attachment). Users' files are sandboxed: no
+/// same-origin, so an HTML or SVG file cannot act as the user.
+pub async fn files(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    Extension(target): Extension<TargetPath>,
+    req: Request,
+) -> ApiResult<Response> {
+    let download = query_pairs(req.uri().query())
+        .iter()
+        .any(|(k, v)| k == "download" && v != "0" && !v.is_empty());
+    let path = target.requested;
+    let file = run(&app, &guard, move |cm, c| cm.read_file(c, &path)).await?;
+    let content_type = if file.name.ends_with(".ipynb") {
+        "application/x-ipynb+json".to_string()
+    } else {
+        match file.mimetype {
+            Some("text/plain") => "text/plain; charset=UTF-8".to_string(),
+            Some(m) => m.to_string(),
+            None => "application/octet-stream".to_string(),
+        }
+    };
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&http_date(file.modified)) {
+        headers.insert(header::LAST_MODIFIED, v);
+    }
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox allow-scripts"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if download {
+        let quoted =
+            percent_encoding::utf8_percent_encode(&file.name, percent_encoding::NON_ALPHANUMERIC);
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename*=UTF-8''{quoted}")) {
+            headers.insert(header::CONTENT_DISPOSITION, v);
+        }
+    }
+    Ok((StatusCode::OK, headers, file.bytes).into_response())
+}
+
+/// `GET /view/{path}`: a page showing the file in a sandboxed frame.
+pub async fn view(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    Extension(target): Extension<TargetPath>,
+) -> ApiResult<Response> {
+    let path = target.requested;
+    let api_path = path.api_path().to_string();
+    let opts = GetOptions::metadata_only();
+    let model = run(&app, &guard, move |cm, c| cm.get(c, &path, &opts)).await?;
+    if model.kind == concord_contents::ContentType::Directory {
+        return Err(ApiError::not_found(format!(
+            "File {api_path} does not exist"
+        )));
+    }
+    let src = format!("{}files/{}", app.settings.base_url, url_escape(&api_path));
+    let title = html_escape(&model.name);
+    let html = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <style>html,body,iframe{{margin:0;border:0;width:100%;height:100%}}</style></head>\
+         <body><iframe src=\"{}\" sandbox=\"allow-scripts\"></iframe></body></html>\n",
+        html_escape(&src)
+    );
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+        html,
+    )
+        .into_response())
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;")
+}

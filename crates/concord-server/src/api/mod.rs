@@ -1,0 +1,50 @@
+//! HTTP handlers. Each module is thin: parse the request, call a service, shape the answer.
+//! Authorization of the route's declared permission has already happened (see `routes.rs`).
+
+pub mod contents;
+pub mod core;
+pub mod pages;
+
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON request body, parsed whatever `Content-Type` the client sent (JupyterLab sends
+/// `text/plain;charset=UTF-8`), with jupyter_server's errors: 400 for bad JSON, 413 when
+/// the body is larger than the configured limit.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "Request body is larger than the server accepts (--max-body-size)",
+                    )
+                } else {
+                    ApiError::bad_request(format!("Could not read the request body: {e}"))
+                }
+            })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("Invalid JSON in body of request: {e}")))
+    }
+}
+
+/// The raw query string's parameters, decoded; absent query → empty.
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}

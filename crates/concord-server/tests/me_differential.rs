@@ -1,0 +1,62 @@
+//! `/api/me` and `/api/me?permissions=` compared with a real jupyter_server's answers.
+
+mod common;
+
+use common::jupyter::Jupyter;
+use serde_json::Value;
+
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+#[tokio::test]
+async fn api_me_matches_jupyter_server() {
+    let s = common::server().token("me-token").start();
+    let j = Jupyter::start(s.root(), &[]);
+    let queries = [
+        "api/me",
+        "api/me?permissions=%7B%7D",
+        "api/me?permissions=%7B%22contents%22%3A%5B%22read%22%2C%22write%22%2C%22execute%22%5D%2C%22kernels%22%3A%5B%22read%22%2C%22execute%22%5D%2C%22terminals%22%3A%5B%22write%22%5D%7D",
+        "api/me?permissions=%7B%22api%22%3A%5B%5D%7D",
+    ];
+    for q in queries {
+        let ours: Value = s
+            .owner()
+            .get(s.url(q))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let theirs: Value = j
+            .client()
+            .get(j.url(q))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(keys(&ours), keys(&theirs), "{q}");
+        assert_eq!(keys(&ours["identity"]), keys(&theirs["identity"]), "{q}");
+        // The token owner holds every permission, as jupyter_server's default authorizer
+        // grants every permission to its token holder.
+        assert_eq!(ours["permissions"], theirs["permissions"], "{q}");
+    }
+    // Malformed `permissions` is a 400 in both, with the same message.
+    for bad in [
+        "api/me?permissions=notjson",
+        "api/me?permissions=%5B1%5D",
+        "api/me?permissions=%7B%22a%22%3A%22read%22%7D",
+    ] {
+        let ours = s.owner().get(s.url(bad)).send().await.unwrap();
+        let theirs = j.client().get(j.url(bad)).send().await.unwrap();
+        assert_eq!(ours.status(), theirs.status(), "{bad}");
+        let ours: Value = ours.json().await.unwrap();
+        let theirs: Value = theirs.json().await.unwrap();
+        assert_eq!(ours["message"], theirs["message"], "{bad}");
+    }
+}
