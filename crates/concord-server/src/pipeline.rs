@@ -154,9 +154,24 @@ pub async fn dispatch(
 ) -> Response {
     let app = &dispatcher.app;
     let is_head = req.method() == Method::HEAD;
+    let method = req.method().clone();
+    // Redacted before it is ever formatted: tokens in query strings never reach the log.
+    let uri = concord_identity::redact_url(
+        req.uri()
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/"),
+    );
+    let started = std::time::Instant::now();
     let (pattern, mut response) = route_request(&dispatcher, peer.ip(), req).await;
-    app.metrics
-        .count_request(pattern, response.status().as_u16());
+    let status = response.status().as_u16();
+    app.metrics.count_request(pattern, status);
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    match status {
+        500.. => tracing::error!("{status} {method} {uri} ({}) {ms:.2}ms", peer.ip()),
+        400..=499 => tracing::warn!("{status} {method} {uri} ({}) {ms:.2}ms", peer.ip()),
+        _ => tracing::debug!("{status} {method} {uri} ({}) {ms:.2}ms", peer.ip()),
+    }
     add_security_headers(&app.settings.base_url, response.headers_mut());
     if is_head {
         *response.body_mut() = Body::empty();

@@ -309,3 +309,34 @@ async fn sigterm_stops_cleanly() {
     let status = s.terminate(10).expect("exited within 10 s");
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn tokens_never_reach_the_log() {
+    let s = common::server()
+        .token("very-secret-token-in-url")
+        .args(&["--log-level", "debug"])
+        .start();
+    let c = reqwest::Client::new();
+    c.get(s.url("api/status?token=very-secret-token-in-url"))
+        .send()
+        .await
+        .unwrap();
+    c.get(s.url("api/nope?token=very-secret-token-in-url&x=1"))
+        .send()
+        .await
+        .unwrap();
+    c.get(s.url("api/status?token=wrong-token-guess"))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let logged: Vec<String> = s
+        .drain_output()
+        .into_iter()
+        .filter(|l| l.starts_with("err:"))
+        .collect();
+    let text = logged.join("\n");
+    assert!(text.contains("/api/nope"), "requests are logged: {text}");
+    assert!(!text.contains("very-secret-token-in-url"), "{text}");
+    assert!(!text.contains("wrong-token-guess"), "{text}");
+}
