@@ -136,6 +136,15 @@ pub struct ContentsManager {
     trust: TrustStore,
 }
 
+/// The path as jupyter_server's handlers show it in messages: `/a/b`, and `''` for the root.
+fn handler_path(path: &CanonicalPath) -> &str {
+    if path.is_root() {
+        ""
+    } else {
+        path.as_str()
+    }
+}
+
 fn is_hidden(path: &CanonicalPath) -> bool {
     path.segments().any(|s| s.starts_with('.'))
 }
@@ -259,7 +268,7 @@ impl ContentsManager {
         let not_found = || {
             ContentsError::not_found(format!(
                 "file or directory {} does not exist",
-                repr_str(path.api_path())
+                repr_str(handler_path(path))
             ))
         };
         let segments: Vec<&str> = path.segments().collect();
@@ -322,7 +331,7 @@ impl ContentsManager {
     fn get_not_found(path: &CanonicalPath) -> ContentsError {
         ContentsError::not_found(format!(
             "file or directory {} does not exist",
-            repr_str(path.api_path())
+            repr_str(handler_path(path))
         ))
     }
 
@@ -721,7 +730,7 @@ impl ContentsManager {
         let refuse_hidden = || {
             ContentsError::bad_request(format!(
                 "Cannot create file or directory {}",
-                repr_str(path.api_path())
+                repr_str(handler_path(path))
             ))
         };
         if !self.config.allow_hidden {
@@ -1005,7 +1014,7 @@ impl ContentsManager {
         }
         drop(file);
         let meta = fs::metadata(&staging).map_err(io_err)?;
-        let writable = self.writable(caller, loc);
+        let writable = access_writable(&staging) && caller.access.may_write(&loc.resolved);
         let mut model = self.base_model(&loc.request, &meta, ContentType::File, writable);
         model.mimetype = mimetypes::guess_type(loc.request.name()).map(str::to_string);
         Ok(model)
@@ -1040,7 +1049,7 @@ impl ContentsManager {
             if !self.config.allow_hidden && (is_hidden(path) || is_hidden(&from)) {
                 return Err(ContentsError::bad_request(format!(
                     "Cannot copy file or directory {}",
-                    repr_str(path.api_path())
+                    repr_str(handler_path(path))
                 )));
             }
             return self.copy(caller, &from, path);
@@ -1093,7 +1102,7 @@ impl ContentsManager {
         if self.hidden(&loc) {
             return Err(ContentsError::bad_request(format!(
                 "Cannot create file or directory {}",
-                repr_str(dir.api_path())
+                repr_str(handler_path(dir))
             )));
         }
         if !fs::metadata(&loc.os).is_ok_and(|m| m.is_dir())
@@ -1127,7 +1136,7 @@ impl ContentsManager {
         if !self.config.allow_hidden && is_hidden(&target.request) {
             return Err(ContentsError::bad_request(format!(
                 "Cannot create file or directory {}",
-                repr_str(target.request.api_path())
+                repr_str(handler_path(&target.request))
             )));
         }
         self.ensure_may_write(caller, &target)?;
@@ -1191,7 +1200,7 @@ impl ContentsManager {
         if self.hidden(&dest) {
             return Err(ContentsError::bad_request(format!(
                 "Cannot copy file or directory {}",
-                repr_str(to.api_path())
+                repr_str(handler_path(to))
             )));
         }
         self.ensure_may_write(caller, &dest)?;
@@ -1335,7 +1344,7 @@ impl ContentsManager {
         if !self.config.allow_hidden && (is_hidden(path) || is_hidden(&new_path)) {
             return Err(ContentsError::bad_request(format!(
                 "Cannot rename file or directory {}",
-                repr_str(path.api_path())
+                repr_str(handler_path(path))
             )));
         }
         if new_path != *path {
@@ -1419,7 +1428,7 @@ impl ContentsManager {
         if !self.config.allow_hidden && is_hidden(path) {
             return Err(ContentsError::bad_request(format!(
                 "Cannot delete file or directory {}",
-                repr_str(path.api_path())
+                repr_str(handler_path(path))
             )));
         }
         let loc = self
@@ -1434,7 +1443,7 @@ impl ContentsManager {
         if self.hidden(&loc) {
             return Err(ContentsError::bad_request(format!(
                 "Cannot delete file or directory {}",
-                repr_str(path.api_path())
+                repr_str(handler_path(path))
             )));
         }
         let meta = fs::symlink_metadata(&loc.os).map_err(|_| missing())?;

@@ -192,7 +192,7 @@ fn wrong_type_and_missing_paths() {
         get(&f, "nope.txt").unwrap_err(),
         (
             ErrorKind::NotFound,
-            "file or directory 'nope.txt' does not exist".into()
+            "file or directory '/nope.txt' does not exist".into()
         )
     );
     assert_eq!(get(&f, "a.txt/x").unwrap_err().0, ErrorKind::NotFound);

@@ -401,9 +401,15 @@ pub async fn files(
         HeaderValue::from_static("nosniff"),
     );
     if download {
-        let quoted =
-            percent_encoding::utf8_percent_encode(&file.name, percent_encoding::NON_ALPHANUMERIC);
-        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename*=UTF-8''{quoted}")) {
+        // Python's urllib.parse.quote, as jupyter_server writes the name.
+        const QUOTE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'_')
+            .remove(b'.')
+            .remove(b'-')
+            .remove(b'~')
+            .remove(b'/');
+        let quoted = percent_encoding::utf8_percent_encode(&file.name, QUOTE);
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename*=utf-8''{quoted}")) {
             headers.insert(header::CONTENT_DISPOSITION, v);
         }
     }
