@@ -30,6 +30,10 @@ pub struct ServeOptions {
     #[command(flatten)]
     #[serde(default)]
     pub contents: crate::api::contents::ContentsOptions,
+    /// Terminals (`[terminals]` in the config file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub terminals: crate::api::terminals::TerminalsOptions,
     /// A TOML config file with any of these options as keys.
     #[arg(long, env = "CONCORD_CONFIG")]
     #[serde(skip)]

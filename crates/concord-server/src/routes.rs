@@ -161,6 +161,7 @@ pub fn table() -> Vec<Route> {
 fn service_rows() -> Vec<Route> {
     use Verb::*;
     let path = |action| Access::Requires(action, Target::Path);
+    let terminal = |action| Access::Requires(action, Target::Instance(ResourceType::Terminals, "name"));
     vec![
         // --- contents (issue 3) --------------------------------------------------------------------
         row(Get,    "/api/contents/{*path}/checkpoints",                  path(Read),  api::contents::list_checkpoints),
@@ -175,6 +176,13 @@ fn service_rows() -> Vec<Route> {
         row(Delete, "/api/contents/{*path}",                              path(Write), api::contents::delete),
         row(Get,    "/files/{*path}",                                     path(Read),  api::contents::files),
         row(Get,    "/view/{*path}",                                      path(Read),  api::contents::view),
+        // --- terminals (issue 5) -------------------------------------------------------------------
+        row(Get,    "/api/terminals",                                     needs(Read, ResourceType::Terminals),            api::terminals::list),
+        row(Post,   "/api/terminals",                                     needs(Action::Execute, ResourceType::Terminals), api::terminals::create),
+        row(Get,    "/api/terminals/{name}",                              terminal(Read),                                  api::terminals::get),
+        row(Delete, "/api/terminals/{name}",                              terminal(Write),                                 api::terminals::delete),
+        // Read lets a watcher in; the handler decides whether the client may also type.
+        row(Ws,     "/terminals/websocket/{name}",                        terminal(Read),                                  api::terminals::websocket),
     ]
 }
 

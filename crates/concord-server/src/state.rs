@@ -55,6 +55,8 @@ pub struct AppState {
     pub paths: Arc<dyn PathResolver>,
     /// The files service (`None` until `services::start`).
     pub contents: Option<Arc<concord_contents::ContentsManager>>,
+    /// The terminals service (`None` until `services::start`).
+    pub terminals: Option<Arc<crate::api::terminals::Terminals>>,
     /// Owner lookups of owned resource types.
     pub instances: HashMap<ResourceType, Arc<dyn InstanceLookup>>,
     /// When the server started.
@@ -86,6 +88,7 @@ impl AppState {
             metrics: Metrics::default(),
             paths: Arc::new(LexicalPaths),
             contents: None,
+            terminals: None,
             instances: HashMap::new(),
             started: now,
             last_activity_micros: AtomicI64::new(now.timestamp_micros()),

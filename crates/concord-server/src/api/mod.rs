@@ -4,6 +4,7 @@
 pub mod contents;
 pub mod core;
 pub mod pages;
+pub mod terminals;
 
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;

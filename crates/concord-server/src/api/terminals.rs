@@ -1,0 +1,314 @@
+//! `/api/terminals` and `/terminals/websocket/{name}`, as jupyter_server_terminals serves
+//! them, over the `concord-terminals` service. The route table has already authorized the
+//! declared permission; these handlers only add the per-item decisions (filtering the list,
+//! "may this client type or only watch?").
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::{Extension, Json};
+use concord_authz::{Action, CanonicalPath, Owner, Resource, ResourceType};
+use concord_terminals::{
+    serve_client, ErrorKind, Incoming, Outgoing, Permission, TerminalConfig, TerminalError,
+    TerminalInfo, TerminalManager, TerminalModel,
+};
+use futures::{SinkExt, StreamExt};
+
+use crate::config::Settings;
+use crate::error::{ApiError, ApiResult};
+use crate::pipeline::Guard;
+use crate::routes::RouteParams;
+use crate::state::{App, AppState, InstanceLookup};
+
+/// Terminal options: `--terminal-shell …` on the command line, `[terminals]` in the
+/// config file.
+#[derive(clap::Args, Clone, Debug, Default, serde::Deserialize)]
+pub struct TerminalsOptions {
+    /// The shell, split like a command line ("/bin/bash -l"). Default: $SHELL (or sh),
+    /// with -l when concord does not run in a terminal, as jupyter_server_terminals.
+    #[arg(long = "terminal-shell", env = "CONCORD_TERMINAL_SHELL")]
+    #[serde(default)]
+    pub shell: Option<String>,
+    /// At most this many terminals at once, all users together (0: no limit).
+    #[arg(long = "max-terminals", env = "CONCORD_MAX_TERMINALS")]
+    #[serde(default)]
+    pub max_terminals: Option<usize>,
+    /// At most this many terminals per user (0: no limit).
+    #[arg(
+        long = "max-terminals-per-user",
+        env = "CONCORD_MAX_TERMINALS_PER_USER"
+    )]
+    #[serde(default)]
+    pub max_terminals_per_user: Option<usize>,
+    /// End terminals idle for this many seconds (0: never), as `cull_inactive_timeout`.
+    #[arg(
+        long = "terminals-cull-inactive-timeout",
+        env = "CONCORD_TERMINALS_CULL_INACTIVE_TIMEOUT"
+    )]
+    #[serde(default)]
+    pub cull_inactive_timeout: Option<u64>,
+    /// How often to look for idle terminals, in seconds (default 300).
+    #[arg(
+        long = "terminals-cull-interval",
+        env = "CONCORD_TERMINALS_CULL_INTERVAL"
+    )]
+    #[serde(default)]
+    pub cull_interval: Option<u64>,
+}
+
+/// The terminal service's configuration from the settings.
+pub fn terminal_config(settings: &Settings) -> anyhow::Result<TerminalConfig> {
+    let cli = &settings.cli.terminals;
+    let file = &settings.file.terminals;
+    let mut config = TerminalConfig::new(&settings.root_dir);
+    if let Some(shell) = cli.shell.clone().or(file.shell.clone()) {
+        let words = shlex::split(&shell)
+            .filter(|words| !words.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("terminal shell {shell:?} is not a valid command"))?;
+        config.shell_command = words;
+    }
+    let limit = |n: Option<usize>| n.filter(|&n| n > 0);
+    config.max_terminals = limit(cli.max_terminals.or(file.max_terminals));
+    config.max_terminals_per_user =
+        limit(cli.max_terminals_per_user.or(file.max_terminals_per_user));
+    config.cull_inactive_timeout = cli
+        .cull_inactive_timeout
+        .or(file.cull_inactive_timeout)
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs);
+    if let Some(seconds) = cli.cull_interval.or(file.cull_interval).filter(|&s| s > 0) {
+        config.cull_interval = Duration::from_secs(seconds);
+    }
+    // What jupyter_server_terminals gives every shell.
+    config.env.insert(
+        "JUPYTER_SERVER_ROOT".into(),
+        settings.root_dir.display().to_string(),
+    );
+    // Concord's own settings (the token among them) are not the shell's business.
+    config.env_remove = std::env::vars_os()
+        .filter_map(|(key, _)| key.into_string().ok())
+        .filter(|key| key.starts_with("CONCORD_") || key == "JUPYTER_TOKEN")
+        .collect();
+    Ok(config)
+}
+
+/// Start the terminal service and register its owner lookup (from `services::start`).
+pub fn start(state: &mut AppState) -> anyhow::Result<()> {
+    let manager = TerminalManager::new(terminal_config(&state.settings)?);
+    let terminals = Terminals::new(manager, state.settings.root_dir.clone());
+    state
+        .instances
+        .insert(ResourceType::Terminals, terminals.clone());
+    state.terminals = Some(terminals);
+    Ok(())
+}
+
+/// End every terminal and all their processes (from `services::stop`, on SIGINT/SIGTERM).
+pub async fn stop(app: &App) {
+    if let Some(terminals) = &app.terminals {
+        terminals.manager.shutdown_all().await;
+    }
+}
+
+/// The running terminal service, kept in the application state.
+pub struct Terminals {
+    /// The manager.
+    pub manager: TerminalManager,
+    root: PathBuf,
+}
+
+impl Terminals {
+    /// Wrap a manager for the server whose root directory is `root`.
+    pub fn new(manager: TerminalManager, root: PathBuf) -> Arc<Self> {
+        Arc::new(Terminals { manager, root })
+    }
+
+    /// A terminal as an authorization resource: owned by its creator, with its working
+    /// directory as path when that is inside the root.
+    pub fn resource(&self, info: &TerminalInfo) -> Resource {
+        let path = info
+            .cwd
+            .strip_prefix(&self.root)
+            .ok()
+            .and_then(Path::to_str)
+            .and_then(|relative| CanonicalPath::parse(relative).ok());
+        Resource::owned(
+            ResourceType::Terminals,
+            Some(info.name.clone()),
+            info.owner.clone(),
+            path,
+        )
+    }
+}
+
+impl InstanceLookup for Terminals {
+    fn lookup(&self, id: &str) -> Option<Resource> {
+        self.manager.get(id).ok().map(|info| self.resource(&info))
+    }
+}
+
+fn service(app: &App) -> ApiResult<&Arc<Terminals>> {
+    app.terminals
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("Terminals are not enabled on this server"))
+}
+
+fn api_error(error: TerminalError) -> ApiError {
+    let status = match error.kind() {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::LimitReached => StatusCode::FORBIDDEN,
+        ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, error.to_string())
+}
+
+fn name_param(params: &RouteParams) -> &str {
+    params.get("name").unwrap_or("")
+}
+
+/// `GET /api/terminals`: the terminals the caller may read.
+pub async fn list(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+) -> ApiResult<Json<Vec<TerminalModel>>> {
+    let terminals = service(&app)?;
+    let models = terminals
+        .manager
+        .list()
+        .iter()
+        .filter(|info| guard.may(Action::Read, &terminals.resource(info)))
+        .map(TerminalInfo::model)
+        .collect();
+    Ok(Json(models))
+}
+
+/// `POST /api/terminals`: start the configured shell. Only `cwd` is read from the body.
+pub async fn create(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    body: Bytes,
+) -> ApiResult<Json<TerminalModel>> {
+    let terminals = service(&app)?;
+    let cwd = requested_cwd(&app, &guard, &body)?;
+    let owner = Owner::of(guard.identity());
+    let info = terminals
+        .manager
+        .create(owner, cwd.as_deref())
+        .await
+        .map_err(api_error)?;
+    Ok(Json(info.model()))
+}
+
+/// The directory a POST body asks for, authorized, or `None` for the root. As in
+/// jupyter_server, a `cwd` that does not exist falls back to the root; unlike it, the
+/// directory must be inside the root and readable by the caller.
+fn requested_cwd(app: &App, guard: &Guard, body: &[u8]) -> ApiResult<Option<PathBuf>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid JSON in body of request: {e}")))?;
+    let serde_json::Value::Object(fields) = value else {
+        return Err(ApiError::bad_request(
+            "The body of POST /api/terminals must be a JSON object such as {\"cwd\": \"work\"}",
+        ));
+    };
+    let raw = match fields.get("cwd") {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::String(raw)) => raw.as_str(),
+        Some(_) => return Err(ApiError::bad_request("cwd must be a string")),
+    };
+    let root = &app.settings.root_dir;
+    // JupyterLab sends API paths ("work/a"); an absolute OS path inside the root is
+    // accepted too, as jupyter_server does.
+    let relative = match Path::new(raw).strip_prefix(root) {
+        Ok(inside) => inside.to_string_lossy().into_owned(),
+        Err(_) => raw.to_string(),
+    };
+    let target = guard.require_path(Action::Read, &relative)?;
+    let dir = root.join(target.resolved.api_path());
+    Ok(dir.is_dir().then_some(dir))
+}
+
+/// `GET /api/terminals/{name}`.
+pub async fn get(
+    State(app): State<App>,
+    Extension(params): Extension<RouteParams>,
+) -> ApiResult<Json<TerminalModel>> {
+    let info = service(&app)?
+        .manager
+        .get(name_param(&params))
+        .map_err(api_error)?;
+    Ok(Json(info.model()))
+}
+
+/// `DELETE /api/terminals/{name}`: answers 204 once every process of the terminal is gone.
+pub async fn delete(
+    State(app): State<App>,
+    Extension(params): Extension<RouteParams>,
+) -> ApiResult<StatusCode> {
+    service(&app)?
+        .manager
+        .delete(name_param(&params))
+        .await
+        .map_err(api_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /terminals/websocket/{name}`: terminado's websocket. The route requires read on
+/// the terminal; with execute too the client types, otherwise it watches.
+pub async fn websocket(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    Extension(resource): Extension<Resource>,
+    Extension(params): Extension<RouteParams>,
+    upgrade: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let terminals = service(&app)?;
+    let permission = if guard.decide(Action::Execute, &resource).allowed {
+        Permission::Type
+    } else {
+        Permission::Watch
+    };
+    let client = terminals
+        .manager
+        .attach(name_param(&params), guard.identity().username(), permission)
+        .map_err(api_error)?;
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        app.connections
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        pump(socket, client).await;
+        app.connections
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }))
+}
+
+async fn pump(socket: WebSocket, client: concord_terminals::TerminalClient) {
+    let (sink, stream) = socket.split();
+    let incoming = stream
+        .map(|message| match message {
+            Ok(Message::Text(text)) => Some(Incoming::Text(text.to_string())),
+            Ok(Message::Binary(bytes)) => Some(Incoming::Binary(bytes.to_vec())),
+            Ok(Message::Ping(_) | Message::Pong(_)) => None,
+            Ok(Message::Close(_)) | Err(_) => Some(Incoming::Close),
+        })
+        .filter_map(std::future::ready);
+    let outgoing = sink.with(|frame: Outgoing| {
+        std::future::ready(Ok::<_, axum::Error>(match frame {
+            Outgoing::Text(text) => Message::Text(text.into()),
+            Outgoing::Close { code, reason } => Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })),
+        }))
+    });
+    serve_client(client, Box::pin(incoming), Box::pin(outgoing)).await;
+}
