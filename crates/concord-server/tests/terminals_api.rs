@@ -281,6 +281,9 @@ async fn body_fields_never_choose_the_command_env_or_name() {
     type_line(&mut first, "echo M=$MARK=").await;
     read_until(&mut first, "M=first=").await;
 
+    // An empty cwd (JupyterLab at the root of its file browser) is the root.
+    let resp = create(s, &u.owner, json!({"cwd": ""})).await;
+    assert_eq!(resp.status(), 200);
     // cwd outside what the caller may use: refused, or the root; never outside the root.
     let resp = create(s, &u.owner, json!({"cwd": "../.."})).await;
     assert!(resp.status().is_client_error(), "{}", resp.status());
@@ -359,6 +362,16 @@ fn session_of(pid: i32) -> i32 {
     fields[3].parse().unwrap()
 }
 
+/// `/proc/<pid>/stat` and the command line, for failure messages.
+fn describe(pid: i32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    format!(
+        "{stat} [{}]",
+        String::from_utf8_lossy(&cmdline).replace('\0', " ")
+    )
+}
+
 fn exists(pid: i32) -> bool {
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
         Ok(()) => true,
@@ -408,7 +421,7 @@ async fn no_process_left_after_delete_or_sigterm() {
     assert_eq!(resp.status(), 204);
     assert!(!exists(-shell), "the shell's process group survived DELETE");
     for pid in pids {
-        assert!(!exists(pid), "process {pid} survived DELETE");
+        assert!(!exists(pid), "process survived DELETE: {}", describe(pid));
     }
 
     assert_eq!(create(&u.server, &u.owner, json!({})).await.status(), 200);
@@ -422,6 +435,6 @@ async fn no_process_left_after_delete_or_sigterm() {
         assert!(!exists(-shell), "a shell's process group survived SIGTERM");
     }
     for pid in pids {
-        assert!(!exists(pid), "process {pid} survived SIGTERM");
+        assert!(!exists(pid), "process survived SIGTERM: {}", describe(pid));
     }
 }

@@ -60,6 +60,11 @@ pub(crate) enum Members {
     Live,
     /// Live processes and zombies still waiting for their parent to reap them.
     LiveAndZombies,
+    /// Live processes outside the shell's own process group: its jobs and daemons.
+    LiveJobs,
+    /// Live processes in the shell's own process group: its subshells (prompt helpers,
+    /// command substitutions), which share its job table.
+    LiveInShellGroup,
 }
 
 /// The processes that belong to the terminal whose shell is `leader`, without the leader
@@ -82,6 +87,11 @@ pub(crate) fn family(leader: i32, members: Members) -> Vec<i32> {
     all.iter()
         .filter(|p| p.pid != leader)
         .filter(|p| members == Members::LiveAndZombies || !p.zombie)
+        .filter(|p| match members {
+            Members::LiveJobs => p.pgrp != leader,
+            Members::LiveInShellGroup => p.pgrp == leader,
+            Members::Live | Members::LiveAndZombies => true,
+        })
         .filter(|p| p.session == leader || p.pgrp == leader || descends_from_leader(p.pid))
         .map(|p| p.pid)
         .collect()

@@ -555,24 +555,31 @@ async fn lifecycle(
     terminal.done.send_replace(true);
 }
 
-/// End every process of the terminal whose shell is `pid`: first the shell's jobs and
-/// their children (the shell, a subreaper, reaps them), then the shell, each with SIGHUP,
-/// then SIGTERM, then SIGKILL, waiting up to `grace` between steps.
+/// End every process of the terminal whose shell is `pid`, children before the shell so
+/// that the shell (a subreaper) reaps them and none is left a zombie:
+/// 1. its jobs and daemons (outside the shell's process group): SIGHUP, then SIGTERM, then
+///    SIGKILL, waiting up to `grace` between steps;
+/// 2. subshells in the shell's own group (prompt helpers, command substitutions): SIGKILL.
+///    They share the shell's job table, and an interactive bash subshell answers SIGHUP by
+///    hanging up its whole process group, the shell included, before the shell could reap;
+/// 3. the shell: SIGHUP, SIGTERM, SIGKILL;
+/// 4. anything that appeared meanwhile: SIGKILL.
 async fn end_processes(child: &mut Child, pid: i32, grace: Duration) {
     const STEPS: [Signal; 3] = [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGKILL];
     for signal in STEPS {
-        let others = procs::family(pid, Members::Live);
-        if others.is_empty() {
+        let jobs = procs::family(pid, Members::LiveJobs);
+        if jobs.is_empty() {
             break;
         }
-        procs::signal_each(&others, signal);
+        procs::signal_each(&jobs, signal);
         // Stopped jobs only act on a signal once they run again.
-        procs::signal_each(&others, Signal::SIGCONT);
-        wait_until(grace, || procs::family(pid, Members::Live).is_empty()).await;
+        procs::signal_each(&jobs, Signal::SIGCONT);
+        wait_until(grace, || procs::family(pid, Members::LiveJobs).is_empty()).await;
     }
-    let shell_alive = matches!(child.try_wait(), Ok(None));
-    if shell_alive {
-        // Give the shell a moment to reap its dead jobs, so none is left a zombie.
+    let subshells = procs::family(pid, Members::LiveInShellGroup);
+    procs::signal_each(&subshells, Signal::SIGKILL);
+    if matches!(child.try_wait(), Ok(None)) {
+        // Give the shell a moment to reap what ended, so none is left a zombie.
         wait_until(grace, || {
             procs::family(pid, Members::LiveAndZombies).is_empty()
         })

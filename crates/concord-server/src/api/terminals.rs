@@ -223,6 +223,8 @@ fn requested_cwd(app: &App, guard: &Guard, body: &[u8]) -> ApiResult<Option<Path
     };
     let raw = match fields.get("cwd") {
         None | Some(serde_json::Value::Null) => return Ok(None),
+        // JupyterLab sends "" from the root of its file browser: the default directory.
+        Some(serde_json::Value::String(raw)) if raw.is_empty() => return Ok(None),
         Some(serde_json::Value::String(raw)) => raw.as_str(),
         Some(_) => return Err(ApiError::bad_request("cwd must be a string")),
     };
@@ -273,7 +275,8 @@ pub async fn websocket(
     upgrade: WebSocketUpgrade,
 ) -> ApiResult<Response> {
     let terminals = service(&app)?;
-    let permission = if guard.decide(Action::Execute, &resource).allowed {
+    // Not audited: the route's read decision was; a watcher is not an attempt to type.
+    let permission = if guard.may(Action::Execute, &resource) {
         Permission::Type
     } else {
         Permission::Watch
