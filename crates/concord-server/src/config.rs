@@ -30,6 +30,10 @@ pub struct ServeOptions {
     #[command(flatten)]
     #[serde(default)]
     pub contents: crate::api::contents::ContentsOptions,
+    /// The kernels service (`[kernels]` in the config file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub kernels: crate::api::kernels::KernelsOptions,
     /// Terminals (`[terminals]` in the config file).
     #[command(flatten)]
     #[serde(default)]

@@ -21,7 +21,7 @@ use crate::api;
 use crate::state::App;
 
 use Action::{Read, Write};
-use ResourceType::{Api, Server};
+use ResourceType::{Api, Kernels, Kernelspecs, Server, Sessions};
 
 /// The HTTP methods a route can declare; `Ws` is a GET that upgrades to a websocket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +161,8 @@ pub fn table() -> Vec<Route> {
 fn service_rows() -> Vec<Route> {
     use Verb::*;
     let path = |action| Access::Requires(action, Target::Path);
+    let kernel = |action| Access::Requires(action, Target::Instance(Kernels, "kernel_id"));
+    let session = |action| Access::Requires(action, Target::Instance(Sessions, "session_id"));
     let terminal = |action| Access::Requires(action, Target::Instance(ResourceType::Terminals, "name"));
     vec![
         // --- contents (issue 3) --------------------------------------------------------------------
@@ -183,6 +185,22 @@ fn service_rows() -> Vec<Route> {
         row(Delete, "/api/terminals/{name}",                              terminal(Write),                                 api::terminals::delete),
         // Read lets a watcher in; the handler decides whether the client may also type.
         row(Ws,     "/terminals/websocket/{name}",                        terminal(Read),                                  api::terminals::websocket),
+        // --- kernels, sessions, kernelspecs (issue 4) ---------------------------------------------
+        row(Get,    "/api/kernels",                                       needs(Read, Kernels),          api::kernels::list),
+        row(Post,   "/api/kernels",                                       needs(Write, Kernels),         api::kernels::start_kernel),
+        row(Ws,     "/api/kernels/{kernel_id}/channels",                  kernel(Read),                  api::kernels::channels),
+        row(Post,   "/api/kernels/{kernel_id}/interrupt",                 kernel(Write),                 api::kernels::interrupt),
+        row(Post,   "/api/kernels/{kernel_id}/restart",                   kernel(Write),                 api::kernels::restart),
+        row(Get,    "/api/kernels/{kernel_id}",                           kernel(Read),                  api::kernels::get),
+        row(Delete, "/api/kernels/{kernel_id}",                           kernel(Write),                 api::kernels::delete),
+        row(Get,    "/api/sessions",                                      needs(Read, Sessions),         api::sessions::list),
+        row(Post,   "/api/sessions",                                      needs(Write, Sessions),        api::sessions::create),
+        row(Get,    "/api/sessions/{session_id}",                         session(Read),                 api::sessions::get),
+        row(Patch,  "/api/sessions/{session_id}",                         session(Write),                api::sessions::update),
+        row(Delete, "/api/sessions/{session_id}",                         session(Write),                api::sessions::delete),
+        row(Get,    "/api/kernelspecs",                                   needs(Read, Kernelspecs),      api::kernelspecs::list),
+        row(Get,    "/api/kernelspecs/{kernel_name}",                     needs(Read, Kernelspecs),      api::kernelspecs::get),
+        row(Get,    "/kernelspecs/{kernel_name}/{*path}",                 needs(Read, Kernelspecs),      api::kernelspecs::resource),
     ]
 }
 

@@ -110,6 +110,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     };
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    // TCP_NODELAY: small websocket frames (an execute reply) must not wait for Nagle.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -8,11 +8,13 @@ pub async fn start(state: &mut AppState) -> anyhow::Result<()> {
     let contents = std::sync::Arc::new(crate::api::contents::build(&state.settings)?);
     state.paths = std::sync::Arc::new(crate::api::contents::ContentsPaths(contents.clone()));
     state.contents = Some(contents);
+    crate::api::kernels::start(state)?;
     crate::api::terminals::start(state)?;
     Ok(())
 }
 
 /// Stop every service (kernels and terminals end their processes).
 pub async fn stop(app: &App) {
+    crate::api::kernels::stop(app).await;
     crate::api::terminals::stop(app).await;
 }

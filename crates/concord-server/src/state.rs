@@ -55,6 +55,8 @@ pub struct AppState {
     pub paths: Arc<dyn PathResolver>,
     /// The files service (`None` until `services::start`).
     pub contents: Option<Arc<concord_contents::ContentsManager>>,
+    /// The kernels and sessions services (`None` until `services::start`).
+    pub kernels: Option<Arc<crate::api::kernels::KernelService>>,
     /// The terminals service (`None` until `services::start`).
     pub terminals: Option<Arc<crate::api::terminals::Terminals>>,
     /// Owner lookups of owned resource types.
@@ -88,6 +90,7 @@ impl AppState {
             metrics: Metrics::default(),
             paths: Arc::new(LexicalPaths),
             contents: None,
+            kernels: None,
             terminals: None,
             instances: HashMap::new(),
             started: now,

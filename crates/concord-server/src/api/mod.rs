@@ -3,7 +3,10 @@
 
 pub mod contents;
 pub mod core;
+pub mod kernels;
+pub mod kernelspecs;
 pub mod pages;
+pub mod sessions;
 pub mod terminals;
 
 use axum::extract::{FromRequest, Request};

@@ -1,0 +1,670 @@
+//! `/api/kernels…` and the kernel websocket: thin handlers over `concord_kernels`.
+//!
+//! The route's declared permission was already granted (type-level for the list and for
+//! starting a kernel, on the instance for the rest). Here: the working directory named in a
+//! POST body is authorized, lists are filtered by the policy, and the websocket's
+//! [`Permission`] (execute or watch) comes from a policy decision on the kernel.
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use concord_authz::{Action, CanonicalPath, Owner, Resource, ResourceType};
+use concord_kernels::{
+    ClientConnection, ErrorKind, Inbound, InboundError, KernelError, KernelInfo, KernelManager,
+    KernelManagerConfig, KernelSpecManager, Permission, SessionManager, StartKernel, TransportKind,
+    WsFrame, WsOut, WsProtocol,
+};
+use futures::{FutureExt, SinkExt, StreamExt};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::query_pairs;
+use crate::error::{ApiError, ApiResult};
+use crate::pipeline::{contents_not_found, instance_not_found, Guard};
+use crate::routes::RouteParams;
+use crate::state::{App, AppState, InstanceLookup, PathResolver};
+
+/// How kernels' ZMQ sockets are reached.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelTransport {
+    /// Unix sockets in the runtime directory (only this OS user can reach them).
+    Ipc,
+    /// TCP on 127.0.0.1 (as jupyter_server by default).
+    Tcp,
+}
+
+/// Settings of the kernels service (`[kernels]` in the config file).
+#[derive(clap::Args, Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelsOptions {
+    /// Extra kernelspec directories (each holding `<name>/kernel.json`), searched before
+    /// jupyter's (`JUPYTER_PATH`, the user data dir, the Python prefix, system dirs).
+    #[arg(long = "kernel-dir", env = "CONCORD_KERNEL_DIR", value_delimiter = ',')]
+    pub kernel_dir: Option<Vec<PathBuf>>,
+    /// The kernelspec used when a request names none (default `python3`).
+    #[arg(long, env = "CONCORD_DEFAULT_KERNEL")]
+    pub default_kernel: Option<String>,
+    /// Shut down kernels idle for this many seconds (0, the default, never culls).
+    #[arg(
+        id = "kernel_cull_idle_timeout",
+        long = "cull-idle-timeout",
+        env = "CONCORD_CULL_IDLE_TIMEOUT"
+    )]
+    pub cull_idle_timeout: Option<u64>,
+    /// How often (seconds) to look for idle kernels (default 300).
+    #[arg(
+        id = "kernel_cull_interval",
+        long = "cull-interval",
+        env = "CONCORD_CULL_INTERVAL"
+    )]
+    pub cull_interval: Option<u64>,
+    /// Also cull idle kernels that have websocket connections (default false).
+    #[arg(
+        id = "kernel_cull_connected",
+        long = "cull-connected",
+        env = "CONCORD_CULL_CONNECTED"
+    )]
+    pub cull_connected: Option<bool>,
+    /// Also cull busy kernels (default false).
+    #[arg(id = "kernel_cull_busy", long = "cull-busy", env = "CONCORD_CULL_BUSY")]
+    pub cull_busy: Option<bool>,
+    /// How kernels' sockets are reached: `ipc` (default) or `tcp`.
+    #[arg(long, env = "CONCORD_KERNEL_TRANSPORT", value_enum)]
+    pub kernel_transport: Option<KernelTransport>,
+    /// Automatic restarts of a crashed kernel before it is declared dead (default 5).
+    #[arg(long, env = "CONCORD_RESTART_LIMIT")]
+    pub restart_limit: Option<u32>,
+    /// Environment variables a `POST /api/kernels` body may set (`NAME` or `PREFIX*`);
+    /// `JPY_SESSION_NAME` is always allowed.
+    #[arg(
+        long = "kernel-env-allow",
+        env = "CONCORD_KERNEL_ENV_ALLOW",
+        value_delimiter = ','
+    )]
+    pub kernel_env_allow: Option<Vec<String>>,
+}
+
+/// The kernels and sessions services.
+pub struct KernelService {
+    /// Kernel processes.
+    pub kernels: KernelManager,
+    /// Notebook sessions over `kernels`.
+    pub sessions: SessionManager,
+}
+
+/// The prefix of the first `python3` (or `python`) on `PATH`: its `bin` directory's parent,
+/// as jupyter's `sys.prefix` is for a venv (the venv's `share/jupyter/kernels` then holds
+/// its kernelspec). Symlinks are not followed: a venv's `python3` links to the system one.
+pub fn python_prefix_on_path() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    for dir in std::env::split_paths(&path) {
+        for exe in ["python3", "python"] {
+            let candidate = dir.join(exe);
+            let executable = std::fs::metadata(&candidate)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false);
+            if executable {
+                return dir.parent().map(Path::to_path_buf);
+            }
+        }
+    }
+    None
+}
+
+/// Build the kernel manager from the settings (inside the tokio runtime: the culler is a
+/// task).
+pub fn build(settings: &crate::config::Settings) -> anyhow::Result<KernelService> {
+    let cli = &settings.cli.kernels;
+    let file = &settings.file.kernels;
+    let mut config = KernelManagerConfig::new(&settings.root_dir, &settings.runtime_dir);
+    if let Some(name) = cli.default_kernel.clone().or(file.default_kernel.clone()) {
+        config.default_kernel_name = name;
+    }
+    let cull = cli
+        .cull_idle_timeout
+        .or(file.cull_idle_timeout)
+        .unwrap_or(0);
+    config.cull_idle_timeout = (cull > 0).then(|| Duration::from_secs(cull));
+    let interval = cli.cull_interval.or(file.cull_interval).unwrap_or(300);
+    if interval == 0 {
+        anyhow::bail!("--cull-interval must be at least 1 second");
+    }
+    config.cull_interval = Duration::from_secs(interval);
+    config.cull_connected = cli.cull_connected.or(file.cull_connected).unwrap_or(false);
+    config.cull_busy = cli.cull_busy.or(file.cull_busy).unwrap_or(false);
+    config.transport = match cli.kernel_transport.or(file.kernel_transport) {
+        Some(KernelTransport::Tcp) => TransportKind::Tcp,
+        Some(KernelTransport::Ipc) | None => TransportKind::Ipc,
+    };
+    config.restart_limit = cli.restart_limit.or(file.restart_limit).unwrap_or(5);
+    if let Some(extra) = cli
+        .kernel_env_allow
+        .clone()
+        .or(file.kernel_env_allow.clone())
+    {
+        config
+            .env_allowlist
+            .extend(extra.into_iter().filter(|e| !e.is_empty()));
+    }
+    let extra_dirs: Vec<PathBuf> = cli
+        .kernel_dir
+        .clone()
+        .or(file.kernel_dir.clone())
+        .unwrap_or_default();
+    let prefix = python_prefix_on_path();
+    let specs = KernelSpecManager::jupyter_dirs(&extra_dirs, prefix.as_deref());
+    tracing::debug!("kernelspec directories: {:?}", specs.kernel_dirs);
+    if specs.find_all().is_empty() {
+        tracing::warn!(
+            "no kernelspecs found (searched {}); install ipykernel or pass --kernel-dir",
+            specs
+                .kernel_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let kernels = KernelManager::new(config, specs);
+    let sessions = SessionManager::new(kernels.clone());
+    Ok(KernelService { kernels, sessions })
+}
+
+/// Start the service and register what the pipeline, `/api/status` and `/metrics` need.
+/// Call after the contents service (owner lookups resolve paths through it).
+pub fn start(state: &mut AppState) -> anyhow::Result<()> {
+    let service = Arc::new(build(&state.settings)?);
+    let paths = state.paths.clone();
+    state.instances.insert(
+        ResourceType::Kernels,
+        Arc::new(KernelLookup {
+            service: service.clone(),
+            paths: paths.clone(),
+        }),
+    );
+    state.instances.insert(
+        ResourceType::Sessions,
+        Arc::new(SessionLookup {
+            service: service.clone(),
+            paths,
+        }),
+    );
+    let km = service.kernels.clone();
+    state.kernel_status = Box::new(move || {
+        let list = km.list();
+        let connections = list.iter().map(|k| k.model.connections).sum();
+        (list.len(), connections)
+    });
+    let km = service.kernels.clone();
+    state.metrics.add_source(Box::new(move |out| {
+        out.push_str(&km.metrics().prometheus_text())
+    }));
+    state.kernels = Some(service);
+    Ok(())
+}
+
+/// Shut every kernel down (SIGINT/SIGTERM, `POST /api/shutdown`).
+pub async fn stop(app: &App) {
+    if let Some(service) = &app.kernels {
+        service.kernels.shutdown_all().await;
+    }
+}
+
+/// A path as authorization sees it: symlinks resolved when the contents service can.
+fn resolved(paths: &Arc<dyn PathResolver>, path: &CanonicalPath) -> CanonicalPath {
+    paths.resolve(path).unwrap_or_else(|_| path.clone())
+}
+
+/// The authorization resource of a running kernel.
+pub fn kernel_resource(paths: &Arc<dyn PathResolver>, info: &KernelInfo) -> Resource {
+    Resource::owned(
+        ResourceType::Kernels,
+        Some(info.model.id.clone()),
+        info.owner.clone(),
+        info.path.as_ref().map(|p| resolved(paths, p)),
+    )
+}
+
+struct KernelLookup {
+    service: Arc<KernelService>,
+    paths: Arc<dyn PathResolver>,
+}
+
+impl InstanceLookup for KernelLookup {
+    fn lookup(&self, id: &str) -> Option<Resource> {
+        let info = self.service.kernels.get(id).ok()?;
+        Some(kernel_resource(&self.paths, &info))
+    }
+}
+
+struct SessionLookup {
+    service: Arc<KernelService>,
+    paths: Arc<dyn PathResolver>,
+}
+
+impl InstanceLookup for SessionLookup {
+    fn lookup(&self, id: &str) -> Option<Resource> {
+        let info = self.service.sessions.get(id).ok()?;
+        Some(crate::api::sessions::session_resource(&self.paths, &info))
+    }
+}
+
+/// The kernels service, or 404 when it is not running.
+pub fn service(app: &App) -> ApiResult<Arc<KernelService>> {
+    app.kernels
+        .clone()
+        .ok_or_else(|| ApiError::not_found("The kernels service is not running"))
+}
+
+/// A kernel error as jupyter_server answers it.
+pub fn kernel_error(e: KernelError) -> ApiError {
+    let status = match e.kind() {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let message = match &e {
+        KernelError::NoSuchKernel(id) => format!("Kernel does not exist: {id}"),
+        KernelError::NoSuchKernelSpec(name) => format!("No such kernel named {name}"),
+        other => other.to_string(),
+    };
+    ApiError::new(status, message)
+}
+
+/// Parse a contents path named in a body (already decoded, API form), resolve it and
+/// require `action` on it; returns the resolved path.
+pub fn authorize_path(
+    app: &App,
+    guard: &Guard,
+    action: Action,
+    raw: &str,
+) -> ApiResult<CanonicalPath> {
+    let requested = CanonicalPath::parse(raw).map_err(|e| match e {
+        concord_authz::PathError::OutsideRoot(_) => ApiError::not_found(format!(
+            "No such file or directory: {raw} (outside the root directory)"
+        )),
+        concord_authz::PathError::Invalid(_) => {
+            ApiError::bad_request(format!("Invalid path: {raw:?}"))
+        }
+    })?;
+    let resolved = app.paths.resolve(&requested)?;
+    guard.require(action, &Resource::contents(resolved.clone()), || {
+        contents_not_found(&requested)
+    })?;
+    Ok(resolved)
+}
+
+/// `GET /api/kernels`: the kernels the caller may read.
+pub async fn list(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+) -> ApiResult<Response> {
+    let svc = service(&app)?;
+    let models: Vec<_> = svc
+        .kernels
+        .list()
+        .into_iter()
+        .filter(|k| guard.may(Action::Read, &kernel_resource(&app.paths, k)))
+        .map(|k| k.model)
+        .collect();
+    Ok(Json(models).into_response())
+}
+
+fn body_str(body: &Value, key: &str) -> ApiResult<Option<String>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::bad_request(format!("{key} must be a string"))),
+    }
+}
+
+/// `POST /api/kernels {name?, path?, kernel_id?, env?}`: start a kernel owned by the caller,
+/// in a working directory the caller may read.
+pub async fn start_kernel(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let svc = service(&app)?;
+    // jupyter_server accepts an empty body (default kernel).
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("Invalid JSON in body of request: {e}")))?
+    };
+    let body = match body {
+        Value::Null => Value::Object(Default::default()),
+        v @ Value::Object(_) => v,
+        _ => {
+            return Err(ApiError::bad_request(
+                "The request body must be a JSON object",
+            ))
+        }
+    };
+    let name = body_str(&body, "name")?;
+    let raw_path = body_str(&body, "path")?;
+    let kernel_id = body_str(&body, "kernel_id")?;
+    let env: Vec<(String, String)> = match body.get("env") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(ApiError::bad_request(format!("env.{k} must be a string"))),
+            })
+            .collect::<ApiResult<_>>()?,
+        Some(_) => return Err(ApiError::bad_request("env must be an object")),
+    };
+    // The working directory: a path the caller may read.
+    let path = match raw_path.as_deref() {
+        Some(raw) => Some(authorize_path(&app, &guard, Action::Read, raw)?),
+        None => None,
+    };
+    let owner = Owner::of(guard.identity());
+    let new_kernel = Resource::owned(ResourceType::Kernels, None, owner.clone(), path.clone());
+    guard.require(Action::Write, &new_kernel, || {
+        ApiError::forbidden("You may not start a kernel there")
+    })?;
+    // jupyter_server answers a POST naming a running kernel's id with that kernel: only the
+    // caller's own kernel (or one the policy lets them manage) is returned; another user's
+    // id never attaches.
+    if let Some(id) = &kernel_id {
+        if let Ok(existing) = svc.kernels.get(id) {
+            if guard.may(Action::Write, &kernel_resource(&app.paths, &existing)) {
+                return Ok(created(&app, existing));
+            }
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("Kernel id {id} is already in use"),
+            ));
+        }
+    }
+    let info = svc
+        .kernels
+        .start(StartKernel {
+            name,
+            path,
+            env,
+            kernel_id,
+            owner,
+        })
+        .await
+        .map_err(kernel_error)?;
+    Ok(created(&app, info))
+}
+
+fn created(app: &App, info: KernelInfo) -> Response {
+    let location = format!(
+        "{}api/kernels/{}",
+        app.settings.base_url,
+        utf8_escape(&info.model.id)
+    );
+    let mut response = (StatusCode::CREATED, Json(info.model)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+/// Percent-encode an id for a URL as jupyter_server's `url_escape` does (`-._~` kept).
+fn utf8_escape(s: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
+}
+
+fn kernel_id(params: &RouteParams) -> String {
+    params.get("kernel_id").unwrap_or_default().to_string()
+}
+
+/// `GET /api/kernels/{kernel_id}`.
+pub async fn get(
+    State(app): State<App>,
+    Extension(params): Extension<RouteParams>,
+) -> ApiResult<Response> {
+    let svc = service(&app)?;
+    let info = svc.kernels.get(&kernel_id(&params)).map_err(kernel_error)?;
+    Ok(Json(info.model).into_response())
+}
+
+/// `DELETE /api/kernels/{kernel_id}`: shut it down; 204.
+pub async fn delete(
+    State(app): State<App>,
+    Extension(params): Extension<RouteParams>,
+) -> ApiResult<Response> {
+    let svc = service(&app)?;
+    svc.kernels
+        .shutdown(&kernel_id(&params))
+        .await
+        .map_err(kernel_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/kernels/{kernel_id}/interrupt`: 204.
+pub async fn interrupt(
+    State(app): State<App>,
+    Extension(params): Extension<RouteParams>,
+) -> ApiResult<Response> {
+    let svc = service(&app)?;
+    svc.kernels
+        .interrupt(&kernel_id(&params))
+        .await
+        .map_err(kernel_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/kernels/{kernel_id}/restart`: the model once the kernel is ready again.
+pub async fn restart(
+    State(app): State<App>,
+    Extension(params): Extension<RouteParams>,
+) -> ApiResult<Response> {
+    let svc = service(&app)?;
+    let id = kernel_id(&params);
+    match svc.kernels.restart(&id).await {
+        Ok(info) => Ok(Json(info.model).into_response()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(kernel_error(e)),
+        Err(e) => {
+            tracing::warn!(kernel = %id, "restart failed: {e}");
+            Err(ApiError::internal(format!(
+                "Exception restarting kernel: {e}"
+            )))
+        }
+    }
+}
+
+/// Counts an open websocket in `AppState::connections` while it lives.
+pub struct OpenConnection(App);
+
+impl OpenConnection {
+    /// Count one more connection.
+    pub fn new(app: &App) -> Self {
+        app.connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(app.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `WS /api/kernels/{kernel_id}/channels?session_id=…`: declared with read on the kernel;
+/// callers who may also execute get [`Permission::Execute`], the others watch.
+pub async fn channels(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    Extension(resource): Extension<Resource>,
+    Extension(params): Extension<RouteParams>,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let ws = ws.map_err(|e| {
+        ApiError::bad_request(format!("This URL needs a websocket connection: {e}"))
+    })?;
+    let svc = service(&app)?;
+    let id = kernel_id(&params);
+    let session_id = query_pairs(query.as_deref())
+        .into_iter()
+        .find(|(k, _)| k == "session_id")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    let permission = if guard.may(Action::Execute, &resource) {
+        Permission::Execute
+    } else {
+        Permission::Watch
+    };
+    let offered: Vec<String> = ws
+        .requested_protocols()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect();
+    let (protocol, echo) = WsProtocol::negotiate(offered.iter().map(String::as_str));
+    let conn = svc
+        .kernels
+        .connect(
+            &id,
+            &session_id,
+            guard.identity().username(),
+            permission,
+            protocol,
+        )
+        .map_err(|e| match e.kind() {
+            ErrorKind::NotFound => instance_not_found(ResourceType::Kernels, &id),
+            _ => kernel_error(e),
+        })?;
+    tracing::debug!(kernel = %id, user = %guard.identity().username(), ?permission, ?protocol, "kernel websocket");
+    let ws = match echo {
+        Some(name) => ws.protocols([name]),
+        None => ws,
+    };
+    let max = app.settings.max_body_size;
+    Ok(ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| pump(app, conn, socket)))
+}
+
+/// How a websocket ended.
+enum End {
+    /// The client left (or sent something that ends the connection: close with this).
+    Client(Option<(u16, String)>),
+    /// The kernel side is done (a close frame was written, or the kernel went away).
+    Server,
+}
+
+/// Move frames both ways until either side is done.
+async fn pump(app: App, conn: ClientConnection, socket: WebSocket) {
+    let _open = OpenConnection::new(&app);
+    let ClientConnection {
+        inbound,
+        mut outbound,
+    } = conn;
+    let (mut sink, mut stream) = socket.split();
+    let end = tokio::select! {
+        r = read_loop(&mut stream, &inbound) => End::Client(r),
+        () = write_loop(&mut sink, &mut outbound) => End::Server,
+    };
+    if let End::Client(Some((code, reason))) = end {
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
+            .await;
+    }
+    let _ = sink.close().await;
+}
+
+/// At most 123 bytes (a close frame's limit), cut at a character boundary.
+fn close_reason(text: &str) -> String {
+    let mut end = text.len().min(123);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+async fn read_loop(
+    stream: &mut futures::stream::SplitStream<WebSocket>,
+    inbound: &concord_kernels::ClientInbound,
+) -> Option<(u16, String)> {
+    while let Some(msg) = stream.next().await {
+        let frame = match msg {
+            Ok(Message::Text(t)) => WsFrame::Text(t.as_str().to_string()),
+            Ok(Message::Binary(b)) => WsFrame::Binary(b),
+            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
+            Ok(Message::Close(_)) | Err(_) => return None,
+        };
+        match inbound.handle(frame).await {
+            Ok(Inbound::Forwarded) | Ok(Inbound::Refused) => {}
+            Err(InboundError::Codec(e)) => {
+                // 1007: "inconsistent data" — the frame is not a Jupyter message.
+                return Some((1007, close_reason(&format!("malformed message: {e}"))));
+            }
+            Err(InboundError::Kernel(e)) => {
+                tracing::debug!("message not delivered to the kernel: {e}");
+            }
+        }
+    }
+    None
+}
+
+fn to_message(frame: WsFrame) -> Message {
+    match frame {
+        WsFrame::Text(t) => Message::Text(t.into()),
+        WsFrame::Binary(b) => Message::Binary(b),
+    }
+}
+
+/// Write what the kernel side yields; frames that are already waiting are written
+/// together and flushed once (an iopub burst costs one syscall, not one per message).
+async fn write_loop(
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    outbound: &mut concord_kernels::ClientOutbound,
+) {
+    const BATCH: usize = 256;
+    while let Some(first) = outbound.next().await {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(out) = next.take() {
+            match out {
+                WsOut::Frame(frame) => {
+                    if sink.feed(to_message(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                WsOut::Close { code, reason } => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code,
+                            reason: close_reason(&reason).into(),
+                        })))
+                        .await;
+                    return;
+                }
+            }
+            written += 1;
+            if written < BATCH {
+                next = outbound.next().now_or_never().flatten();
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}

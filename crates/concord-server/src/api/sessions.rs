@@ -1,0 +1,255 @@
+//! `/api/sessions…`: notebook sessions with owners, over `concord_kernels::SessionManager`.
+//!
+//! POST and PATCH authorize the session's path (read on the notebook path; write on the
+//! session owned by the caller, and on the kernel it may start). JupyterLab creates a
+//! session with a placeholder path beside the notebook, then PATCHes the real one: the PATCH
+//! is authorized the same way. Lists hold only what the caller may read.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use concord_authz::{Action, CanonicalPath, Owner, Resource, ResourceType};
+use concord_kernels::{
+    ErrorKind, KernelError, NewSession, SessionError, SessionInfo, SessionPatch,
+};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+use super::kernels::{authorize_path, kernel_error, service};
+use super::JsonBody;
+use crate::error::{ApiError, ApiResult};
+use crate::pipeline::{instance_not_found, Guard};
+use crate::routes::RouteParams;
+use crate::state::{App, PathResolver};
+
+/// The authorization resource of a session: its owner and its (resolved) path.
+pub fn session_resource(paths: &Arc<dyn PathResolver>, info: &SessionInfo) -> Resource {
+    let path = CanonicalPath::parse(&info.path)
+        .ok()
+        .map(|p| paths.resolve(&p).unwrap_or(p));
+    Resource::owned(
+        ResourceType::Sessions,
+        Some(info.id.clone()),
+        info.owner.clone(),
+        path,
+    )
+}
+
+/// The directory a session's kernel runs in (jupyter_server's `get_kernel_path`).
+fn kernel_dir(path: &CanonicalPath) -> CanonicalPath {
+    path.parent().unwrap_or_else(CanonicalPath::root)
+}
+
+fn session_error(e: SessionError) -> ApiError {
+    match e {
+        SessionError::NotFound(id) => instance_not_found(ResourceType::Sessions, &id),
+        SessionError::Kernel(k) => kernel_error(k),
+        other => {
+            let status = match other.kind() {
+                ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+                ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                ErrorKind::Conflict => StatusCode::CONFLICT,
+                ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            ApiError::new(status, other.to_string())
+        }
+    }
+}
+
+/// jupyter_server's 501 for a kernelspec that is not installed.
+fn no_such_kernelspec(name: &str, starting: bool) -> Response {
+    let (message, short) = if starting {
+        (
+            format!("The '{name}' kernel could not be started: 'No such kernel named {name}'"),
+            format!("Error starting kernel {name}"),
+        )
+    } else {
+        (
+            format!(
+                "The '{name}' kernel is not available. Please pick another suitable kernel instead, or install that kernel."
+            ),
+            format!("{name} not found"),
+        )
+    };
+    (
+        StatusCode::NOT_IMPLEMENTED,
+        Json(json!({"message": message, "short_message": short})),
+    )
+        .into_response()
+}
+
+/// The policy hook of the sessions service: may the caller use (execute in) a kernel that
+/// `owner` started for a notebook at `path`?
+fn share_hook<'a>(
+    guard: &'a Guard,
+    app: &'a App,
+) -> impl Fn(&Owner, &str) -> bool + Send + Sync + 'a {
+    move |owner: &Owner, path: &str| {
+        let Ok(p) = CanonicalPath::parse(path) else {
+            return false;
+        };
+        let dir = kernel_dir(&app.paths.resolve(&p).unwrap_or(p));
+        guard.may(
+            Action::Execute,
+            &Resource::owned(ResourceType::Kernels, None, owner.clone(), Some(dir)),
+        )
+    }
+}
+
+/// Authorize a session for `raw_path` owned by `owner` (read on the notebook path, write on
+/// the session and on a kernel in its directory).
+fn authorize_session(
+    app: &App,
+    guard: &Guard,
+    raw_path: &str,
+    id: Option<String>,
+    owner: Owner,
+) -> ApiResult<()> {
+    let path = authorize_path(app, guard, Action::Read, raw_path)?;
+    let forbidden = || ApiError::forbidden("You may not open a session there");
+    guard.require(
+        Action::Write,
+        &Resource::owned(
+            ResourceType::Sessions,
+            id,
+            owner.clone(),
+            Some(path.clone()),
+        ),
+        forbidden,
+    )?;
+    guard.require(
+        Action::Write,
+        &Resource::owned(ResourceType::Kernels, None, owner, Some(kernel_dir(&path))),
+        forbidden,
+    )
+}
+
+/// `GET /api/sessions`: the sessions the caller may read.
+pub async fn list(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+) -> ApiResult<Response> {
+    let svc = service(&app)?;
+    let models: Vec<Value> = svc
+        .sessions
+        .list()
+        .into_iter()
+        .filter(|s| guard.may(Action::Read, &session_resource(&app.paths, s)))
+        .map(|s| s.model)
+        .collect();
+    Ok(Json(models).into_response())
+}
+
+/// `POST /api/sessions {path, type, name?, kernel?: {name?, id?}}`: 201 with the model (the
+/// caller's existing session for that path, or one the policy shares, or a new one).
+pub async fn create(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Response> {
+    let svc = service(&app)?;
+    let req = NewSession::from_json(&body).map_err(session_error)?;
+    let owner = Owner::of(guard.identity());
+    authorize_session(&app, &guard, &req.path, None, owner.clone())?;
+    let kernel_name = req
+        .kernel
+        .name
+        .clone()
+        .unwrap_or_else(|| svc.kernels.config().default_kernel_name.clone());
+    let hook = share_hook(&guard, &app);
+    let info = match svc.sessions.create(req, owner, &hook).await {
+        Ok(info) => info,
+        Err(SessionError::Kernel(KernelError::NoSuchKernelSpec(_))) => {
+            return Ok(no_such_kernelspec(&kernel_name, false))
+        }
+        Err(e) => return Err(session_error(e)),
+    };
+    let location = format!("{}api/sessions/{}", app.settings.base_url, info.id);
+    let mut response = (StatusCode::CREATED, Json(info.model)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+fn session_id(params: &RouteParams) -> String {
+    params.get("session_id").unwrap_or_default().to_string()
+}
+
+/// `GET /api/sessions/{session_id}`.
+pub async fn get(
+    State(app): State<App>,
+    Extension(params): Extension<RouteParams>,
+) -> ApiResult<Response> {
+    let svc = service(&app)?;
+    let info = svc
+        .sessions
+        .get(&session_id(&params))
+        .map_err(session_error)?;
+    Ok(Json(info.model).into_response())
+}
+
+/// `PATCH /api/sessions/{session_id}`: rename (path, name), retype, or change the kernel.
+/// A new path is authorized as on creation.
+pub async fn update(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+    Extension(params): Extension<RouteParams>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Response> {
+    let svc = service(&app)?;
+    let id = session_id(&params);
+    if !body.is_object() {
+        return Err(ApiError::bad_request("No JSON data provided"));
+    }
+    let patch = SessionPatch::from_json(&body).map_err(session_error)?;
+    let before = svc.sessions.get(&id).map_err(session_error)?;
+    let caller = Owner::of(guard.identity());
+    if let Some(path) = &patch.path {
+        authorize_session(&app, &guard, path, Some(id.clone()), before.owner.clone())?;
+    }
+    let starts_kernel = patch
+        .kernel
+        .as_ref()
+        .is_some_and(|k| k.id.is_none() && k.name.is_some());
+    if starts_kernel {
+        let path = patch.path.as_deref().unwrap_or(&before.path);
+        let dir = CanonicalPath::parse(path)
+            .map(|p| kernel_dir(&app.paths.resolve(&p).unwrap_or(p)))
+            .ok();
+        guard.require(
+            Action::Write,
+            &Resource::owned(ResourceType::Kernels, None, caller.clone(), dir),
+            || ApiError::forbidden("You may not start a kernel there"),
+        )?;
+    }
+    let kernel_name = patch
+        .kernel
+        .as_ref()
+        .and_then(|k| k.name.clone())
+        .unwrap_or_default();
+    let hook = share_hook(&guard, &app);
+    match svc.sessions.update(&id, patch, caller, &hook).await {
+        Ok(info) => Ok(Json(info.model).into_response()),
+        Err(SessionError::Kernel(KernelError::NoSuchKernelSpec(_))) => {
+            Ok(no_such_kernelspec(&kernel_name, true))
+        }
+        Err(e) => Err(session_error(e)),
+    }
+}
+
+/// `DELETE /api/sessions/{session_id}`: 204; the kernel is shut down when no other session
+/// uses it.
+pub async fn delete(
+    State(app): State<App>,
+    Extension(params): Extension<RouteParams>,
+) -> ApiResult<Response> {
+    let svc = service(&app)?;
+    svc.sessions
+        .delete(&session_id(&params))
+        .await
+        .map_err(session_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
