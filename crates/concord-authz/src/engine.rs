@@ -463,6 +463,13 @@ impl PolicyEngine {
         )
     }
 
+    /// The policy in force and its raw Cedar rules, read together (one generation), for the
+    /// file-system view (`fsview.rs`).
+    pub(crate) fn policy_and_raw(&self) -> (Policy, Vec<RawRule>) {
+        let state = self.state.load();
+        (state.policy.clone(), state.raw.clone())
+    }
+
     /// How many decisions are memoized now (for tests and metrics).
     pub fn cached_decisions(&self) -> usize {
         self.state.load().decisions.len()

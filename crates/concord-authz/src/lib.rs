@@ -7,6 +7,7 @@
 
 mod cedar;
 mod engine;
+mod fsview;
 mod model;
 mod path;
 mod policy;
@@ -15,6 +16,7 @@ mod spec;
 
 pub use cedar::{cedar_type, compile_to_cedar, CEDAR_SCHEMA};
 pub use engine::PolicyEngine;
+pub use fsview::{FilesystemView, FsGrant, FsScope};
 pub use model::{Action, Decision, Identity, Owner, Resource, ResourceType, User};
 pub use path::{CanonicalPath, PathError};
 pub use policy::{
