@@ -13,6 +13,8 @@ const PUBLIC: &[&str] = &[
     "/logout",
     "/static/{*path}",
     "/favicon.ico",
+    "/lab/extensions/{*path}",
+    "/lab/api/themes/{*path}",
 ];
 
 fn concrete(pattern: &str) -> String {

@@ -31,7 +31,7 @@ fn templates() -> &'static Environment<'static> {
     })
 }
 
-fn render(name: &str, ctx: minijinja::Value) -> String {
+pub(crate) fn render(name: &str, ctx: minijinja::Value) -> String {
     templates()
         .get_template(name)
         .and_then(|t| t.render(ctx))
@@ -202,16 +202,7 @@ pub async fn logout(State(app): State<App>, req: Request) -> Response {
     response
 }
 
-/// `GET /`: the front end's home.
-pub async fn root(State(app): State<App>, Extension(caller): Extension<Caller>) -> Response {
-    let html = render(
-        "message.html",
-        context! {
-            title => "Concord",
-            text => format!("You are logged in as {}. The Jupyter API is served under {}api.", caller.identity.user.display_name, app.settings.base_url),
-            link => format!("{}logout", app.settings.base_url),
-            link_text => "Log out",
-        },
-    );
-    Html(html).into_response()
+/// `GET /`: on to JupyterLab (which sends anonymous callers to the login page).
+pub async fn root(State(app): State<App>) -> Response {
+    crate::error::found(&format!("{}lab", app.settings.base_url))
 }
