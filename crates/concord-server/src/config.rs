@@ -30,6 +30,10 @@ pub struct ServeOptions {
     #[command(flatten)]
     #[serde(default)]
     pub contents: crate::api::contents::ContentsOptions,
+    /// The JupyterLab front end (`[lab]` in the config file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub lab: crate::api::lab::LabOptions,
     /// The kernels service (`[kernels]` in the config file).
     #[command(flatten)]
     #[serde(default)]

@@ -110,7 +110,10 @@ impl Route {
 
     /// Whether the route belongs to the JSON API (errors as JSON, no login redirects).
     pub fn is_api(&self) -> bool {
-        self.pattern == "/api" || self.pattern.starts_with("/api/") || self.verb == Verb::Ws
+        self.pattern == "/api"
+            || self.pattern.starts_with("/api/")
+            || self.pattern.starts_with("/lab/api/")
+            || self.verb == Verb::Ws
     }
 }
 
@@ -149,7 +152,7 @@ pub fn table() -> Vec<Route> {
         row(Get,    "/login",                       Public,                 api::pages::login_form),
         row(Post,   "/login",                       Public,                 api::pages::login_submit),
         row(Get,    "/logout",                      Public,                 api::pages::logout),
-        row(Get,    "/",                            Identified,             api::pages::root),
+        row(Get,    "/",                            Public,                 api::pages::root),
     ];
     // Services add their rows below, one block each.
     rows.extend(service_rows());
@@ -178,6 +181,35 @@ fn service_rows() -> Vec<Route> {
         row(Delete, "/api/contents/{*path}",                              path(Write), api::contents::delete),
         row(Get,    "/files/{*path}",                                     path(Read),  api::contents::files),
         row(Get,    "/view/{*path}",                                      path(Read),  api::contents::view),
+        // --- JupyterLab front end (issue 6): pages need login, its static assets are public -------
+        row(Get,    "/lab",                                               Access::Identified, api::lab::page),
+        row(Get,    "/lab/tree/{*path}",                                  Access::Identified, api::lab::page),
+        row(Get,    "/lab/workspaces/{workspace}",                        Access::Identified, api::lab::page),
+        row(Get,    "/lab/workspaces/{workspace}/tree/{*path}",           Access::Identified, api::lab::page),
+        row(Get,    "/doc",                                               Access::Identified, api::lab::page),
+        row(Get,    "/doc/tree/{*path}",                                  Access::Identified, api::lab::page),
+        row(Get,    "/doc/workspaces/{workspace}",                        Access::Identified, api::lab::page),
+        row(Get,    "/doc/workspaces/{workspace}/tree/{*path}",           Access::Identified, api::lab::page),
+        row(Get,    "/static/{*path}",                                    Access::Public,     api::lab::static_files),
+        row(Get,    "/favicon.ico",                                       Access::Public,     api::lab::favicon),
+        row(Get,    "/lab/extensions/{*path}",                            Access::Public,     api::lab::extension_files),
+        row(Get,    "/lab/api/themes/{*path}",                            Access::Public,     api::lab::theme_files),
+        row(Get,    "/lab/api/settings",                                  Access::Identified, api::lab::list_settings),
+        row(Get,    "/lab/api/settings/{*plugin}",                        Access::Identified, api::lab::get_settings),
+        row(Put,    "/lab/api/settings/{*plugin}",                        Access::Identified, api::lab::put_settings),
+        row(Get,    "/lab/api/workspaces",                                Access::Identified, api::lab::list_workspaces),
+        row(Get,    "/lab/api/workspaces/{*name}",                        Access::Identified, api::lab::get_workspace),
+        row(Put,    "/lab/api/workspaces/{*name}",                        Access::Identified, api::lab::put_workspace),
+        row(Delete, "/lab/api/workspaces/{*name}",                        Access::Identified, api::lab::delete_workspace),
+        row(Get,    "/lab/api/translations",                              Access::Identified, api::lab::list_translations),
+        row(Get,    "/lab/api/translations/{locale}",                     Access::Identified, api::lab::get_translation),
+        row(Get,    "/lab/api/listings/{*path}",                          Access::Identified, api::lab::listings),
+        row(Get,    "/lab/{*path}",                                       Access::Identified, api::lab::page_not_found),
+        // Front-end config: each user's own layer over the server-wide one; writing the
+        // server-wide layer (`?scope=server`) also needs config:write (checked by the handler).
+        row(Get,    "/api/config/{section}",                              needs(Read, ResourceType::Config), api::lab::get_config),
+        row(Patch,  "/api/config/{section}",                              Access::Identified, api::lab::patch_config),
+        row(Put,    "/api/config/{section}",                              Access::Identified, api::lab::put_config),
         // --- terminals (issue 5) -------------------------------------------------------------------
         row(Get,    "/api/terminals",                                     needs(Read, ResourceType::Terminals),            api::terminals::list),
         row(Post,   "/api/terminals",                                     needs(Action::Execute, ResourceType::Terminals), api::terminals::create),

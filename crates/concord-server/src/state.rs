@@ -55,6 +55,8 @@ pub struct AppState {
     pub paths: Arc<dyn PathResolver>,
     /// The files service (`None` until `services::start`).
     pub contents: Option<Arc<concord_contents::ContentsManager>>,
+    /// The JupyterLab front end (`None` until `services::start`).
+    pub lab: Option<Arc<crate::api::lab::Lab>>,
     /// The kernels and sessions services (`None` until `services::start`).
     pub kernels: Option<Arc<crate::api::kernels::KernelService>>,
     /// The terminals service (`None` until `services::start`).
@@ -90,6 +92,7 @@ impl AppState {
             metrics: Metrics::default(),
             paths: Arc::new(LexicalPaths),
             contents: None,
+            lab: None,
             kernels: None,
             terminals: None,
             instances: HashMap::new(),

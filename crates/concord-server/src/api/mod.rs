@@ -3,6 +3,9 @@
 
 pub mod contents;
 pub mod core;
+pub mod lab;
+pub mod lab_install;
+pub mod lab_store;
 pub mod kernels;
 pub mod kernelspecs;
 pub mod pages;
