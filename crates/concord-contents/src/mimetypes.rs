@@ -34,6 +34,15 @@ fn lookup(ext: &str) -> Option<&'static str> {
 /// The mimetype Python's `mimetypes.guess_type(path)[0]` gives, or `None`.
 pub fn guess_type(path: &str) -> Option<&'static str> {
     let (base, ext) = splitext(path);
+    // Fast path: most names have a plain extension with a direct entry.
+    let plain = !ext.is_empty()
+        && !ENCODINGS.contains(&ext)
+        && !SUFFIX_MAP.iter().any(|(s, _)| s.eq_ignore_ascii_case(ext));
+    if plain {
+        if let Some(t) = lookup(ext) {
+            return Some(t);
+        }
+    }
     let (mut base, mut ext) = (base.to_string(), ext.to_string());
     while let Some((_, replacement)) = SUFFIX_MAP.iter().find(|(s, _)| *s == ext.to_lowercase()) {
         let joined = format!("{base}{replacement}");
