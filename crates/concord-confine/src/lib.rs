@@ -258,6 +258,8 @@ pub struct LaunchExtras {
     pub read_files: Vec<PathBuf>,
     /// TCP ports it may bind when the network is restricted (its ZMQ channels).
     pub bind_tcp: Vec<u16>,
+    /// Directories where it may create Unix sockets, and nothing else (IPC transport).
+    pub socket_dirs: Vec<PathBuf>,
 }
 
 impl ConfinementPlan {

@@ -24,6 +24,8 @@ pub enum RuleAccess {
     WriteOnly,
     /// Read and write device files, with their ioctls; list `/dev/pts`.
     Device,
+    /// Create Unix sockets (only).
+    MakeSocket,
 }
 
 /// One path of a plan and what it is granted.
@@ -339,6 +341,10 @@ pub(crate) fn prepare(
         path: p.canonicalize().unwrap_or_else(|_| p.clone()),
         access: RuleAccess::ReadOnly,
     }));
+    all.extend(extras.socket_dirs.iter().map(|p| PlanRule {
+        path: p.canonicalize().unwrap_or_else(|_| p.clone()),
+        access: RuleAccess::MakeSocket,
+    }));
     for rule in all {
         let file = match fs::OpenOptions::new()
             .read(true)
@@ -369,6 +375,7 @@ pub(crate) fn prepare(
             RuleAccess::ReadWrite => exec | write,
             RuleAccess::WriteOnly => write,
             RuleAccess::Device => device,
+            RuleAccess::MakeSocket => AccessFs::MakeSock.into(),
         };
         if !is_dir {
             access &= AccessFs::from_file(abi);

@@ -171,6 +171,7 @@ fn python_of_a_user_who_may_write_projects_a_only() {
     let extras = LaunchExtras {
         read_files: vec![w.state.join("runtime/kernel-1.json")],
         bind_tcp: vec![],
+        socket_dirs: vec![],
     };
     let r = w.python(&plan, &extras);
     for ok in [
@@ -441,6 +442,7 @@ attempt("bind_other", lambda: bind(0))
     let extras = LaunchExtras {
         read_files: vec![],
         bind_tcp: vec![allowed_bind],
+        socket_dirs: vec![],
     };
     let out = w.run(&plan, &extras, &[PYTHON, "-c", &script]);
     let stdout = String::from_utf8_lossy(&out.stdout);

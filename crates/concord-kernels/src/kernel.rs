@@ -373,6 +373,8 @@ struct Kernel {
     incarnation: Mutex<Option<Incarnation>>,
     lifecycle: tokio::sync::Mutex<()>,
     last_idle_parent: Mutex<String>,
+    /// Operating-system confinement applied to every incarnation (restarts too).
+    confinement: Option<Arc<concord_confine::ConfinementPlan>>,
 }
 
 impl Kernel {
@@ -424,7 +426,14 @@ struct ManagerInner {
     transport: Arc<dyn Transport>,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     counters: Counters,
+    confiner: std::sync::RwLock<Option<ConfinementProvider>>,
 }
+
+/// Gives the confinement of a kernel its owner starts (`None`: unconfined), or why none
+/// can be given (the start is then refused). Set by the server, which knows the policy.
+pub type ConfinementProvider = Arc<
+    dyn Fn(&Owner) -> Result<Option<Arc<concord_confine::ConfinementPlan>>, String> + Send + Sync,
+>;
 
 /// Starts, tracks and stops kernels. Cheap to clone.
 #[derive(Clone)]
@@ -473,6 +482,7 @@ impl KernelManager {
                 transport,
                 kernels: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
+                confiner: std::sync::RwLock::new(None),
             }),
         };
         if mgr.inner.config.cull_idle_timeout.is_some() {
@@ -540,7 +550,38 @@ impl KernelManager {
     }
 
     /// Start a kernel; returns once it answered kernel_info.
+    /// Confined by the [`ConfinementProvider`] when one is set.
     pub async fn start(&self, req: StartKernel) -> Result<KernelInfo, KernelError> {
+        let provider = self
+            .inner
+            .confiner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let confinement = match provider {
+            Some(provide) => provide(&req.owner).map_err(KernelError::StartFailed)?,
+            None => None,
+        };
+        self.start_confined(req, confinement).await
+    }
+
+    /// Confine every kernel started from now on with `provider`'s plan for its owner
+    /// (running kernels keep theirs, restarts included).
+    pub fn set_confinement(&self, provider: Option<ConfinementProvider>) {
+        *self
+            .inner
+            .confiner
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = provider;
+    }
+
+    /// Start a kernel confined by `confinement` (Landlock, applied between fork and exec
+    /// of this and every restarted incarnation); `None` starts it unconfined.
+    pub async fn start_confined(
+        &self,
+        req: StartKernel,
+        confinement: Option<Arc<concord_confine::ConfinementPlan>>,
+    ) -> Result<KernelInfo, KernelError> {
         let name = req
             .name
             .clone()
@@ -602,6 +643,7 @@ impl KernelManager {
             incarnation: Mutex::new(None),
             lifecycle: tokio::sync::Mutex::new(()),
             last_idle_parent: Mutex::new(String::new()),
+            confinement,
         });
         {
             let mut kernels = lock(&self.inner.kernels);
@@ -921,6 +963,42 @@ impl KernelManager {
         }
         for (name, value) in &k.env {
             cmd.env(name, value);
+        }
+        if let Some(plan) = &k.confinement {
+            // Built in the parent; the child only enforces it. The kernel may read its own
+            // connection file and bind its own ports, nothing else of the runtime directory.
+            let bind_tcp: Vec<u16> = [
+                "shell_port",
+                "iopub_port",
+                "stdin_port",
+                "control_port",
+                "hb_port",
+            ]
+            .iter()
+            .filter(|_| info["transport"] != "ipc")
+            .filter_map(|n| info[*n].as_u64().and_then(|p| u16::try_from(p).ok()))
+            .collect();
+            // IPC sockets are created next to the connection file: the kernel may create
+            // sockets there (and nothing else).
+            let socket_dirs = if info["transport"] == "ipc" {
+                vec![cfg.runtime_dir.clone()]
+            } else {
+                Vec::new()
+            };
+            let extras = concord_confine::LaunchExtras {
+                read_files: vec![conn_file.clone()],
+                bind_tcp,
+                socket_dirs,
+            };
+            let mut prepared = plan.prepare(&extras).map_err(|e| {
+                remove_files(&files);
+                KernelError::StartFailed(format!("cannot confine the kernel: {e}"))
+            })?;
+            cmd.envs(plan.env());
+            // SAFETY: `apply` only calls prctl and landlock_restrict_self (no allocation).
+            unsafe {
+                cmd.pre_exec(move || prepared.apply());
+            }
         }
         let mut child = cmd.spawn().map_err(|e| {
             remove_files(&files);

@@ -31,7 +31,7 @@ pub use client::{
 };
 pub use config::TerminalConfig;
 pub use error::{ErrorKind, ProtocolError, TerminalError};
-pub use manager::TerminalManager;
+pub use manager::{ConfinementProvider, TerminalManager};
 pub use socket::{
     serve_client, Incoming, Outgoing, CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL, CLOSE_POLICY,
 };

@@ -28,7 +28,14 @@ struct ManagerInner {
     next_seq: AtomicU64,
     shutting_down: AtomicBool,
     culler_started: AtomicBool,
+    confiner: std::sync::RwLock<Option<ConfinementProvider>>,
 }
+
+/// Gives the confinement of a shell its owner starts (`None`: unconfined), or why none can
+/// be given (the start is then refused). Set by the server, which knows the policy.
+pub type ConfinementProvider = Arc<
+    dyn Fn(&Owner) -> Result<Option<Arc<concord_confine::ConfinementPlan>>, String> + Send + Sync,
+>;
 
 impl TerminalManager {
     /// A manager with no terminals yet.
@@ -40,6 +47,7 @@ impl TerminalManager {
                 next_seq: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
                 culler_started: AtomicBool::new(false),
+                confiner: std::sync::RwLock::new(None),
             }),
         }
     }
@@ -57,6 +65,40 @@ impl TerminalManager {
         &self,
         owner: Owner,
         cwd: Option<&Path>,
+    ) -> Result<TerminalInfo, TerminalError> {
+        let provider = self
+            .inner
+            .confiner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let confinement = match provider {
+            Some(provide) => provide(&owner).map_err(|reason| TerminalError::Spawn {
+                command: self.inner.config.shell_command.join(" "),
+                reason,
+            })?,
+            None => None,
+        };
+        self.create_confined(owner, cwd, confinement.as_deref())
+            .await
+    }
+
+    /// Confine every shell started from now on with `provider`'s plan for its owner.
+    pub fn set_confinement(&self, provider: Option<ConfinementProvider>) {
+        *self
+            .inner
+            .confiner
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = provider;
+    }
+
+    /// [`create`](Self::create), with the shell confined by `confinement` (Landlock,
+    /// applied between fork and exec); `None` starts it unconfined.
+    pub async fn create_confined(
+        &self,
+        owner: Owner,
+        cwd: Option<&Path>,
+        confinement: Option<&concord_confine::ConfinementPlan>,
     ) -> Result<TerminalInfo, TerminalError> {
         let inner = &self.inner;
         if inner.shutting_down.load(Ordering::SeqCst) {
@@ -102,6 +144,7 @@ impl TerminalManager {
                 inner.next_seq.fetch_add(1, Ordering::SeqCst),
                 &inner.config,
                 Box::new(move |ended| forget(&weak, ended)),
+                confinement,
             )?;
             terminals.insert(name, Arc::clone(&terminal));
             terminal

@@ -151,6 +151,7 @@ impl Terminal {
         seq: u64,
         config: &TerminalConfig,
         on_finished: OnFinished,
+        confinement: Option<&concord_confine::ConfinementPlan>,
     ) -> Result<Arc<Terminal>, TerminalError> {
         let command_line = config.shell_command.join(" ");
         let spawn_error = |reason: String| TerminalError::Spawn {
@@ -180,13 +181,28 @@ impl Terminal {
             .envs(&config.env)
             .current_dir(&cwd)
             .kill_on_drop(true);
-        // SAFETY: the closure only makes one system call (prctl), which is
-        // async-signal-safe, as code between fork and exec must be.
+        // Landlock's ruleset is built here, in the parent; the child only enforces it.
+        let mut prepared = match confinement {
+            Some(plan) => {
+                command = command.envs(plan.env());
+                Some(
+                    plan.prepare(&concord_confine::LaunchExtras::default())
+                        .map_err(|e| spawn_error(format!("cannot confine the shell: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        // SAFETY: the closure only makes system calls (prctl, landlock_restrict_self), which
+        // are async-signal-safe, as code between fork and exec must be.
         command = unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 // Orphans of the shell's jobs are re-parented to the shell, which reaps
                 // them, instead of escaping to init: the terminal's family stays findable.
-                nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)
+                nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
+                match prepared.as_mut() {
+                    Some(p) => p.apply(),
+                    None => Ok(()),
+                }
             })
         };
         let child = command.spawn(pts).map_err(|e| spawn_error(e.to_string()))?;
