@@ -62,16 +62,7 @@ impl Lab {
                     i.app_dir.display(),
                     i.federated.len()
                 );
-                let mut env = Environment::new();
-                env.set_unknown_method_callback(|_, value, method, args| {
-                    // Python's dict methods that JupyterLab's template calls on page_config.
-                    if let Some(config) = value.downcast_object_ref::<PageConfig>() {
-                        return config.call_dict_method(method, args);
-                    }
-                    Err(minijinja::Error::from(
-                        minijinja::ErrorKind::UnknownMethod,
-                    ))
-                });
+                let mut env = jinja2_environment();
                 match env.add_template_owned("index.html", i.template.clone()) {
                     Ok(()) => Some(env),
                     Err(e) => {
@@ -91,6 +82,54 @@ impl Lab {
             store: LabStore::new(&settings.state_dir),
         }
     }
+}
+
+/// HTML escaping as Jinja2's (markupsafe): `& < > " '` only, so URLs keep their slashes.
+fn markupsafe_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A minijinja environment that renders JupyterLab's Jinja2 templates as Jinja2 does:
+/// `page_config.copy()`/`update(**kw)` work, and escaping is markupsafe's.
+fn jinja2_environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_unknown_method_callback(|_, value, method, args| {
+        // Python's dict methods that JupyterLab's template calls on page_config.
+        match value.downcast_object_ref::<PageConfig>() {
+            Some(config) => config.call_dict_method(method, args),
+            None => Err(minijinja::Error::from(minijinja::ErrorKind::UnknownMethod)),
+        }
+    });
+    env.set_formatter(|out, state, value| {
+        let escape =
+            !matches!(state.auto_escape(), minijinja::AutoEscape::None) && !value.is_safe();
+        match value.as_str() {
+            Some(text) if escape => out
+                .write_str(&markupsafe_escape(text))
+                .map_err(|_| minijinja::Error::from(minijinja::ErrorKind::WriteFailure)),
+            _ => minijinja::escape_formatter(out, state, value),
+        }
+    });
+    for name in ["escape", "e"] {
+        env.add_filter(name, |value: JValue| {
+            if value.is_safe() {
+                return value;
+            }
+            JValue::from_safe_string(markupsafe_escape(&value.to_string()))
+        });
+    }
+    env
 }
 
 fn lab(app: &App) -> ApiResult<&Lab> {
@@ -214,7 +253,11 @@ fn page_config(app: &App, i: &LabInstall, guard: &Guard, page: &PageRequest) -> 
     let base = s.base_url.as_str();
     let full = |rel: &str| format!("{}{}", base, rel.trim_start_matches('/'));
     let contents = (&s.cli.contents, &s.file.contents);
-    let allow_hidden = contents.0.allow_hidden.or(contents.1.allow_hidden).unwrap_or(false);
+    let allow_hidden = contents
+        .0
+        .allow_hidden
+        .or(contents.1.allow_hidden)
+        .unwrap_or(false);
     let to_trash = contents
         .0
         .delete_to_trash
@@ -301,12 +344,18 @@ fn render_page(app: &App, guard: &Guard, page: PageRequest) -> Response {
         (Ok(i), Some(env)) => (i, env),
         (Err(why), _) => return not_installed(app, why),
         (Ok(_), None) => {
-            return not_installed(app, "JupyterLab's page template could not be read (see the server log).")
+            return not_installed(
+                app,
+                "JupyterLab's page template could not be read (see the server log).",
+            )
         }
     };
     let config = page_config(app, i, guard, &page);
     let page_config = JValue::from_object(PageConfig(Mutex::new(
-        config.iter().map(|(k, v)| (k.clone(), to_jinja(v))).collect(),
+        config
+            .iter()
+            .map(|(k, v)| (k.clone(), to_jinja(v)))
+            .collect(),
     )));
     let ctx = minijinja::context! {
         page_config => page_config,
@@ -328,7 +377,10 @@ fn render_page(app: &App, guard: &Guard, page: PageRequest) -> Response {
         }
         Err(e) => {
             tracing::error!("rendering JupyterLab's index.html: {e:#}");
-            not_installed(app, "JupyterLab's page template could not be rendered (see the server log).")
+            not_installed(
+                app,
+                "JupyterLab's page template could not be rendered (see the server log).",
+            )
         }
     }
 }
@@ -435,7 +487,10 @@ fn find_file(roots: &[std::path::PathBuf], rel: &str) -> Option<std::path::PathB
 }
 
 async fn serve_file(path: std::path::PathBuf, caching: Caching, req: Request) -> Response {
-    let mut response = match tower_http::services::ServeFile::new(&path).oneshot(req).await {
+    let mut response = match tower_http::services::ServeFile::new(&path)
+        .oneshot(req)
+        .await
+    {
         Ok(r) => r.map(axum::body::Body::new),
         Err(e) => match e {},
     };
@@ -475,7 +530,11 @@ pub async fn static_files(
     let (roots, rel, caching) = if let Some(rel) = raw.strip_prefix("lab/") {
         (vec![i.static_dir.clone()], rel, Caching::Immutable)
     } else if let Some(rel) = raw.strip_prefix("favicons/") {
-        (i.favicons_dir.iter().cloned().collect(), rel, Caching::Revalidate)
+        (
+            i.favicons_dir.iter().cloned().collect(),
+            rel,
+            Caching::Revalidate,
+        )
     } else {
         return file_not_found();
     };
@@ -594,14 +653,18 @@ pub async fn theme_files(
 
 fn iso(t: Option<SystemTime>) -> Value {
     match t {
-        Some(t) => json!(crate::state::isoformat(chrono::DateTime::<chrono::Utc>::from(t))),
+        Some(t) => json!(crate::state::isoformat(
+            chrono::DateTime::<chrono::Utc>::from(t)
+        )),
         None => Value::Null,
     }
 }
 
 fn io_error(what: &str, e: std::io::Error) -> ApiError {
     tracing::error!("{what}: {e}");
-    ApiError::internal(format!("{what}: the server could not read or write its state"))
+    ApiError::internal(format!(
+        "{what}: the server could not read or write its state"
+    ))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -614,7 +677,12 @@ async fn blocking<T: Send + 'static>(
 
 /// One plugin's settings for one user: schema, the user's raw JSON5 and its parsed value.
 /// User settings that no longer validate are dropped with a warning, as jupyterlab_server.
-fn plugin_settings(lab: &Lab, i: &LabInstall, user: &str, id: &str) -> ApiResult<(Value, Option<String>)> {
+fn plugin_settings(
+    lab: &Lab,
+    i: &LabInstall,
+    user: &str,
+    id: &str,
+) -> ApiResult<(Value, Option<String>)> {
     let entry = i
         .schemas
         .get(id)
@@ -641,7 +709,11 @@ fn plugin_settings(lab: &Lab, i: &LabInstall, user: &str, id: &str) -> ApiResult
                 };
                 match valid {
                     Ok(()) => {
-                        raw = if text.trim().is_empty() { "{}".to_string() } else { text };
+                        raw = if text.trim().is_empty() {
+                            "{}".to_string()
+                        } else {
+                            text
+                        };
                         settings = v;
                     }
                     Err(e) => warning = Some(format!("Failed validating settings ({id}): {e}")),
@@ -955,7 +1027,11 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 /// `config:write`, decided and audited here as a second resource of the request.
 fn server_scope(guard: &Guard, req_query: Option<&str>) -> ApiResult<bool> {
     let pairs = query_pairs(req_query);
-    match pairs.iter().find(|(k, _)| k == "scope").map(|(_, v)| v.as_str()) {
+    match pairs
+        .iter()
+        .find(|(k, _)| k == "scope")
+        .map(|(_, v)| v.as_str())
+    {
         None | Some("user") => Ok(false),
         Some("server") => {
             guard.require(
@@ -1022,7 +1098,9 @@ async fn write_config(
     let patch: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("Invalid JSON in body of request: {e}")))?;
     if !patch.is_object() {
-        return Err(ApiError::bad_request("A config section must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "A config section must be a JSON object",
+        ));
     }
     let user = caller.identity.username().to_string();
     blocking(move || {
@@ -1083,7 +1161,10 @@ mod tests {
     fn css_urls_are_rebased() {
         let css = "a{background:url('img/x.png')} b{src:url(\"/abs.woff\")} c{x:url(data:image/png;base64,AA)} d{y:url(f.svg)}";
         let out = rewrite_css_urls(css, "/lab/api/themes/@x/t");
-        assert!(out.contains("url('/lab/api/themes/@x/t/img/x.png')"), "{out}");
+        assert!(
+            out.contains("url('/lab/api/themes/@x/t/img/x.png')"),
+            "{out}"
+        );
         assert!(out.contains("url(\"/abs.woff\")"), "{out}");
         assert!(out.contains("url(data:image/png;base64,AA)"), "{out}");
         assert!(out.contains("url(/lab/api/themes/@x/t/f.svg)"), "{out}");
@@ -1092,22 +1173,19 @@ mod tests {
     #[test]
     fn config_patch_merges_and_removes() {
         let mut v = json!({"a": {"x": 1, "y": 2}, "b": 1});
-        merge_patch(&mut v, &json!({"a": {"y": null, "z": 3}, "b": null, "c": true}));
+        merge_patch(
+            &mut v,
+            &json!({"a": {"y": null, "z": 3}, "b": null, "c": true}),
+        );
         assert_eq!(v, json!({"a": {"x": 1, "z": 3}, "c": true}));
     }
 
     #[test]
     fn page_config_copy_and_update_render_the_template_shape() {
-        let mut env = Environment::new();
-        env.set_unknown_method_callback(|_, value, method, args| {
-            match value.downcast_object_ref::<PageConfig>() {
-                Some(c) => c.call_dict_method(method, args),
-                None => Err(minijinja::Error::from(minijinja::ErrorKind::UnknownMethod)),
-            }
-        });
+        let mut env = jinja2_environment();
         env.add_template_owned(
             "index.html",
-            "{% set full = page_config.copy() %}{% set _ = full.update(baseUrl=base_url) %}{{ full | tojson }}|{{ page_config.treePath }}".to_string(),
+            "{% set full = page_config.copy() %}{% set _ = full.update(baseUrl=base_url) %}{{ full | tojson }}|{{ page_config.treePath }}|{{ base_url | escape }}".to_string(),
         )
         .unwrap();
         let mut m = BTreeMap::new();
@@ -1118,8 +1196,12 @@ mod tests {
             .unwrap()
             .render(minijinja::context! { page_config => pc, base_url => "/x/" })
             .unwrap();
-        assert!(out.contains("\"baseUrl\":\"/x/\"") || out.contains("\"baseUrl\": \"/x/\""), "{out}");
+        assert!(
+            out.contains("\"baseUrl\":\"/x/\"") || out.contains("\"baseUrl\": \"/x/\""),
+            "{out}"
+        );
         assert!(!out.contains("</script>"), "{out}");
         assert!(out.contains("\\u003c/script\\u003e"), "{out}");
+        assert!(out.ends_with("|a&lt;/script&gt;&amp;&#39;b|/x/"), "{out}");
     }
 }

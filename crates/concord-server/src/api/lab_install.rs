@@ -121,10 +121,12 @@ impl LabInstall {
             (None, Some(dir), _) => dir.clone(),
             (None, None, Some(prefix)) => prefix.join("share/jupyter/lab"),
             (None, None, None) => {
-                return Err("JupyterLab was not found: no python3 on PATH to ask where it is \
+                return Err(
+                    "JupyterLab was not found: no python3 on PATH to ask where it is \
                     installed. Install it (pip install jupyterlab) in the Python environment on \
                     PATH, or start concord with --lab-app-dir <prefix>/share/jupyter/lab."
-                    .to_string())
+                        .to_string(),
+                )
             }
         };
         let labextensions = match (&options.labextensions_dir, python.labextensions) {
@@ -175,7 +177,8 @@ impl LabInstall {
                 .get("disabledExtensions")
                 .and_then(Value::as_array)
             {
-                disabled_extensions.extend(list.iter().filter_map(|v| v.as_str().map(String::from)));
+                disabled_extensions
+                    .extend(list.iter().filter_map(|v| v.as_str().map(String::from)));
             }
         }
         let overrides = read_overrides(&settings_dir);
@@ -304,10 +307,7 @@ fn read_overrides(settings_dir: &Path) -> Value {
     let mut overrides = Value::Object(Map::new());
     let mut paths: Vec<PathBuf> = sorted_entries(&settings_dir.join("overrides.d"))
         .into_iter()
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e == "json" || e == "json5")
-        })
+        .filter(|p| p.extension().is_some_and(|e| e == "json" || e == "json5"))
         .collect();
     paths.push(settings_dir.join("overrides.json"));
     paths.push(settings_dir.join("overrides.json5"));
@@ -331,7 +331,10 @@ fn apply_overrides(id: &str, schema: &mut Value, overrides: &Value) {
     };
     let Some(properties) = schema
         .as_object_mut()
-        .map(|s| s.entry("properties").or_insert_with(|| Value::Object(Map::new())))
+        .map(|s| {
+            s.entry("properties")
+                .or_insert_with(|| Value::Object(Map::new()))
+        })
         .and_then(Value::as_object_mut)
     else {
         return;
@@ -474,7 +477,10 @@ mod tests {
         let overrides = json!({"x:y": {"theme": "Dark", "map": {"b": 3}, "new": true}});
         apply_overrides("x:y", &mut schema, &overrides);
         assert_eq!(schema["properties"]["theme"]["default"], "Dark");
-        assert_eq!(schema["properties"]["map"]["default"], json!({"a": 1, "b": 3}));
+        assert_eq!(
+            schema["properties"]["map"]["default"],
+            json!({"a": 1, "b": 3})
+        );
         assert_eq!(schema["properties"]["new"]["default"], true);
     }
 }

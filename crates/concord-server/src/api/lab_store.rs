@@ -189,13 +189,19 @@ mod tests {
             .unwrap();
         assert_eq!(store.list("../bob", Item::Workspace), vec!["../../x"]);
         assert!(store.list("bob", Item::Workspace).is_empty());
-        let users = std::fs::read_dir(dir.path().join("lab/users")).unwrap().count();
+        let users = std::fs::read_dir(dir.path().join("lab/users"))
+            .unwrap()
+            .count();
         assert_eq!(users, 1);
         assert!(store
             .read(Some("../bob"), Item::Workspace, "../../x")
             .unwrap()
             .is_some());
-        assert!(store.delete(Some("../bob"), Item::Workspace, "../../x").unwrap());
-        assert!(!store.delete(Some("../bob"), Item::Workspace, "../../x").unwrap());
+        assert!(store
+            .delete(Some("../bob"), Item::Workspace, "../../x")
+            .unwrap());
+        assert!(!store
+            .delete(Some("../bob"), Item::Workspace, "../../x")
+            .unwrap());
     }
 }
