@@ -298,11 +298,21 @@ fn authorize_request(
         },
     };
     if let Access::Requires(action, target) = route.access {
-        let resource = match resolve_target(app, target, params, req, &guard) {
+        let resource = match resolve_target(app, target, params, req) {
             Ok(r) => r,
             Err(e) => return Err(Box::new(e.into_response())),
         };
-        let not_found = || not_found_for(app, target, params, &resource);
+        let requested = req
+            .extensions()
+            .get::<TargetPath>()
+            .map(|t| t.requested.clone());
+        let not_found = || match (target, requested) {
+            (Target::Path, Some(path)) => contents_not_found(&path),
+            (Target::Instance(kind, param), _) => {
+                instance_not_found(kind, params.get(param).unwrap_or(""))
+            }
+            _ => ApiError::not_found("Not Found"),
+        };
         if let Err(e) = guard.require(action, &resource, not_found) {
             return Err(Box::new(e.into_response()));
         }
@@ -318,7 +328,6 @@ fn resolve_target(
     target: Target,
     params: &RouteParams,
     req: &mut Request,
-    _guard: &Guard,
 ) -> Result<Resource, ApiError> {
     match target {
         Target::Type(kind) => Ok(Resource::service(kind)),
@@ -352,24 +361,6 @@ pub fn instance_not_found(kind: concord_authz::ResourceType, id: &str) -> ApiErr
         T::Sessions => ApiError::not_found(format!("Session not found: session_id='{id}'")),
         T::Terminals => ApiError::not_found(format!("Terminal not found: {id}")),
         other => ApiError::not_found(format!("{other} not found: {id}")),
-    }
-}
-
-fn not_found_for(app: &App, target: Target, params: &RouteParams, resource: &Resource) -> ApiError {
-    let _ = app;
-    match target {
-        Target::Path => match &resource.path {
-            Some(_) => {
-                let raw = params.get("path").unwrap_or("");
-                match canonical_path(raw) {
-                    Ok(requested) => contents_not_found(&requested),
-                    Err(e) => e,
-                }
-            }
-            None => ApiError::not_found("Not Found"),
-        },
-        Target::Instance(kind, param) => instance_not_found(kind, params.get(param).unwrap_or("")),
-        Target::Type(_) => ApiError::not_found("Not Found"),
     }
 }
 

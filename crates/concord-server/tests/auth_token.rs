@@ -60,15 +60,26 @@ async fn three_token_forms_and_wrong_tokens() {
 
 #[tokio::test]
 async fn token_in_url_logs_the_browser_in_and_logout_ends_it() {
-    let s = common::server().token("tok-url").start();
+    let b = common::server().token("tok-url");
+    std::fs::write(b.root().join("hello.txt"), "hello").unwrap();
+    let s = b.start();
     let browser = s.browser();
     // A page without credentials redirects to the login page, keeping where to return.
-    let r = browser.get(s.url("?x=1")).send().await.unwrap();
+    let r = browser
+        .get(s.url("files/hello.txt?x=1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
     let location = r.headers()["location"].to_str().unwrap().to_string();
     assert!(location.contains("login?next="), "{location}");
+    assert!(location.contains("hello.txt"), "{location}");
 
-    let r = browser.get(s.url("?token=tok-url")).send().await.unwrap();
+    let r = browser
+        .get(s.url("files/hello.txt?token=tok-url"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let cookie = r
         .headers()
