@@ -147,6 +147,11 @@ import contents as _contents_bench  # noqa: E402
 for _fn in _contents_bench.scenarios(load):
     scenario(_fn)
 
+import kernels as _kernels_bench  # noqa: E402
+
+for _fn in _kernels_bench.scenarios(load):
+    scenario(_fn)
+
 
 def main(argv):
     wanted = argv or list(SCENARIOS)

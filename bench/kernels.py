@@ -1,0 +1,328 @@
+"""Kernel benchmarks (issue 4), registered into bench/run.py.
+
+In one run, against concord, jupyter_server and a direct ZMQ client (jupyter_client's
+BlockingKernelClient on a kernel started by its KernelManager), all with the venv's ipykernel:
+
+- execute `pass` round trip (execute_request -> execute_reply + idle): concord <= 1.1x the
+  direct-ZMQ floor and below jupyter_server;
+- an iopub flood (one message per `print(i, flush=True)`) delivered to 4 websocket clients:
+  no loss, messages/s >= jupyter_server's;
+- RSS with 20 idle kernels: concord's server process <= 1/5 of jupyter_server's.
+
+Websocket clients are tornado's (in the venv); they speak v1.kernel.websocket.jupyter.org,
+as JupyterLab does."""
+
+import asyncio
+import json
+import statistics
+import struct
+import time
+import urllib.request
+import uuid
+
+N_EXEC = int(__import__("os").environ.get("KH_N_EXEC", 300))
+N_FLOOD = 10000
+N_IDLE_KERNELS = 20
+V1 = "v1.kernel.websocket.jupyter.org"
+
+
+def _rest(server, method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(server.base + path, data=data, method=method,
+                                 headers=dict(server.headers))
+    with urllib.request.urlopen(req, timeout=120) as r:
+        raw = r.read()
+        return json.loads(raw) if raw else None
+
+
+def _start_kernel(server):
+    return _rest(server, "POST", "api/kernels", {"name": "python3"})["id"]
+
+
+def _encode_v1(channel, header, content):
+    parts = [json.dumps(header).encode(), b"{}", b"{}", json.dumps(content).encode()]
+    offsets = [8 * 7, 8 * 7 + len(channel)]
+    for p in parts:
+        offsets.append(offsets[-1] + len(p))
+    return (struct.pack("<Q", len(offsets)) + b"".join(struct.pack("<Q", o) for o in offsets)
+            + channel.encode() + b"".join(parts))
+
+
+def _decode_v1(b):
+    n = struct.unpack_from("<Q", b, 0)[0]
+    offs = [struct.unpack_from("<Q", b, 8 * (i + 1))[0] for i in range(n)]
+    offs.append(len(b))
+    part = lambda i: b[offs[i]:offs[i + 1]]  # noqa: E731
+    return (part(0).decode(), json.loads(part(1)), json.loads(part(2)), json.loads(part(4)))
+
+
+class _Client:
+    """A v1 kernel websocket client."""
+
+    def __init__(self, ws, session):
+        self.ws = ws
+        self.session = session
+
+    @classmethod
+    async def connect(cls, server, kernel_id):
+        from tornado.httpclient import HTTPRequest
+        from tornado.websocket import websocket_connect
+        session = uuid.uuid4().hex
+        url = (server.base.replace("http://", "ws://")
+               + f"api/kernels/{kernel_id}/channels?session_id={session}")
+        ws = await websocket_connect(HTTPRequest(url, headers=dict(server.headers)),
+                                     subprotocols=[V1], max_message_size=1 << 30)
+        if ws.selected_subprotocol != V1:
+            raise RuntimeError(f"{server.kind} did not pick {V1}")
+        return cls(ws, session)
+
+    async def send(self, msg_type, content, channel="shell"):
+        msg_id = uuid.uuid4().hex
+        header = {"msg_id": msg_id, "msg_type": msg_type, "username": "bench",
+                  "session": self.session, "date": "2026-01-01T00:00:00Z", "version": "5.3"}
+        await self.ws.write_message(_encode_v1(channel, header, content), binary=True)
+        return msg_id
+
+    async def recv(self):
+        raw = await self.ws.read_message()
+        if raw is None:
+            raise RuntimeError("websocket closed")
+        return _decode_v1(raw)
+
+    async def execute(self, code):
+        msg_id = await self.send("execute_request", {"code": code, "silent": False,
+                                                     "store_history": False})
+        replied = idle = False
+        while not (replied and idle):
+            channel, header, parent, content = await self.recv()
+            if parent.get("msg_id") != msg_id:
+                continue
+            if channel == "shell" and header["msg_type"] == "execute_reply":
+                replied = True
+            elif header["msg_type"] == "status" and content["execution_state"] == "idle":
+                idle = True
+
+    async def wait_ready(self):
+        msg_id = await self.send("kernel_info_request", {})
+        while True:
+            _, header, parent, _ = await self.recv()
+            if parent.get("msg_id") == msg_id and header["msg_type"] == "kernel_info_reply":
+                return
+
+
+async def _ws_execute_times(server, kernel_id, n):
+    c = await _Client.connect(server, kernel_id)
+    await c.wait_ready()
+    for _ in range(20):
+        await c.execute("pass")
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await c.execute("pass")
+        times.append((time.perf_counter() - t0) * 1000)
+    c.ws.close()
+    return times
+
+
+def _raw_zmq_execute_times(n):
+    """The floor: pyzmq sockets and jupyter_client's Session (signing) with blocking recv,
+    on a kernel started by jupyter_client's KernelManager."""
+    import zmq
+    from jupyter_client.manager import KernelManager
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel()
+    try:
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        kc.stop_channels()
+        ctx = zmq.Context()
+        shell = ctx.socket(zmq.DEALER)
+        shell.connect(km._make_url("shell"))
+        iopub = ctx.socket(zmq.SUB)
+        iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        iopub.connect(km._make_url("iopub"))
+        session = km.session
+        time.sleep(0.5)  # let the subscription reach the kernel
+
+        def one():
+            msg = session.send(shell, "execute_request",
+                               {"code": "pass", "silent": False, "store_history": False})
+            msg_id = msg["header"]["msg_id"]
+            while True:
+                _, reply = session.recv(shell, mode=0)
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    break
+            while True:
+                _, m = session.recv(iopub, mode=0)
+                if (m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "status"
+                        and m["content"]["execution_state"] == "idle"):
+                    break
+        for _ in range(20):
+            one()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            one()
+            times.append((time.perf_counter() - t0) * 1000)
+        shell.close(0)
+        iopub.close(0)
+        ctx.term()
+        return times
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+def _zmq_execute_times(n):
+    from jupyter_client.manager import KernelManager
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel()
+    try:
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        def one():
+            msg_id = kc.execute("pass")
+            replied = idle = False
+            while not (replied and idle):
+                if not replied:
+                    r = kc.get_shell_msg(timeout=30)
+                    replied = r["parent_header"].get("msg_id") == msg_id
+                if not idle:
+                    m = kc.get_iopub_msg(timeout=30)
+                    idle = (m["parent_header"].get("msg_id") == msg_id
+                            and m["msg_type"] == "status"
+                            and m["content"]["execution_state"] == "idle")
+        for _ in range(20):
+            one()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            one()
+            times.append((time.perf_counter() - t0) * 1000)
+        kc.stop_channels()
+        return times
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+async def _flood(server, kernel_id, clients, n):
+    cs = [await _Client.connect(server, kernel_id) for _ in range(clients)]
+    for c in cs:
+        await c.wait_ready()
+    counts = [0] * clients
+    lines = [0] * clients
+    done = asyncio.Event()
+    code = f"for i in range({n}):\n    print(i, flush=True)"
+
+    async def reader(i, c, target):
+        while True:
+            channel, header, parent, content = await c.recv()
+            if parent.get("msg_id") != target["id"]:
+                continue
+            if header["msg_type"] == "stream":
+                counts[i] += 1
+                lines[i] += content["text"].count("\n")
+            elif header["msg_type"] == "status" and content["execution_state"] == "idle":
+                return
+
+    target = {"id": None}
+    t0 = time.perf_counter()
+    target["id"] = await cs[0].send("execute_request", {"code": code, "silent": False,
+                                                        "store_history": False})
+    try:
+        await asyncio.wait_for(asyncio.gather(*(reader(i, c, target) for i, c in enumerate(cs))),
+                               timeout=120)
+        complete = True
+    except asyncio.TimeoutError:
+        complete = False  # some client never got the final idle
+    elapsed = time.perf_counter() - t0
+    done.set()
+    for c in cs:
+        c.ws.close()
+    return sum(counts) / elapsed, min(lines) / n, complete
+
+
+def scenarios(load):
+    """The scenario functions (`load` from run.py is not needed here)."""
+
+    def kernels_execute(ctx):
+        """execute `pass` round trip over the websocket vs a direct ZMQ client."""
+        rows = []
+        medians = {}
+        for kind in ("concord", "jupyter"):
+            server = ctx[kind]
+            kid = _start_kernel(server)
+            try:
+                times = asyncio.run(_ws_execute_times(server, kid, N_EXEC))
+            finally:
+                _rest(server, "DELETE", f"api/kernels/{kid}")
+            medians[kind] = statistics.median(times)
+            medians[kind + "_p99"] = sorted(times)[int(len(times) * 0.99) - 1]
+        blocking = statistics.median(_zmq_execute_times(N_EXEC))
+        floor = statistics.median(_raw_zmq_execute_times(N_EXEC))
+        rows.append(("kernels.exec_pass.p50", medians["concord"], medians["jupyter"], "ms",
+                     "below jupyter_server"))
+        rows.append(("kernels.exec_pass.p99", medians["concord_p99"], medians["jupyter_p99"],
+                     "ms", ""))
+        rows.append(("kernels.exec_pass.zmq_floor.p50", floor, None, "ms",
+                     "direct ZMQ client (pyzmq + Session)"))
+        rows.append(("kernels.exec_pass.blocking_client.p50", blocking, None, "ms",
+                     "jupyter_client BlockingKernelClient"))
+        rows.append(("kernels.exec_pass.vs_zmq", medians["concord"] / floor, None, "x",
+                     "<= 1.1x the ZMQ floor"))
+        rows.append(("kernels.exec_pass.jupyter_vs_zmq", medians["jupyter"] / floor, None, "x",
+                     "(jupyter_server, for reference)"))
+        return rows
+
+    def kernels_iopub_flood(ctx):
+        """iopub flood (one message per print) to 4 websocket clients."""
+        rows = []
+        res = {}
+        for kind in ("concord", "jupyter"):
+            server = ctx[kind]
+            kid = _start_kernel(server)
+            try:
+                res[kind] = asyncio.run(_flood(server, kid, 4, N_FLOOD))
+            finally:
+                _rest(server, "DELETE", f"api/kernels/{kid}")
+        rows.append(("kernels.flood4.msg_per_s", res["concord"][0], res["jupyter"][0], "msg/s",
+                     ">= jupyter_server"))
+        rows.append(("kernels.flood4.delivered", res["concord"][1] * 100, res["jupyter"][1] * 100,
+                     "%", "100% (worst of 4 clients)"))
+        rows.append(("kernels.flood4.all_idle", float(res["concord"][2]),
+                     float(res["jupyter"][2]), "bool", "every client sees the final idle"))
+        return rows
+
+    def kernels_rss(ctx):
+        """RSS with 20 idle kernels (server process alone, and with its kernels)."""
+        rows = []
+        res = {}
+        for kind in ("concord", "jupyter"):
+            server = ctx[kind]
+            ids = [_start_kernel(server) for _ in range(N_IDLE_KERNELS)]
+            try:
+                # A websocket to each, as open notebooks have.
+                async def attach():
+                    cs = [await _Client.connect(server, k) for k in ids]
+                    for c in cs:
+                        await c.wait_ready()
+                    time.sleep(1.0)
+                    own, kids = server.rss_kib()
+                    for c in cs:
+                        c.ws.close()
+                    return own, kids
+                res[kind] = asyncio.run(attach())
+            finally:
+                for k in ids:
+                    _rest(server, "DELETE", f"api/kernels/{k}")
+        mib = lambda k: k / 1024  # noqa: E731
+        rows.append(("kernels.rss20.server", mib(res["concord"][0]), mib(res["jupyter"][0]),
+                     "MiB", "<= 1/5 of jupyter_server"))
+        rows.append(("kernels.rss20.server_ratio", res["concord"][0] / res["jupyter"][0], None,
+                     "x", "<= 0.2"))
+        rows.append(("kernels.rss20.with_kernels", mib(sum(res["concord"])),
+                     mib(sum(res["jupyter"])), "MiB", "(kernels dominate)"))
+        return rows
+
+    return [kernels_execute, kernels_iopub_flood, kernels_rss]
