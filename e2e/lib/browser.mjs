@@ -1,0 +1,65 @@
+// Debian's Chromium driven by playwright-core (no browser download), one isolated context
+// per user, and screenshots of every step in test-artifacts/e2e/.
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import path from 'node:path';
+import { repo } from './concord.mjs';
+
+export const artifacts = path.join(repo, 'test-artifacts', 'e2e');
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+}
+
+/** Save a screenshot of the page as test-artifacts/e2e/<name>.png. */
+export async function shot(page, name) {
+  fs.mkdirSync(artifacts, { recursive: true });
+  await page.screenshot({ path: path.join(artifacts, `${name}.png`) });
+}
+
+/** A new context (own cookies) logged in as `user` through the login form. */
+export async function loginAs(browser, server, user, password, { next = 'lab', label = user, viewport } = {}) {
+  const context = await browser.newContext({ viewport: viewport || { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  await page.goto(server.base + next);
+  await page.waitForSelector('form input[name="password"]');
+  await page.fill('#username', user);
+  await page.fill('#password', password);
+  await shot(page, `${label}-01-login`);
+  await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
+  return { context, page };
+}
+
+/** Wait until JupyterLab has started (its shell and file browser are there). */
+export async function waitForLab(page) {
+  await page.waitForSelector('#jp-main-dock-panel', { timeout: 60_000 });
+  await page.waitForSelector('.jp-DirListing-content', { state: 'attached', timeout: 60_000 });
+}
+
+/** Wait until the current notebook's kernel is connected and idle (status bar). */
+export async function waitForKernelIdle(page) {
+  await page.waitForSelector('.jp-StatusBar-Widget:has-text("| Idle")', { timeout: 90_000 });
+}
+
+/** Close JupyterLab's "get notified about news?" toast, if shown, so it hides nothing. */
+export async function dismissNews(page) {
+  const no = page.locator('.jp-Notification-Toast button:has-text("No")');
+  if (await no.count()) await no.first().click().catch(() => {});
+}
+
+/** Poll `fn` until it returns a truthy value (for things outside the page, like files). */
+export async function eventually(fn, what, timeoutMs = 60_000) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`gave up waiting for ${what}`);
+}
