@@ -48,8 +48,9 @@ export async function waitForKernelIdle(page) {
 
 /** Close JupyterLab's "get notified about news?" toast, if shown, so it hides nothing. */
 export async function dismissNews(page) {
-  const no = page.locator('.jp-Notification-Toast button:has-text("No")');
-  if (await no.count()) await no.first().click().catch(() => {});
+  const no = page.locator('.jp-Notification-Toast button:has-text("No")').first();
+  // It appears a moment after start-up; its absence is fine.
+  if (await no.waitFor({ timeout: 5000 }).then(() => true, () => false)) await no.click().catch(() => {});
 }
 
 /** Poll `fn` until it returns a truthy value (for things outside the page, like files). */

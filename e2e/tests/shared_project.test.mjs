@@ -12,7 +12,10 @@ description = "See the top folders"
 permissions = ["api:read", "config:read", "contents:read", "kernelspecs:read", "csp:write"]
 
 [roles.editor]
-permissions = ["contents:read", "contents:write", "kernels:*:own", "sessions:*:own", "terminals:*:own"]
+permissions = ["contents:read", "contents:write", "kernels:*:own", "sessions:*:own"]
+
+[roles.shell]
+permissions = ["terminals:*:own"]
 
 [roles.viewer]
 permissions = ["contents:read"]
@@ -34,6 +37,10 @@ users = ["editor", "viewer"]
 role = "editor"
 users = ["editor"]
 paths = ["/projects/a/**"]
+
+[[bindings]]
+role = "shell"
+users = ["editor"]
 
 [[bindings]]
 role = "viewer"
@@ -192,4 +199,32 @@ test('the outsider cannot see /projects/a and gets a clear message on a direct U
   await shot(page, 'outsider-03-direct-url');
   assert.match(await dialog.textContent(), /Cannot open.*Could not find path: projects\/a\/analysis.ipynb/s);
   await context.close();
+});
+
+test('the terminal opens and echoes for a user allowed terminals', async () => {
+  const page = await editor.context.newPage();
+  await page.goto(server.base + 'lab/workspaces/terminal');
+  await waitForLab(page);
+  // Screen-reader mode puts the terminal's text in the DOM (the canvas renderer does not).
+  await page.evaluate(async () => {
+    const xsrf = document.cookie.split('; ').find((c) => c.startsWith('_xsrf=')).slice(6);
+    const r = await fetch('/lab/api/settings/@jupyterlab/terminal-extension:plugin', {
+      method: 'PUT', headers: { 'X-XSRFToken': xsrf },
+      body: JSON.stringify({ raw: '{"screenReaderMode": true}' }),
+    });
+    if (r.status !== 204) throw new Error(`settings: ${r.status}`);
+  });
+  await page.reload();
+  await waitForLab(page);
+  await dismissNews(page);
+  await page.click('.jp-LauncherCard:has-text("Terminal")');
+  const terminal = page.locator('.jp-Terminal .xterm-screen');
+  await terminal.waitFor({ timeout: 30_000 });
+  await page.waitForTimeout(1000); // let the shell print its prompt before typing
+  await terminal.click();
+  await page.keyboard.type('echo "hello-$((6*7))"');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.jp-Terminal .xterm-accessibility-tree:has-text("hello-42")', { timeout: 30_000 });
+  await shot(page, 'editor-05-terminal');
+  await page.close();
 });
