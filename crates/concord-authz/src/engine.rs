@@ -872,6 +872,16 @@ impl Authorize for PolicyEngine {
         state.decisions.insert(key, decision.clone());
         decision
     }
+
+    fn authorize_children(
+        &self,
+        who: &Identity,
+        action: Action,
+        dir: &CanonicalPath,
+        names: &[&str],
+    ) -> Vec<bool> {
+        PolicyEngine::authorize_children(self, who, action, dir, names)
+    }
 }
 
 /// Whether a raw pattern names a path below `dir` (used by tests of the listing fast path).

@@ -37,6 +37,28 @@ pub trait Authorize: Send + Sync {
     /// `rule` says what went wrong.
     fn authorize(&self, who: &Identity, action: Action, resource: &Resource) -> Decision;
 
+    /// For a directory listing: whether `who` may perform `action` on each child
+    /// `dir/names[i]`. Engines override this with a fast path (one decision for all children
+    /// no rule names); a name that is not a single path segment is denied.
+    fn authorize_children(
+        &self,
+        who: &Identity,
+        action: Action,
+        dir: &CanonicalPath,
+        names: &[&str],
+    ) -> Vec<bool> {
+        names
+            .iter()
+            .map(|name| match dir.child(name) {
+                Ok(path) => {
+                    self.authorize(who, action, &Resource::contents(path))
+                        .allowed
+                }
+                Err(_) => false,
+            })
+            .collect()
+    }
+
     /// Decide many requests for the same identity at once, in order.
     fn authorize_many(&self, who: &Identity, requests: &[(Action, Resource)]) -> Vec<Decision> {
         requests

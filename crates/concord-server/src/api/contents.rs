@@ -93,6 +93,12 @@ impl PathAccess for PolicyAccess {
     fn may_write(&self, path: &CanonicalPath) -> bool {
         self.0.may(Action::Write, &Resource::contents(path.clone()))
     }
+    fn readable_children(&self, dir: &CanonicalPath, names: &[&str]) -> Vec<bool> {
+        self.0.may_children(Action::Read, dir, names)
+    }
+    fn writable_children(&self, dir: &CanonicalPath, names: &[&str]) -> Vec<bool> {
+        self.0.may_children(Action::Write, dir, names)
+    }
 }
 
 fn to_api_error(e: ContentsError) -> ApiError {
