@@ -301,10 +301,14 @@ pub fn recursive_update(target: &mut Value, update: &Value) {
     }
 }
 
-/// The admin's default overrides: `settings/overrides.d/*.json[5]`, then
-/// `settings/overrides.json[5]`, merged in that order.
+/// The default overrides: concord's own, then the admin's `settings/overrides.d/*.json[5]`,
+/// then `settings/overrides.json[5]`, merged in that order.
 fn read_overrides(settings_dir: &Path) -> Value {
-    let mut overrides = Value::Object(Map::new());
+    // Concord's own default, under the admin's: concord serves no news feed
+    // (`/lab/api/news`), so JupyterLab should not ask every user whether to fetch it.
+    let mut overrides = serde_json::json!({
+        "@jupyterlab/apputils-extension:notification": {"fetchNews": "false"}
+    });
     let mut paths: Vec<PathBuf> = sorted_entries(&settings_dir.join("overrides.d"))
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "json" || e == "json5"))
