@@ -2,7 +2,7 @@
 //! messages, `float.__repr__` and `str.splitlines(True)` in notebook files, fnmatch globs.
 
 /// Python's `repr()` of a `str`: single quotes unless the text has a `'` and no `"`.
-pub(crate) fn repr_str(s: &str) -> String {
+pub fn repr_str(s: &str) -> String {
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
     } else {

@@ -29,6 +29,7 @@ pub async fn status(State(app): State<App>) -> Json<Value> {
         "last_activity": isoformat(app.last_activity()),
         "kernels": kernels,
         "connections": connections,
+        "confinement": app.confinement.as_ref().map(|c| c.to_json()),
     }))
 }
 
@@ -48,7 +49,7 @@ pub async fn me(
     let bad = || {
         ApiError::bad_request(format!(
             "permissions should be a JSON dict of {{\"resource\": [\"action\",]}}, got {}",
-            py_repr(&raw)
+            concord_contents::python_repr(&raw)
         ))
     };
     let asked: Map<String, Value> = if raw.is_empty() {
@@ -131,43 +132,4 @@ pub async fn metrics(State(app): State<App>) -> Response {
         body,
     )
         .into_response()
-}
-
-/// Python's `repr()` of a string, as jupyter_server's messages quote values.
-fn py_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn py_repr_quotes_like_python() {
-        assert_eq!(super::py_repr("abc"), "'abc'");
-        assert_eq!(super::py_repr("it's"), "\"it's\"");
-        assert_eq!(super::py_repr("a\\b"), "'a\\\\b'");
-    }
 }
