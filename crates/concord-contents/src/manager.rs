@@ -642,11 +642,11 @@ impl ContentsManager {
         }
     }
 
-    /// The notebook in the form its trust signature covers (what a read produces).
-    fn signed_form(nb: &Value) -> Value {
-        let mut copy = nb.clone();
-        notebook::strip_transient(&mut copy);
-        copy
+    /// Record that the caller trusts `nb` (in its signed form: as a read produces it).
+    fn record_trust(&self, caller: &Caller<'_>, nb: &Value) -> Result<()> {
+        self.trust
+            .sign(caller.username, nb)
+            .map_err(|e| ContentsError::internal(format!("Recording trust failed: {e}")))
     }
 
     fn notebook_model(
@@ -666,9 +666,8 @@ impl ContentsManager {
         if opts.content {
             let (checked, raw) = self.read_notebook_file(loc)?;
             let mut nb = checked.nb;
-            let trusted = self
-                .trust
-                .is_trusted(caller.username, &Self::signed_form(&nb));
+            // A read notebook is already in its signed form (transient fields stripped).
+            let trusted = self.trust.is_trusted(caller.username, &nb);
             notebook::mark_cells(&mut nb, trusted);
             model.content = Some(Content::Notebook(nb));
             model.format = Some("json");
@@ -797,7 +796,12 @@ impl ContentsManager {
         self.save(caller, loc, model)
     }
 
-    fn save(&self, caller: &Caller<'_>, loc: &Located, model: Map<String, Value>) -> Result<Model> {
+    fn save(
+        &self,
+        caller: &Caller<'_>,
+        loc: &Located,
+        mut model: Map<String, Value>,
+    ) -> Result<Model> {
         if let Some(chunk) = model.get("chunk").filter(|c| !c.is_null()) {
             let chunk = chunk
                 .as_i64()
@@ -814,7 +818,7 @@ impl ContentsManager {
         let mut message = None;
         match kind {
             "notebook" => {
-                let content = model.get("content").cloned().unwrap_or(Value::Null);
+                let content = model.shift_remove("content").unwrap_or(Value::Null);
                 message = self.save_notebook(caller, loc, content)?;
             }
             "file" => {
@@ -899,22 +903,23 @@ impl ContentsManager {
         if let (Some(m), true) = (&message, self.config.reject_invalid_notebooks) {
             return Err(ContentsError::bad_request(m.clone()).with_reason("invalid notebook"));
         }
-        if notebook::check_cells(&mut nb) {
-            // Sign the form a later read produces (lines rejoined, transient fields gone).
-            let text = notebook::notebook_file_text(&nb);
-            if let Ok(reread) = notebook::read_notebook(&text) {
-                self.trust
-                    .sign(caller.username, &Self::signed_form(&reread.nb))
-                    .map_err(|e| ContentsError::internal(format!("Recording trust failed: {e}")))?;
+        let trusted = notebook::check_cells(&mut nb);
+        notebook::strip_transient(&mut nb);
+        if trusted {
+            // Sign the form a later read produces (lines rejoined, transient fields gone):
+            // the same signature as `nb`'s unless reading back could differ.
+            if notebook::signs_as_written(&nb) {
+                self.record_trust(caller, &nb)?;
+            } else {
+                let text = notebook::notebook_file_text(&nb);
+                if let Ok(reread) = notebook::read_notebook(&text) {
+                    self.record_trust(caller, &reread.nb)?;
+                }
             }
-            let bytes = text.into_bytes();
-            self.check_size(bytes.len() as u64)?;
-            self.write(loc, &bytes)?;
-        } else {
-            let bytes = notebook::notebook_file_text(&nb).into_bytes();
-            self.check_size(bytes.len() as u64)?;
-            self.write(loc, &bytes)?;
         }
+        let bytes = notebook::notebook_into_file_text(nb).into_bytes();
+        self.check_size(bytes.len() as u64)?;
+        self.write(loc, &bytes)?;
         // One checkpoint should always exist for notebooks.
         if !self.checkpoint_file(loc).is_file() {
             self.create_checkpoint_at(loc)?;
@@ -1218,9 +1223,8 @@ impl ContentsManager {
             // As jupyter_server: read the notebook model and save it at the destination.
             let (checked, _) = self.read_notebook_file(&src)?;
             let mut nb = checked.nb;
-            let trusted = self
-                .trust
-                .is_trusted(caller.username, &Self::signed_form(&nb));
+            // A read notebook is already in its signed form (transient fields stripped).
+            let trusted = self.trust.is_trusted(caller.username, &nb);
             notebook::mark_cells(&mut nb, trusted);
             let mut model = Map::new();
             model.insert("type".into(), Value::from("notebook"));
@@ -1651,8 +1655,9 @@ impl ContentsManager {
         };
         notebook::mark_cells(&mut nb, true);
         notebook::check_cells(&mut nb);
+        notebook::strip_transient(&mut nb);
         self.trust
-            .sign(caller.username, &Self::signed_form(&nb))
+            .sign(caller.username, &nb)
             .map_err(|e| ContentsError::internal(format!("Recording trust failed: {e}")))
     }
 }

@@ -370,6 +370,10 @@ fn schema_error(nb: &Value) -> Option<String> {
         ));
     };
     let validator = validator_for(minor, None)?;
+    // Checking is much cheaper than collecting errors; most notebooks are valid.
+    if validator.is_valid(nb) {
+        return None;
+    }
     let failure = better(first_failure(&validator, nb)?, minor);
     let schema_path: Vec<String> = failure
         .schema_path
@@ -539,12 +543,79 @@ pub fn split_lines(nb: &mut Value) {
 /// The file bytes nbformat writes for `nb`: split lines, transient fields stripped, keys
 /// sorted, one-space indent, non-ASCII kept, trailing newline.
 pub fn notebook_file_text(nb: &Value) -> String {
-    let mut copy = nb.clone();
-    split_lines(&mut copy);
-    strip_transient(&mut copy);
-    let mut text = dumps_python(&copy, true, false);
+    notebook_into_file_text(nb.clone())
+}
+
+/// [`notebook_file_text`] for a notebook the caller no longer needs (no copy is made).
+pub fn notebook_into_file_text(mut nb: Value) -> String {
+    split_lines(&mut nb);
+    strip_transient(&mut nb);
+    // The indented text is about 1.2x the content's size: reserve once.
+    let mut text = String::with_capacity(approximate_text_len(&nb) + 1);
+    write_value(&mut text, &nb, 0, true, false);
     text.push('\n');
     text
+}
+
+fn approximate_text_len(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 8,
+        Value::Array(items) => items.iter().map(approximate_text_len).sum::<usize>() + 8,
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| k.len() + 8 + approximate_text_len(v))
+            .sum::<usize>()
+            .saturating_add(8),
+        _ => 16,
+    }
+}
+
+/// Whether reading back the file written for `nb` (an object with object `metadata`, a
+/// `cells` list of objects with object `metadata`, as [`check_structure`] ensures) gives
+/// a notebook whose trust signature is that of `nb` itself once [`strip_transient`] ran.
+/// Splitting and rejoining lines only moves string boundaries, which the signature's byte
+/// stream does not see; the read fails (so nothing should be signed) for a major version
+/// other than 4 or a line list holding a non-string. Floats are excluded: a float parsed
+/// back from its shortest representation is not guaranteed to be bit-identical.
+pub fn signs_as_written(nb: &Value) -> bool {
+    fn strings_only(v: Option<&Value>) -> bool {
+        match v {
+            Some(Value::Array(items)) => items.iter().all(Value::is_string),
+            _ => true,
+        }
+    }
+    fn has_float(v: &Value) -> bool {
+        match v {
+            Value::Number(n) => n.is_f64(),
+            Value::Array(items) => items.iter().any(has_float),
+            Value::Object(map) => map.values().any(has_float),
+            _ => false,
+        }
+    }
+    if nb.get("nbformat").and_then(Value::as_i64) != Some(4) || has_float(nb) {
+        return false;
+    }
+    let cells = nb.get("cells").and_then(Value::as_array);
+    cells.into_iter().flatten().all(|cell| {
+        if !strings_only(cell.get("source")) {
+            return false;
+        }
+        if cell.get("cell_type").and_then(Value::as_str) != Some("code") {
+            return true;
+        }
+        let outputs = cell.get("outputs").and_then(Value::as_array);
+        outputs.into_iter().flatten().all(|output| {
+            let kind = output
+                .get("output_type")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            kind.is_empty()
+                || kind == "execute_result"
+                || kind == "display_data"
+                || !output.is_object()
+                || strings_only(output.get("text"))
+        })
+    })
 }
 
 /// `json.dumps(v, indent=1, separators=(",", ": "), sort_keys=sort, ensure_ascii=ascii)`.
@@ -602,15 +673,28 @@ fn write_value(out: &mut String, v: &Value, level: usize, sort: bool, ascii: boo
 }
 
 fn newline_indent(out: &mut String, level: usize) {
+    const SPACES: &str = "                                                                ";
     out.push('\n');
-    for _ in 0..level {
-        out.push(' ');
+    let mut left = level;
+    while left > 0 {
+        let n = left.min(SPACES.len());
+        out.push_str(&SPACES[..n]);
+        left -= n;
     }
 }
 
 fn write_string(out: &mut String, s: &str, ascii: bool) {
     out.push('"');
-    for c in s.chars() {
+    // Copy runs of characters that need no escape in one go.
+    let mut run_start = 0;
+    for (i, c) in s.char_indices() {
+        let needs_escape =
+            c == '"' || c == '\\' || (c as u32) < 0x20 || (ascii && (c as u32) > 0x7e);
+        if !needs_escape {
+            continue;
+        }
+        out.push_str(&s[run_start..i]);
+        run_start = i + c.len_utf8();
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -619,15 +703,15 @@ fn write_string(out: &mut String, s: &str, ascii: bool) {
             '\t' => out.push_str("\\t"),
             '\u{08}' => out.push_str("\\b"),
             '\u{0c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (ascii && (c as u32) > 0x7e) => {
+            c => {
                 let mut buf = [0u16; 2];
                 for unit in c.encode_utf16(&mut buf) {
                     out.push_str(&format!("\\u{unit:04x}"));
                 }
             }
-            c => out.push(c),
         }
     }
+    out.push_str(&s[run_start..]);
     out.push('"');
 }
 

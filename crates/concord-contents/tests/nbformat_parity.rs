@@ -129,3 +129,56 @@ fn reader_matches_nbformat_reads() {
         assert_eq!(ours, expected, "sample {i}");
     }
 }
+
+fn signed_bytes(nb: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    concord_contents::notebook::signature_stream(nb, &mut |b| out.extend_from_slice(b));
+    out
+}
+
+/// Saving signs the in-memory notebook instead of its re-read file when `signs_as_written`
+/// says the two sign alike: check that on every sample and on line-list edge cases.
+#[test]
+fn signs_as_written_means_the_reread_signs_alike() {
+    use concord_contents::notebook::{signs_as_written, strip_transient};
+    let mut cases = samples();
+    cases.push(json!({"cells": [
+        {"cell_type": "code", "id": "a", "metadata": {"trusted": true}, "execution_count": null,
+         "source": ["x = 1\n", "", "y"], "outputs": [
+            {"output_type": "stream", "name": "stdout", "text": ["a\r\n", "b\u{2028}c"]},
+            {"output_type": "display_data", "metadata": {},
+             "data": {"text/plain": ["1", "2\n"], "image/svg+xml": "<svg>\n</svg>",
+                      "application/json": {"k": ["a", "b"]}}},
+            {"output_type": "error", "ename": "E", "evalue": "v", "traceback": ["t1", "t2"]}]},
+        {"cell_type": "markdown", "id": "b", "metadata": {}, "source": "",
+         "attachments": {"x.png": {"image/png": ["aGVs", "bG8="]}}}],
+        "metadata": {"signature": "sha256:0", "orig_nbformat": 3, "big": 18446744073709551615u64},
+        "nbformat": 4, "nbformat_minor": 5}));
+    let mut checked = 0;
+    for (i, nb) in cases.iter().enumerate() {
+        let mut nb = nb.clone();
+        strip_transient(&mut nb);
+        if !signs_as_written(&nb) {
+            continue;
+        }
+        let reread = read_notebook(&notebook_file_text(&nb)).unwrap().nb;
+        assert_eq!(signed_bytes(&nb), signed_bytes(&reread), "sample {i}");
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "only {checked} samples exercised the fast path"
+    );
+    // Refused: floats, other majors, line lists that do not read back.
+    for bad in [
+        json!({"cells": [], "metadata": {"w": 0.1}, "nbformat": 4, "nbformat_minor": 5}),
+        json!({"cells": [], "metadata": {}, "nbformat": 3, "nbformat_minor": 0}),
+        json!({"cells": [{"cell_type": "code", "metadata": {}, "source": ["a", 1], "outputs": []}],
+               "metadata": {}, "nbformat": 4, "nbformat_minor": 4}),
+        json!({"cells": [{"cell_type": "code", "metadata": {}, "source": "",
+               "outputs": [{"output_type": "stream", "name": "stdout", "text": [null]}]}],
+               "metadata": {}, "nbformat": 4, "nbformat_minor": 4}),
+    ] {
+        assert!(!signs_as_written(&bad), "{bad}");
+    }
+}
