@@ -50,6 +50,18 @@ pub fn access_writable(path: &Path) -> bool {
     dir_writable(path)
 }
 
+/// Whether the process may write the entry `name` of the open directory `dir`
+/// (`os.access(dir/name, W_OK)` without walking the directory's path again).
+pub fn access_writable_in(dir: &fs::File, name: &str) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `dir` is an open descriptor and `c` a valid NUL-terminated name for the
+    // duration of the call.
+    unsafe { libc::faccessat(dir.as_raw_fd(), c.as_ptr(), libc::W_OK, 0) == 0 }
+}
+
 /// Something that produces the new content into a writer (lets tests fail mid-way).
 pub trait Producer {
     /// Write the content; an error aborts the save and keeps the old file.

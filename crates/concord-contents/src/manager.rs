@@ -508,6 +508,8 @@ impl ContentsManager {
                 link_target,
             });
         }
+        // Writability is asked relative to the directory: no path walk per entry.
+        let dir_handle = fs::File::open(&loc.os).ok();
         let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         let readable = caller.access.readable_children(&loc.resolved, &names);
         let writable = caller.access.writable_children(&loc.resolved, &names);
@@ -529,7 +531,6 @@ impl ContentsManager {
             let Ok(request) = loc.request.child(&entry.name) else {
                 continue;
             };
-            let os = loc.os.join(&entry.name);
             let kind = if entry.meta.is_dir() {
                 ContentType::Directory
             } else if entry.name.ends_with(".ipynb") {
@@ -537,7 +538,11 @@ impl ContentsManager {
             } else {
                 ContentType::File
             };
-            let writable = may_write && access_writable(&os);
+            let writable = may_write
+                && match &dir_handle {
+                    Some(dir) => fsio::access_writable_in(dir, &entry.name),
+                    None => access_writable(&loc.os.join(&entry.name)),
+                };
             let mut model = self.base_model(&request, &entry.meta, kind, writable);
             if kind == ContentType::File {
                 model.mimetype = mimetypes::guess_type(&entry.name).map(str::to_string);

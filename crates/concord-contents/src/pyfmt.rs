@@ -119,6 +119,15 @@ pub(crate) fn splitlines_keepends(s: &str) -> Vec<&str> {
 
 /// `fnmatch.fnmatch` on POSIX (case-sensitive): `*`, `?`, `[seq]`, `[!seq]`.
 pub(crate) fn fnmatch(name: &str, pattern: &str) -> bool {
+    // Listings test every name against every glob: answer the common shapes (`name`,
+    // `*suffix`) without the general matcher.
+    let special = |c: char| matches!(c, '*' | '?' | '[');
+    if !pattern.contains(special) {
+        return name == pattern;
+    }
+    if let Some(suffix) = pattern.strip_prefix('*').filter(|s| !s.contains(special)) {
+        return name.ends_with(suffix);
+    }
     let name: Vec<char> = name.chars().collect();
     let pattern: Vec<char> = pattern.chars().collect();
     glob_match(&name, &pattern)
