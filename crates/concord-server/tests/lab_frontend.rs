@@ -617,6 +617,24 @@ async fn translations_and_listings_answer_as_jupyterlab_server() {
         .await
         .unwrap();
     assert_eq!(v["blocked_extensions"], json!([]));
+    // Help → Licenses: the app's bundle and each federated extension's.
+    let v: Value = o
+        .get(s.url("lab/api/licenses/?format=json&full_text=false&bundles=.*"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let app = &v["bundles"]["@jupyterlab/application-top"]["packages"];
+    assert!(app.as_array().unwrap().len() > 50, "{app}");
+    assert!(app[0]["name"].is_string() && app[0]["licenseId"].is_string());
+    let r = o
+        .get(s.url("lab/api/licenses?format=csv"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }
 
 #[tokio::test]

@@ -974,6 +974,58 @@ pub async fn listings() -> Response {
     .into_response()
 }
 
+/// `GET /lab/api/licenses/`: the third-party licenses of the front end and of each federated
+/// extension (Help → Licenses), in jupyterlab_server's JSON report format.
+pub async fn licenses(State(app): State<App>, req: Request) -> ApiResult<Response> {
+    let pairs = query_pairs(req.uri().query());
+    let arg = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    if let Some(format) = arg("format").filter(|f| f != "json") {
+        return Err(ApiError::bad_request(format!(
+            "Unsupported license report format {format:?}: this server writes json"
+        )));
+    }
+    // jupyterlab_server takes a regular expression; the front end sends `.*` or a name.
+    let wanted = arg("bundles").filter(|b| b != ".*");
+    blocking(move || {
+        let i = install(&app)?;
+        let mut sources: Vec<(String, std::path::PathBuf)> = i.extension_dirs.clone();
+        let app_name = read_json_file(&i.static_dir.join("package.json"))
+            .and_then(|p| p.get("name").and_then(Value::as_str).map(String::from));
+        if let Some(name) = app_name {
+            sources.push((name, i.static_dir.clone()));
+        }
+        let mut bundles = Map::new();
+        for (name, dir) in sources {
+            if wanted.as_deref().is_some_and(|w| w != name) {
+                continue;
+            }
+            let mut packages = Vec::new();
+            for file in [
+                "third-party-licenses.json",
+                "static/third-party-licenses.json",
+            ] {
+                if let Some(list) = read_json_file(&dir.join(file))
+                    .and_then(|v| v.get("packages").and_then(Value::as_array).cloned())
+                {
+                    packages.extend(list);
+                }
+            }
+            bundles.insert(name, json!({ "packages": packages }));
+        }
+        Ok(axum::Json(json!({ "bundles": bundles })).into_response())
+    })
+    .await
+}
+
+fn read_json_file(path: &std::path::Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
 // --- /api/config/{section} -----------------------------------------------------------------
 
 fn valid_section(section: &str) -> ApiResult<()> {

@@ -54,6 +54,8 @@ pub struct LabInstall {
     pub template: String,
     /// The page config's `federated_extensions`.
     pub federated: Vec<Value>,
+    /// Each federated extension's name and directory (for its licenses).
+    pub extension_dirs: Vec<(String, PathBuf)>,
     /// Plugins disabled by extensions' metadata or `page_config.json`.
     pub disabled_extensions: Vec<String>,
     /// Setting schemas by plugin id (`@jupyterlab/apputils-extension:themes`).
@@ -170,7 +172,8 @@ impl LabInstall {
             .unwrap_or_else(|| "unknown".to_string());
         let labextensions: Vec<PathBuf> =
             labextensions.into_iter().filter(|d| d.is_dir()).collect();
-        let (federated, mut disabled_extensions) = federated_extensions(&labextensions);
+        let (federated, mut disabled_extensions, extension_dirs) =
+            federated_extensions(&labextensions);
         let settings_dir = app_dir.join("settings");
         if let Ok(page_config) = read_json5(&settings_dir.join("page_config.json")) {
             if let Some(list) = page_config
@@ -197,6 +200,7 @@ impl LabInstall {
             version,
             template,
             federated,
+            extension_dirs,
             disabled_extensions,
             schemas,
         })
@@ -241,10 +245,13 @@ fn extension_dirs(root: &Path) -> Vec<PathBuf> {
 
 /// The page config's `federated_extensions` (jupyterlab_server's `get_federated_extensions`):
 /// the first directory holding an extension wins.
-fn federated_extensions(labextensions: &[PathBuf]) -> (Vec<Value>, Vec<String>) {
+type Federated = (Vec<Value>, Vec<String>, Vec<(String, PathBuf)>);
+
+fn federated_extensions(labextensions: &[PathBuf]) -> Federated {
     let mut seen = std::collections::HashSet::new();
     let mut federated = Vec::new();
     let mut disabled = Vec::new();
+    let mut dirs = Vec::new();
     for root in labextensions {
         for dir in extension_dirs(root) {
             let Ok(package) = read_json(&dir.join("package.json")) else {
@@ -274,12 +281,13 @@ fn federated_extensions(labextensions: &[PathBuf]) -> (Vec<Value>, Vec<String>) 
                 build.get("entrypoints").cloned().unwrap_or(Value::Null),
             );
             federated.push(Value::Object(entry));
+            dirs.push((name.to_string(), dir.clone()));
             if let Some(list) = lab.get("disabledExtensions").and_then(Value::as_array) {
                 disabled.extend(list.iter().filter_map(|v| v.as_str().map(String::from)));
             }
         }
     }
-    (federated, disabled)
+    (federated, disabled, dirs)
 }
 
 /// `recursive_update` of jupyterlab_server: objects merge, anything else replaces.
