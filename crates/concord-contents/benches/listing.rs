@@ -90,4 +90,42 @@ fn main() {
         7,
     );
     println!("contents.nb.get.ms {ms:.3}");
+
+    // Where a notebook GET/PUT spends its time, phase by phase.
+    use concord_contents::notebook;
+    let text = std::fs::read_to_string(root.path().join("big.ipynb")).unwrap();
+    let phase = |name: &str, f: &mut dyn FnMut()| {
+        println!("contents.nb.phase.{name}.ms {:.3}", median_ms(f, 7));
+    };
+    phase("parse", &mut || {
+        std::hint::black_box(serde_json::from_str::<serde_json::Value>(&text).unwrap());
+    });
+    phase("read_notebook", &mut || {
+        std::hint::black_box(notebook::read_notebook(&text).unwrap());
+    });
+    let nb = notebook::read_notebook(&text).unwrap().nb;
+    phase("validate", &mut || {
+        let mut copy = nb.clone();
+        std::hint::black_box(notebook::validate(&mut copy));
+    });
+    phase("clone", &mut || {
+        std::hint::black_box(nb.clone());
+    });
+    phase("signature_stream", &mut || {
+        let mut n = 0usize;
+        notebook::signature_stream(&nb, &mut |b| n += b.len());
+        std::hint::black_box(n);
+    });
+    phase("signature_sha256", &mut || {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        notebook::signature_stream(&nb, &mut |b| hasher.update(b));
+        std::hint::black_box(hasher.finalize());
+    });
+    phase("to_vec", &mut || {
+        std::hint::black_box(serde_json::to_vec(&nb).unwrap());
+    });
+    phase("file_text", &mut || {
+        std::hint::black_box(notebook::notebook_file_text(&nb));
+    });
 }
