@@ -8,7 +8,9 @@ pub async fn start(state: &mut AppState) -> anyhow::Result<()> {
     let contents = std::sync::Arc::new(crate::api::contents::build(&state.settings)?);
     state.paths = std::sync::Arc::new(crate::api::contents::ContentsPaths(contents.clone()));
     state.contents = Some(contents);
-    state.lab = Some(std::sync::Arc::new(crate::api::lab::Lab::start(&state.settings).await));
+    state.lab = Some(std::sync::Arc::new(
+        crate::api::lab::Lab::start(&state.settings).await,
+    ));
     crate::api::kernels::start(state)?;
     crate::api::terminals::start(state)?;
     Ok(())
