@@ -3,11 +3,11 @@
 
 pub mod contents;
 pub mod core;
+pub mod kernels;
+pub mod kernelspecs;
 pub mod lab;
 pub mod lab_install;
 pub mod lab_store;
-pub mod kernels;
-pub mod kernelspecs;
 pub mod pages;
 pub mod sessions;
 pub mod terminals;
