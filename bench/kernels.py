@@ -14,13 +14,14 @@ as JupyterLab does."""
 
 import asyncio
 import json
+import os
 import statistics
 import struct
 import time
 import urllib.request
 import uuid
 
-N_EXEC = int(__import__("os").environ.get("KH_N_EXEC", 300))
+N_EXEC = int(os.environ.get("CONCORD_BENCH_N_EXEC", 300))  # executes measured per target
 N_FLOOD = 10000
 N_IDLE_KERNELS = 20
 V1 = "v1.kernel.websocket.jupyter.org"
