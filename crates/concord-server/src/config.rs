@@ -38,6 +38,10 @@ pub struct ServeOptions {
     #[command(flatten)]
     #[serde(default)]
     pub kernels: crate::api::kernels::KernelsOptions,
+    /// Landlock confinement of kernels and terminals (`[confine]` in the config file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub confine: crate::confine::ConfineOptions,
     /// Terminals (`[terminals]` in the config file).
     #[command(flatten)]
     #[serde(default)]

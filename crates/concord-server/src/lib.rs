@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod confine;
 pub mod error;
 pub mod metrics;
 pub mod pipeline;

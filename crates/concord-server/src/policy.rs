@@ -51,6 +51,11 @@ impl PolicyHandle {
         self.engine.clone()
     }
 
+    /// The engine itself (for the file-system view of kernel and terminal confinement).
+    pub fn engine(&self) -> Arc<PolicyEngine> {
+        self.engine.clone()
+    }
+
     /// Re-read the files; on error the previous policy stays in force.
     pub fn reload(&self) -> Result<(), Vec<String>> {
         self.engine

@@ -88,6 +88,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let mut state = AppState::new(settings.clone(), policy.authorizer(), auth, audit);
     crate::services::start(&mut state).await?;
+    crate::confine::install(&mut state, policy.engine())?;
     let app: App = Arc::new(state);
 
     let router = Router::new()

@@ -59,6 +59,8 @@ pub struct AppState {
     pub lab: Option<Arc<crate::api::lab::Lab>>,
     /// The kernels and sessions services (`None` until `services::start`).
     pub kernels: Option<Arc<crate::api::kernels::KernelService>>,
+    /// Landlock confinement of kernels and terminals (`None` until `services::start`).
+    pub confinement: Option<Arc<crate::confine::Confinement>>,
     /// The terminals service (`None` until `services::start`).
     pub terminals: Option<Arc<crate::api::terminals::Terminals>>,
     /// Owner lookups of owned resource types.
@@ -94,6 +96,7 @@ impl AppState {
             contents: None,
             lab: None,
             kernels: None,
+            confinement: None,
             terminals: None,
             instances: HashMap::new(),
             started: now,

@@ -29,6 +29,7 @@ pub async fn status(State(app): State<App>) -> Json<Value> {
         "last_activity": isoformat(app.last_activity()),
         "kernels": kernels,
         "connections": connections,
+        "confinement": app.confinement.as_ref().map(|c| c.to_json()),
     }))
 }
 
