@@ -413,10 +413,26 @@ impl ContentsManager {
         kind: ContentType,
         writable: bool,
     ) -> Model {
+        Self::model_of(
+            request.name().to_string(),
+            request.api_path().to_string(),
+            meta,
+            kind,
+            writable,
+        )
+    }
+
+    fn model_of(
+        name: String,
+        path: String,
+        meta: &Metadata,
+        kind: ContentType,
+        writable: bool,
+    ) -> Model {
         let modified = mtime(meta);
         Model {
-            name: request.name().to_string(),
-            path: request.api_path().to_string(),
+            name,
+            path,
             kind,
             format: None,
             mimetype: None,
@@ -528,8 +544,12 @@ impl ContentsManager {
             if !may_read {
                 continue;
             }
-            let Ok(request) = loc.request.child(&entry.name) else {
-                continue;
+            // A name read from the directory is one segment (never `.`, `..`, or holding
+            // `/` or NUL): the child's path is the parent's plus the name.
+            let path = if loc.request.is_root() {
+                entry.name.clone()
+            } else {
+                format!("{}/{}", loc.request.api_path(), entry.name)
             };
             let kind = if entry.meta.is_dir() {
                 ContentType::Directory
@@ -543,7 +563,7 @@ impl ContentsManager {
                     Some(dir) => fsio::access_writable_in(dir, &entry.name),
                     None => access_writable(&loc.os.join(&entry.name)),
                 };
-            let mut model = self.base_model(&request, &entry.meta, kind, writable);
+            let mut model = Self::model_of(entry.name.clone(), path, &entry.meta, kind, writable);
             if kind == ContentType::File {
                 model.mimetype = mimetypes::guess_type(&entry.name).map(str::to_string);
             }
