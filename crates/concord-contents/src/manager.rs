@@ -153,8 +153,12 @@ fn mtime(meta: &Metadata) -> SystemTime {
     meta.modified().unwrap_or(UNIX_EPOCH)
 }
 
+fn ctime_seconds(meta: &Metadata) -> f64 {
+    meta.ctime() as f64 + meta.ctime_nsec() as f64 * 1e-9
+}
+
 fn ctime(meta: &Metadata) -> String {
-    crate::model::format_timestamp(meta.ctime() as f64 + meta.ctime_nsec() as f64 * 1e-9)
+    crate::model::format_timestamp(ctime_seconds(meta))
 }
 
 /// Python's `base64.encodebytes`: 76-character lines, each ending in a newline.
@@ -430,6 +434,14 @@ impl ContentsManager {
         writable: bool,
     ) -> Model {
         let modified = mtime(meta);
+        let modified_secs = crate::model::unix_seconds(modified);
+        let last_modified = crate::model::format_timestamp(modified_secs);
+        // Most files were last changed when last written: format the time once.
+        let created = if ctime_seconds(meta) == modified_secs {
+            last_modified.clone()
+        } else {
+            ctime(meta)
+        };
         Model {
             name,
             path,
@@ -437,8 +449,8 @@ impl ContentsManager {
             format: None,
             mimetype: None,
             content: None,
-            created: ctime(meta),
-            last_modified: format_time(modified),
+            created,
+            last_modified,
             size: if kind == ContentType::Directory {
                 None
             } else {
