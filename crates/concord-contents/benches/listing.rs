@@ -16,7 +16,7 @@ impl PathAccess for Filter {
         !path.as_str().starts_with("/secret")
     }
     fn may_write(&self, path: &CanonicalPath) -> bool {
-        path.name().ends_with(".txt")
+        path.name().ends_with(".txt") || path.name().ends_with(".ipynb")
     }
 }
 
