@@ -548,13 +548,108 @@ pub fn notebook_file_text(nb: &Value) -> String {
 
 /// [`notebook_file_text`] for a notebook the caller no longer needs (no copy is made).
 pub fn notebook_into_file_text(mut nb: Value) -> String {
-    split_lines(&mut nb);
     strip_transient(&mut nb);
     // The indented text is about 1.2x the content's size: reserve once.
     let mut text = String::with_capacity(approximate_text_len(&nb) + 1);
-    write_value(&mut text, &nb, 0, true, false);
+    // Lines are split while writing (as `split_lines` would), without building them first.
+    write_layout(&mut text, &nb, 0, Layout::Notebook);
     text.push('\n');
     text
+}
+
+/// Where a value sits in a notebook, for the strings [`split_lines`] stores as lists.
+#[derive(Clone, Copy)]
+enum Layout {
+    Plain,
+    Notebook,
+    Cells,
+    Cell,
+    Attachments,
+    MimeBundle,
+    Outputs,
+    Output,
+    Lines,
+}
+
+/// `write_value` with sorted keys and non-ASCII kept, writing each string that
+/// [`split_lines`] would split as its list of lines.
+fn write_layout(out: &mut String, v: &Value, level: usize, layout: Layout) {
+    match (layout, v) {
+        (Layout::Plain, _) => write_value(out, v, level, true, false),
+        (Layout::Lines, Value::String(s)) => {
+            let lines = splitlines_keepends(s);
+            if lines.is_empty() {
+                out.push_str("[]");
+                return;
+            }
+            out.push('[');
+            for (i, line) in lines.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                newline_indent(out, level + 1);
+                write_string(out, line, false);
+            }
+            newline_indent(out, level);
+            out.push(']');
+        }
+        (Layout::Cells | Layout::Outputs, Value::Array(items)) if !items.is_empty() => {
+            let item_layout = match layout {
+                Layout::Cells => Layout::Cell,
+                _ => Layout::Output,
+            };
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                newline_indent(out, level + 1);
+                write_layout(out, item, level + 1, item_layout);
+            }
+            newline_indent(out, level);
+            out.push(']');
+        }
+        (_, Value::Object(map)) if !map.is_empty() => {
+            let code_cell = map.get("cell_type").and_then(Value::as_str) == Some("code");
+            let output_type = map.get("output_type").and_then(Value::as_str);
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                newline_indent(out, level + 1);
+                write_string(out, key, false);
+                out.push_str(": ");
+                let child = match (layout, key.as_str()) {
+                    (Layout::Notebook, "cells") => Layout::Cells,
+                    (Layout::Cell, "source") => Layout::Lines,
+                    (Layout::Cell, "attachments") => Layout::Attachments,
+                    (Layout::Cell, "outputs") if code_cell => Layout::Outputs,
+                    (Layout::Attachments, _) => Layout::MimeBundle,
+                    (Layout::MimeBundle, mime)
+                        if mime.starts_with("text/")
+                            || mime == "application/javascript"
+                            || mime == "image/svg+xml" =>
+                    {
+                        Layout::Lines
+                    }
+                    (Layout::Output, "data")
+                        if matches!(output_type, Some("execute_result" | "display_data")) =>
+                    {
+                        Layout::MimeBundle
+                    }
+                    (Layout::Output, "text") if output_type == Some("stream") => Layout::Lines,
+                    _ => Layout::Plain,
+                };
+                write_layout(out, value, level + 1, child);
+            }
+            newline_indent(out, level);
+            out.push('}');
+        }
+        _ => write_value(out, v, level, true, false),
+    }
 }
 
 fn approximate_text_len(v: &Value) -> usize {

@@ -182,3 +182,39 @@ fn signs_as_written_means_the_reread_signs_alike() {
         assert!(!signs_as_written(&bad), "{bad}");
     }
 }
+
+/// The writer splits lines while writing; it must give what splitting first and then
+/// dumping gives, including for values in unexpected places and of unexpected types.
+#[test]
+fn writer_splits_lines_like_split_lines() {
+    use concord_contents::notebook::{dumps_python, split_lines, strip_transient};
+    let mut cases = samples();
+    cases.push(json!({"cells": [
+        {"cell_type": "code", "metadata": {"trusted": true, "source": "a\nb"}, "source": "x\ny",
+         "attachments": {"a": {"text/plain": "p\nq", "image/png": "AA\nBB", "image/svg+xml": "<s>\n"},
+                         "b": "not a bundle", "c": ["t\n"]},
+         "outputs": [
+            {"output_type": "stream", "name": "stdout", "text": "l1\nl2\r\n"},
+            {"output_type": "stream", "text": ["kept\n", "as is"]},
+            {"output_type": "execute_result", "data": {"text/html": "<b>\n</b>",
+             "application/javascript": "f()\ng()", "application/json": {"text/plain": "n\n"}},
+             "text": "not split\n", "metadata": {}},
+            {"output_type": "error", "text": "e\nf", "data": {"text/plain": "g\nh"}},
+            "not an output", 3, {"output_type": 7, "text": "x\ny"}]},
+        {"cell_type": "markdown", "metadata": {}, "source": "", "outputs": [
+            {"output_type": "stream", "text": "not\nsplit"}]},
+        {"cell_type": "raw", "metadata": {}, "source": ["a\n", "b"], "attachments": []},
+        "not a cell", [], {}],
+        "metadata": {"cells": [{"source": "m\nn"}], "signature": "s", "orig_nbformat": 3},
+        "nbformat": 4, "nbformat_minor": 5}));
+    cases.push(json!({"cells": {"source": "a\nb"}, "metadata": {}}));
+    cases.push(json!({"cells": [{"cell_type": "code", "source": 1, "outputs": {"text": "a\nb"}}]}));
+    cases.push(json!(["not", "a notebook\n"]));
+    for (i, nb) in cases.iter().enumerate() {
+        let mut expected = nb.clone();
+        split_lines(&mut expected);
+        strip_transient(&mut expected);
+        let expected = dumps_python(&expected, true, false) + "\n";
+        assert_eq!(notebook_file_text(nb), expected, "case {i}");
+    }
+}
