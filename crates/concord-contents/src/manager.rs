@@ -153,12 +153,8 @@ fn mtime(meta: &Metadata) -> SystemTime {
     meta.modified().unwrap_or(UNIX_EPOCH)
 }
 
-fn ctime_seconds(meta: &Metadata) -> f64 {
-    meta.ctime() as f64 + meta.ctime_nsec() as f64 * 1e-9
-}
-
 fn ctime(meta: &Metadata) -> String {
-    crate::model::format_timestamp(ctime_seconds(meta))
+    crate::model::format_timestamp(meta.ctime() as f64 + meta.ctime_nsec() as f64 * 1e-9)
 }
 
 /// Python's `base64.encodebytes`: 76-character lines, each ending in a newline.
@@ -434,10 +430,11 @@ impl ContentsManager {
         writable: bool,
     ) -> Model {
         let modified = mtime(meta);
-        let modified_secs = crate::model::unix_seconds(modified);
-        let last_modified = crate::model::format_timestamp(modified_secs);
+        // Python's `st_mtime` (`sec + nsec * 1e-9`), like `ctime` below.
+        let last_modified =
+            crate::model::format_timestamp(meta.mtime() as f64 + meta.mtime_nsec() as f64 * 1e-9);
         // Most files were last changed when last written: format the time once.
-        let created = if ctime_seconds(meta) == modified_secs {
+        let created = if (meta.ctime(), meta.ctime_nsec()) == (meta.mtime(), meta.mtime_nsec()) {
             last_modified.clone()
         } else {
             ctime(meta)

@@ -97,15 +97,11 @@ pub struct Checkpoint {
 /// Format a time as jupyter_server does: `datetime.isoformat()` in UTC with `+00:00`
 /// replaced by `Z`, microseconds only when non-zero.
 pub fn format_time(t: SystemTime) -> String {
-    format_timestamp(unix_seconds(t))
-}
-
-/// POSIX seconds of a time, as the float [`format_time`] formats.
-pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
-    match t.duration_since(UNIX_EPOCH) {
+    let secs_f = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_secs_f64(),
         Err(e) => -e.duration().as_secs_f64(),
-    }
+    };
+    format_timestamp(secs_f)
 }
 
 /// Format POSIX seconds (a float, like Python's `st_mtime`) as jupyter_server does.
