@@ -993,3 +993,51 @@ fn listing_large_directory_with_content_does_not_read_files() {
         .iter()
         .all(|e| e.content.is_none() && e.kind == ContentType::File));
 }
+
+/// Large directories are listed on several threads: every shown entry appears exactly once,
+/// in directory order, with its own path, type, size and writability.
+#[test]
+fn large_listing_is_complete_and_in_order() {
+    let f = fixture();
+    let dir = f.root.join("big");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..5000 {
+        std::fs::write(dir.join(format!("f{i:04}.txt")), "x".repeat(i % 7)).unwrap();
+    }
+    for hidden in [".secret", "junk.pyc", "__pycache__"] {
+        std::fs::write(dir.join(hidden), "").unwrap();
+    }
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("n.ipynb"), "{}").unwrap();
+    std::os::unix::fs::symlink(dir.join("f0003.txt"), dir.join("link.txt")).unwrap();
+    std::fs::write(dir.join("ro.txt"), "r").unwrap();
+    std::fs::set_permissions(
+        dir.join("ro.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o444),
+    )
+    .unwrap();
+    let listing = get(&f, "big").unwrap();
+    let entries = listing["content"].as_array().unwrap();
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| ![".secret", "junk.pyc", "__pycache__"].contains(&n.as_str()))
+        .collect();
+    assert_eq!(names, expected);
+    let by_name = |n: &str| entries.iter().find(|e| e["name"] == n).unwrap();
+    assert_eq!(by_name("f0012.txt")["path"], "big/f0012.txt");
+    assert_eq!(by_name("f0012.txt")["size"], 5);
+    assert_eq!(by_name("f0012.txt")["mimetype"], "text/plain");
+    assert_eq!(by_name("f0012.txt")["writable"], true);
+    assert_eq!(by_name("link.txt")["size"], 3);
+    assert_eq!(by_name("sub")["type"], "directory");
+    assert_eq!(by_name("n.ipynb")["type"], "notebook");
+    // Root ignores file modes, as os.access does.
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let root = unsafe { libc::getuid() } == 0;
+    assert_eq!(by_name("ro.txt")["writable"], root);
+}
