@@ -495,63 +495,64 @@ impl ContentsManager {
         }
         let reader = fs::read_dir(&loc.os)
             .map_err(|e| ContentsError::from_io(&e, loc.request.api_path(), "Error listing"))?;
-        let listed: Vec<(String, fs::DirEntry)> = reader
-            .flatten()
-            .filter_map(|entry| {
-                let name = entry.file_name().into_string().ok()?;
-                let shown =
-                    self.should_list(&name) && (self.config.allow_hidden || !name.starts_with('.'));
-                shown.then_some((name, entry))
-            })
-            .collect();
-        // One `stat` per entry dominates a listing: large directories use every core.
-        let entries: Vec<Entry> = par_map(&listed, |(name, entry)| {
-            let file_type = entry.file_type().ok()?;
+        let mut entries = Vec::new();
+        for entry in reader.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if !self.should_list(&name) || (!self.config.allow_hidden && name.starts_with('.')) {
+                continue;
+            }
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
             let (meta, link_target) = if file_type.is_symlink() {
-                let target = fs::canonicalize(entry.path()).ok()?;
-                let canonical = self.to_canonical(&target)?;
+                let Ok(target) = fs::canonicalize(entry.path()) else {
+                    continue;
+                };
+                let Some(canonical) = self.to_canonical(&target) else {
+                    continue;
+                };
                 if !self.config.allow_hidden && is_hidden(&canonical) {
-                    return None;
+                    continue;
                 }
-                (fs::metadata(&target).ok()?, Some(canonical))
+                let Ok(meta) = fs::metadata(&target) else {
+                    continue;
+                };
+                (meta, Some(canonical))
             } else {
-                (entry.metadata().ok()?, None)
+                let Ok(meta) = entry.metadata() else { continue };
+                (meta, None)
             };
             if !meta.is_file() && !meta.is_dir() {
-                return None;
+                continue;
             }
-            Some(Entry {
-                name: name.clone(),
+            entries.push(Entry {
+                name,
                 meta,
                 link_target,
-            })
-        })
-        .into_iter()
-        .flatten()
-        .collect();
+            });
+        }
         // Writability is asked relative to the directory: no path walk per entry.
         let dir_handle = fs::File::open(&loc.os).ok();
         let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         let readable = caller.access.readable_children(&loc.resolved, &names);
         let writable = caller.access.writable_children(&loc.resolved, &names);
-        let decided: Vec<(Entry, bool)> = entries
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, entry)| {
-                let (may_read, may_write) = match &entry.link_target {
-                    Some(target) => (
-                        caller.access.may_read(target),
-                        caller.access.may_write(target),
-                    ),
-                    None => (
-                        readable.get(i).copied().unwrap_or(false),
-                        writable.get(i).copied().unwrap_or(false),
-                    ),
-                };
-                may_read.then_some((entry, may_write))
-            })
-            .collect();
-        let out = par_map(&decided, |(entry, may_write)| {
+        let mut out = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let (may_read, may_write) = match &entry.link_target {
+                Some(target) => (
+                    caller.access.may_read(target),
+                    caller.access.may_write(target),
+                ),
+                None => (
+                    readable.get(i).copied().unwrap_or(false),
+                    writable.get(i).copied().unwrap_or(false),
+                ),
+            };
+            if !may_read {
+                continue;
+            }
             // A name read from the directory is one segment (never `.`, `..`, or holding
             // `/` or NUL): the child's path is the parent's plus the name.
             let path = if loc.request.is_root() {
@@ -566,19 +567,17 @@ impl ContentsManager {
             } else {
                 ContentType::File
             };
-            let writable = *may_write
+            let writable = may_write
                 && match &dir_handle {
                     Some(dir) => fsio::access_writable_in(dir, &entry.name),
                     None => access_writable(&loc.os.join(&entry.name)),
                 };
-            let mimetype = match kind {
-                ContentType::File => mimetypes::guess_type(&entry.name).map(str::to_string),
-                _ => None,
-            };
             let mut model = Self::model_of(entry.name.clone(), path, &entry.meta, kind, writable);
-            model.mimetype = mimetype;
-            model
-        });
+            if kind == ContentType::File {
+                model.mimetype = mimetypes::guess_type(&entry.name).map(str::to_string);
+            }
+            out.push(model);
+        }
         Ok(out)
     }
 
@@ -1695,40 +1694,6 @@ impl ContentsManager {
             .sign(caller.username, &nb)
             .map_err(|e| ContentsError::internal(format!("Recording trust failed: {e}")))
     }
-}
-
-/// Entries from which a listing spreads its per-entry work over threads.
-const PARALLEL_LISTING_MIN: usize = 2048;
-
-/// `items.map(f)`, in order; on several threads (scoped, one chunk each) for many items.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if items.len() < PARALLEL_LISTING_MIN || threads < 2 {
-        return items.iter().map(f).collect();
-    }
-    let f = &f;
-    let mut chunks = items.chunks(items.len().div_ceil(threads));
-    let own = chunks.next().unwrap_or_default();
-    std::thread::scope(|scope| {
-        let spawned: Vec<_> = chunks
-            .map(|chunk| {
-                let job = move || chunk.iter().map(f).collect::<Vec<R>>();
-                (chunk, std::thread::Builder::new().spawn_scoped(scope, job))
-            })
-            .collect();
-        let mut out: Vec<R> = own.iter().map(f).collect();
-        for (chunk, handle) in spawned {
-            match handle {
-                Ok(handle) => match handle.join() {
-                    Ok(part) => out.extend(part),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                },
-                // A chunk whose thread could not be started is done on this one.
-                Err(_) => out.extend(chunk.iter().map(f)),
-            }
-        }
-        out
-    })
 }
 
 fn human_size(size: u64) -> String {

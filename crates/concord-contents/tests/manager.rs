@@ -994,8 +994,8 @@ fn listing_large_directory_with_content_does_not_read_files() {
         .all(|e| e.content.is_none() && e.kind == ContentType::File));
 }
 
-/// Large directories are listed on several threads: every shown entry appears exactly once,
-/// in directory order, with its own path, type, size and writability.
+/// A large listing: every shown entry appears exactly once, in directory order, with its
+/// own path, type, size and writability.
 #[test]
 fn large_listing_is_complete_and_in_order() {
     let f = fixture();
