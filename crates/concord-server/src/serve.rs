@@ -164,55 +164,25 @@ fn print_urls(settings: &Settings, local: SocketAddr) {
 /// Reload the policy when its files change or on SIGHUP; a bad file keeps the old policy.
 fn spawn_policy_reload(policy: PolicyHandle) {
     // Installed now, not in the task: a SIGHUP must never kill the server.
-    let hup = signal(SignalKind::hangup());
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(8);
-    let files = policy.files();
-    if !files.is_empty() {
-        let watch_tx = tx.clone();
-        let watched = files.clone();
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
-                let relevant = event.paths.iter().any(|p| {
-                    watched
-                        .iter()
-                        .any(|f| p.file_name().is_some() && p.file_name() == f.file_name())
-                });
-                if relevant && !event.kind.is_access() {
-                    let _ = watch_tx.try_send("file change");
-                }
-            }
-        });
-        match watcher {
-            Ok(mut watcher) => {
-                use notify::Watcher;
-                for dir in files.iter().filter_map(|f| f.parent()) {
-                    let dir = if dir.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        dir
-                    };
-                    if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
-                        tracing::warn!("cannot watch {} for policy changes: {e}", dir.display());
-                    }
-                }
-                // The watcher lives as long as the server.
-                std::mem::forget(watcher);
-            }
-            Err(e) => tracing::warn!("cannot watch policy files: {e}"),
+    let hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP: {e}");
+            None
         }
-    }
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(8);
+    let watcher = watch_policy_files(&policy.files(), tx);
     tokio::spawn(async move {
-        let mut hup = match hup {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGHUP: {e}");
-                return;
-            }
-        };
+        // Owned by the task, so the watcher lives as long as the server.
+        let _watcher = watcher;
+        let mut hup = hup;
         loop {
             let why = tokio::select! {
-                _ = hup.recv() => "SIGHUP",
+                Some(_) = async { hup.as_mut()?.recv().await } => "SIGHUP",
                 Some(why) = rx.recv() => why,
+                // Neither SIGHUP nor a watched file: nothing will ever ask for a reload.
+                else => return,
             };
             // Editors write in several steps: wait for the burst to settle.
             tokio::time::sleep(Duration::from_millis(150)).await;
@@ -226,4 +196,43 @@ fn spawn_policy_reload(policy: PolicyHandle) {
             }
         }
     });
+}
+
+/// Watch the directories of the policy files; events on those files are sent to `tx`.
+fn watch_policy_files(
+    files: &[std::path::PathBuf],
+    tx: tokio::sync::mpsc::Sender<&'static str>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    if files.is_empty() {
+        return None;
+    }
+    let watched = files.to_vec();
+    let mut watcher =
+        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            let relevant = event.paths.iter().any(|p| {
+                p.file_name().is_some() && watched.iter().any(|f| p.file_name() == f.file_name())
+            });
+            if relevant && !event.kind.is_access() {
+                let _ = tx.try_send("file change");
+            }
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("cannot watch policy files: {e}");
+                return None;
+            }
+        };
+    for dir in files.iter().filter_map(|f| f.parent()) {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!("cannot watch {} for policy changes: {e}", dir.display());
+        }
+    }
+    Some(watcher)
 }
