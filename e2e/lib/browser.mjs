@@ -1,6 +1,7 @@
 // Debian's Chromium driven by playwright-core (no browser download), one isolated context
 // per user, and screenshots of every step in test-artifacts/e2e/.
 import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { repo } from './concord.mjs';
@@ -48,9 +49,46 @@ export async function waitForKernelIdle(page) {
 
 /** Close JupyterLab's "get notified about news?" toast, if shown, so it hides nothing. */
 export async function dismissNews(page) {
-  const no = page.locator('.jp-Notification-Toast button:has-text("No")').first();
+  const no = page.locator('.jp-toastContainer button:has-text("No")').first();
   // It appears a moment after start-up; its absence is fine.
   if (await no.waitFor({ timeout: 5000 }).then(() => true, () => false)) await no.click().catch(() => {});
+}
+
+/** Wait until `locator` has slid fully into the window (toasts animate in), for a screenshot. */
+export async function settled(locator) {
+  await locator.evaluate((el) => new Promise((resolve) => {
+    const check = () => {
+      const r = el.getBoundingClientRect();
+      if (r.right <= window.innerWidth && r.bottom <= window.innerHeight && el.getAnimations().length === 0) resolve();
+      else requestAnimationFrame(check);
+    };
+    check();
+  }));
+}
+
+/**
+ * In the open notebook at `path` (not writable for this user): Ctrl+S shows JupyterLab's
+ * read-only warning, and "Save As" to `copyPath` shows the server's refusal; neither writes.
+ * Screenshots `<label>-save.png` and `<label>-save-as.png`.
+ */
+export async function expectSaveRefused(page, server, path, copyPath, label) {
+  await page.locator('.jp-NotebookPanel :text("notebook is read-only")').waitFor();
+  await page.keyboard.press('Control+s');
+  const toast = page.locator('.jp-toastContainer .Toastify__toast:has-text("is read-only")');
+  await toast.waitFor({ timeout: 30_000 });
+  assert.ok((await toast.textContent()).includes(`${path} is read-only`), await toast.textContent());
+  await settled(toast);
+  await shot(page, `${label}-save`);
+  await page.keyboard.press('Control+Shift+s');
+  await page.locator('.jp-Dialog input').waitFor();
+  await page.fill('.jp-Dialog input', copyPath);
+  await page.click('.jp-Dialog button.jp-mod-accept');
+  const error = page.locator('.jp-Dialog:has-text("File Save Error")');
+  await error.waitFor({ timeout: 30_000 });
+  assert.match(await error.textContent(), /not authorized to write on resource: contents:/);
+  await shot(page, `${label}-save-as`);
+  await page.click('.jp-Dialog button:has-text("Close")');
+  assert.ok(!fs.existsSync(server.file(copyPath)), `no ${copyPath} was written`);
 }
 
 /** Poll `fn` until it returns a truthy value (for things outside the page, like files). */

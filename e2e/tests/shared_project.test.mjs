@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { startConcord, notebook } from '../lib/concord.mjs';
-import { launchBrowser, loginAs, waitForLab, waitForKernelIdle, dismissNews, shot, eventually } from '../lib/browser.mjs';
+import { launchBrowser, loginAs, waitForLab, waitForKernelIdle, dismissNews, shot, eventually, expectSaveRefused } from '../lib/browser.mjs';
 
 const POLICY = `
 [roles.browse]
@@ -130,12 +130,10 @@ test('the viewer sees the notebook; running and saving are refused with a messag
   const refusal = page.locator('.jp-OutputArea-output:has-text("PermissionError")');
   await refusal.waitFor({ timeout: 30_000 });
   assert.match(await refusal.textContent(), /may watch this kernel but not run code/);
-  // Save: JupyterLab knows the file is not writable for the viewer and says so...
-  const badge = page.locator('.jp-NotebookPanel :text("notebook is read-only")');
-  await badge.waitFor();
-  await page.keyboard.press('Control+s');
-  await shot(page, 'viewer-03-run-and-save-refused');
-  // ...and the server refuses a save all the same, with a message naming the permission.
+  // Save: JupyterLab knows the file is not writable for the viewer and says so; "Save As"
+  // into the folder is refused by the server, whose reason JupyterLab shows.
+  await expectSaveRefused(page, server, NB, 'projects/a/analysis-copy.ipynb', 'viewer-03-save-refused');
+  // The server refuses a plain save all the same, with a message naming the permission.
   const put = await page.evaluate(async (nb) => {
     const xsrf = document.cookie.split('; ').find((c) => c.startsWith('_xsrf=')).slice(6);
     const model = await (await fetch(`/api/contents/${nb}`)).json();
