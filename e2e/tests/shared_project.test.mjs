@@ -150,35 +150,30 @@ test('the viewer sees the notebook; running and saving are refused with a messag
 });
 
 test("the viewer, watching the editor's kernel, sees the editor's new output", async () => {
-  const { context, page } = await loginAs(browser, server, 'viewer', 'viewer-pass-1', { next: 'lab', label: 'watcher' });
+  const { context, page } = await loginAs(browser, server, 'viewer', 'viewer-pass-1', { next: `lab/tree/${NB}`, label: 'watcher' });
   await waitForLab(page);
-  // The viewer may list kernels and attach as a watcher (read), in its own browser session.
-  await page.evaluate(async () => {
-    const kernels = await (await fetch('/api/kernels')).json();
-    if (kernels.length !== 1) throw new Error(`expected the editor's kernel, got ${JSON.stringify(kernels)}`);
-    const ws = new WebSocket(`ws://${location.host}/api/kernels/${kernels[0].id}/channels?session_id=watcher`);
-    window.watched = [];
-    ws.onmessage = (e) => {
-      const msg = JSON.parse(e.data);
-      if (msg.channel === 'iopub' && msg.msg_type === 'stream') {
-        window.watched.push(msg.content.text);
-        const div = document.createElement('pre');
-        div.className = 'watched-output';
-        div.style.cssText = 'position:fixed;bottom:40px;left:300px;background:#ffd;padding:8px;z-index:9999';
-        div.textContent = `watched: ${msg.content.text}`;
-        document.body.appendChild(div);
-      }
-    };
-    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
-  });
+  await waitForKernelIdle(page); // the notebook joined the editor's kernel
+  await dismissNews(page);
+  // JupyterLab's way to watch a kernel: a console on the notebook's kernel that shows all of
+  // the kernel's activity, including what other people run.
+  await page.click('.jp-NotebookPanel .jp-Cell .jp-InputArea-prompt', { button: 'right' });
+  await page.click('.lm-Menu-item:has-text("New Console for Notebook")');
+  const console_ = page.locator('.jp-CodeConsole');
+  await console_.waitFor({ timeout: 30_000 });
+  await page.waitForSelector('.jp-CodeConsole-banner:has-text("Python")', { timeout: 30_000 });
+  await page.click('.jp-CodeConsole-content', { button: 'right' });
+  await page.click('.lm-Menu-item:has-text("Show All Kernel Activity")');
+  await shot(page, 'watcher-02-console-open');
   // The editor runs a new cell.
   const ed = editor.page;
   await ed.click('.jp-NotebookPanel .jp-Cell >> nth=-1 >> .cm-content');
   await ed.keyboard.type('print("live:", 7 * 6)');
   await ed.keyboard.press('Shift+Enter');
   await ed.waitForSelector('.jp-OutputArea-output:has-text("live: 42")');
-  await page.waitForFunction(() => window.watched.some((t) => t.includes('live: 42')), null, { timeout: 30_000 });
-  await shot(page, 'watcher-02-sees-editor-output');
+  // The viewer's console shows the editor's code and its output as they happen.
+  const foreign = page.locator('.jp-CodeConsole .jp-CodeCell').filter({ hasText: 'print("live:", 7 * 6)' });
+  await foreign.locator('.jp-OutputArea-output:has-text("live: 42")').waitFor({ timeout: 30_000 });
+  await shot(page, 'watcher-03-sees-editor-output');
   await context.close();
 });
 
