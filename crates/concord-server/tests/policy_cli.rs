@@ -40,6 +40,17 @@ const TABLE: &[(&str, &str, &str, &str, &str, bool)] = &[
     ("read-only", "eve", "", "write", "contents:/a/b.txt", false),
     ("read-only", "eve", "", "execute", "kernels:k1@eve", false),
     ("read-only", "eve", "", "write", "kernels@eve", false),
+    // Reading a kernel means watching its outputs: the admins' kernels stay private.
+    ("read-only", "eve", "", "read", "kernels:k1@root", false),
+    ("read-only", "eve", "", "read", "sessions:s1@root", false),
+    (
+        "read-write-no-execute",
+        "eve",
+        "",
+        "read",
+        "kernels:k1@root",
+        false,
+    ),
     ("read-only", "eve", "", "execute", "terminals:1@eve", false),
     (
         "read-only",
