@@ -205,6 +205,8 @@ fn service_rows() -> Vec<Route> {
         row(Get,    "/lab/api/translations/{locale}",                     Access::Identified, api::lab::get_translation),
         row(Get,    "/lab/api/listings/{*path}",                          Access::Identified, api::lab::listings),
         row(Get,    "/lab/api/licenses",                                  Access::Identified, api::lab::licenses),
+        row(Get,    "/lab/api/update",                                    Access::Identified, api::lab::update_check),
+        row(Get,    "/lab/api/news",                                      Access::Identified, api::lab::news),
         row(Get,    "/lab/{*path}",                                       Access::Identified, api::lab::page_not_found),
         // Front-end config: each user's own layer over the server-wide one; writing the
         // server-wide layer (`?scope=server`) also needs config:write (checked by the handler).

@@ -635,6 +635,25 @@ async fn translations_and_listings_answer_as_jupyterlab_server() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // The update check and the news feed answer as jupyterlab does when both are off.
+    let v: Value = o
+        .get(s.url("lab/api/update?1795490796072"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"notification": null}));
+    let v: Value = o
+        .get(s.url("lab/api/news"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"news": []}));
 }
 
 #[tokio::test]

@@ -974,6 +974,18 @@ pub async fn listings() -> Response {
     .into_response()
 }
 
+/// `GET /lab/api/update`: JupyterLab's "check for updates". Concord never calls out to
+/// PyPI (jupyterlab's `NeverCheckForUpdate`), so there is never a notification.
+pub async fn update_check() -> Response {
+    axum::Json(json!({ "notification": null })).into_response()
+}
+
+/// `GET /lab/api/news`: the news feed. Concord serves none (page config `news.disabled`), so
+/// the list is empty, as jupyterlab's handler answers without a `news_url`.
+pub async fn news() -> Response {
+    axum::Json(json!({ "news": [] })).into_response()
+}
+
 /// `GET /lab/api/licenses/`: the third-party licenses of the front end and of each federated
 /// extension (Help → Licenses), in jupyterlab_server's JSON report format.
 pub async fn licenses(State(app): State<App>, req: Request) -> ApiResult<Response> {
