@@ -497,3 +497,15 @@ async fn a_subscriber_that_never_reads_holds_nobody_up() {
     post_marker(s, &u.alice, "shared/still-here").await;
     assert!(alice.until_marker("shared/still-here").await.is_empty());
 }
+
+#[tokio::test]
+async fn subscribers_are_closed_when_the_server_stops() {
+    let mut s = common::server().start();
+    let token = s.token.clone().unwrap();
+    let mut sub = subscribe(&s.base, &token).await.unwrap();
+    // Well within the 5 s the server grants open connections at exit: the subscriber does
+    // not hold the shutdown open.
+    let status = s.terminate(4).expect("the server stops in time");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(sub.next().await, None);
+}

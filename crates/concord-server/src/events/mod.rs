@@ -12,7 +12,7 @@ pub mod pyjson;
 
 use concord_authz::{Action, Authorize, Identity, Resource};
 use serde_json::Value;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 
@@ -175,17 +175,31 @@ pub fn contents_event(
     }
 }
 
-/// What a subscriber holds: the stream of events and the bus's end.
+/// What a subscriber holds: the stream of events and the bus's end. Counted as a
+/// subscriber until dropped.
 pub struct Subscription {
     /// Events from now on.
     pub events: broadcast::Receiver<Arc<Event>>,
     /// Becomes true when the server shuts down.
     pub closed: watch::Receiver<bool>,
+    _counted: Counted,
+}
+
+/// One unit of the bus's subscriber count, given back on drop.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The server's event bus.
 pub struct EventBus {
     tx: broadcast::Sender<Arc<Event>>,
+    /// Open subscriptions: an atomic, so that publishers learn "nobody listens" without
+    /// touching the broadcast's lock.
+    subscribers: Arc<AtomicUsize>,
     schemas: Vec<EventSchema>,
     closed: watch::Sender<bool>,
     emitted: AtomicU64,
@@ -214,6 +228,7 @@ impl EventBus {
             .collect();
         EventBus {
             tx: broadcast::channel(BUS_CAPACITY).0,
+            subscribers: Arc::new(AtomicUsize::new(0)),
             schemas,
             closed: watch::channel(false).0,
             emitted: AtomicU64::new(0),
@@ -228,7 +243,7 @@ impl EventBus {
 
     /// Whether anyone is subscribed (events are built only then).
     pub fn has_subscribers(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.subscribers.load(Ordering::Relaxed) > 0
     }
 
     /// Publish the events `build` makes, in order, if anyone is subscribed (`build` is not
@@ -246,9 +261,11 @@ impl EventBus {
 
     /// Receive every event published from now on.
     pub fn subscribe(&self) -> Subscription {
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
         Subscription {
             events: self.tx.subscribe(),
             closed: self.closed.subscribe(),
+            _counted: Counted(self.subscribers.clone()),
         }
     }
 
@@ -271,7 +288,7 @@ impl EventBus {
              # TYPE concord_events_emitted_total counter\nconcord_events_emitted_total {}\n\
              # HELP concord_event_subscribers_lagged_total Subscribers disconnected for falling behind.\n\
              # TYPE concord_event_subscribers_lagged_total counter\nconcord_event_subscribers_lagged_total {}\n",
-            self.tx.receiver_count(),
+            self.subscribers.load(Ordering::Relaxed),
             self.emitted.load(Ordering::Relaxed),
             self.lagged.load(Ordering::Relaxed),
         )
@@ -347,5 +364,8 @@ mod tests {
         let mut sub = bus.subscribe();
         bus.emit(|| Some(contents_event("get", "", None, vec![])));
         assert!(sub.events.try_recv().is_ok());
+        drop(sub);
+        assert!(!bus.has_subscribers());
+        bus.emit(|| -> Option<Event> { panic!("built after the last subscriber left") });
     }
 }
