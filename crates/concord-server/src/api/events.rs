@@ -21,7 +21,7 @@ use axum::Extension;
 use concord_authz::{Action, CanonicalPath, Identity, Owner, Resource, ResourceType};
 use futures::{SinkExt, StreamExt};
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::error::{ApiError, ApiResult};
 use crate::events::pyjson::PyJson;
@@ -34,6 +34,9 @@ use crate::state::App;
 /// A subscriber whose socket takes longer than this to accept one frame is not reading:
 /// it is disconnected rather than holding its connection and task forever.
 const WRITE_STALL: Duration = Duration::from_secs(10);
+
+/// Frames written with one flush at most, so a steady stream is never held back.
+const FLUSH_EVERY: usize = 64;
 
 /// Close code for a subscriber that fell behind or is no longer allowed (policy violation).
 const CLOSE_POLICY: u16 = 1008;
@@ -75,11 +78,30 @@ async fn pump(app: App, who: Identity, mut sub: Subscription, socket: WebSocket)
         }
     };
     let writer = async {
+        // Frames fed to the socket but not yet flushed: a burst (a save is two events) is
+        // written with one flush.
+        let mut unflushed = 0usize;
         loop {
-            let received = tokio::select! {
-                r = sub.events.recv() => r,
-                _ = sub.closed.wait_for(|closed| *closed) => {
-                    return Some((CLOSE_GOING_AWAY, "the server is shutting down".to_string()));
+            let received = if unflushed > 0 {
+                match sub.events.try_recv() {
+                    Ok(event) => Ok(event),
+                    Err(TryRecvError::Empty) => {
+                        let flush = tokio::time::timeout(WRITE_STALL, sink.flush()).await;
+                        if !written(flush, &app, &who) {
+                            return None;
+                        }
+                        unflushed = 0;
+                        continue;
+                    }
+                    Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
+                    Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                }
+            } else {
+                tokio::select! {
+                    r = sub.events.recv() => r,
+                    _ = sub.closed.wait_for(|closed| *closed) => {
+                        return Some((CLOSE_GOING_AWAY, "the server is shutting down".to_string()));
+                    }
                 }
             };
             let event = match received {
@@ -115,15 +137,17 @@ async fn pump(app: App, who: Identity, mut sub: Subscription, socket: WebSocket)
                     "no longer allowed to receive events".to_string(),
                 ));
             }
-            let send = sink.send(Message::Text(event.frame.as_str().into()));
-            match tokio::time::timeout(WRITE_STALL, send).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return None,
-                Err(_) => {
-                    app.events.count_lagged();
-                    tracing::info!(user = %who.username(), "events subscriber stopped reading; disconnected");
+            let feed = sink.feed(Message::Text(event.frame.as_str().into()));
+            if !written(tokio::time::timeout(WRITE_STALL, feed).await, &app, &who) {
+                return None;
+            }
+            unflushed += 1;
+            if unflushed >= FLUSH_EVERY {
+                let flush = tokio::time::timeout(WRITE_STALL, sink.flush()).await;
+                if !written(flush, &app, &who) {
                     return None;
                 }
+                unflushed = 0;
             }
         }
     };
@@ -137,6 +161,24 @@ async fn pump(app: App, who: Identity, mut sub: Subscription, socket: WebSocket)
             reason: reason.into(),
         })));
         let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+    }
+}
+
+/// Whether a write to the socket completed; one that took longer than [`WRITE_STALL`] is
+/// counted as a subscriber that stopped reading (one that failed: the client left).
+fn written<E>(
+    r: Result<Result<(), E>, tokio::time::error::Elapsed>,
+    app: &App,
+    who: &Identity,
+) -> bool {
+    match r {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            app.events.count_lagged();
+            tracing::info!(user = %who.username(), "events subscriber stopped reading; disconnected");
+            false
+        }
     }
 }
 
