@@ -152,6 +152,11 @@ import kernels as _kernels_bench  # noqa: E402
 for _fn in _kernels_bench.scenarios(load):
     scenario(_fn)
 
+import events as _events_bench  # noqa: E402
+
+for _fn in _events_bench.scenarios(load):
+    scenario(_fn)
+
 
 def main(argv):
     wanted = argv or list(SCENARIOS)

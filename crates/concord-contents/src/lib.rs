@@ -31,5 +31,7 @@ pub use manager::{
 };
 pub use mimetypes::guess_type;
 pub use model::{format_time, format_timestamp, Checkpoint, Content, ContentType, Model};
+/// Python's `repr()` of a float, as `json.dumps` writes floats.
+pub use pyfmt::repr_float as python_float_repr;
 /// Python's `repr()` of a string, as jupyter_server's messages quote values.
 pub use pyfmt::repr_str as python_repr;

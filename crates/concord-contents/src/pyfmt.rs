@@ -32,7 +32,7 @@ pub fn repr_str(s: &str) -> String {
 
 /// Python's `repr(float)`: the shortest round-trip digits, positional for exponents in
 /// -4..16 (`100.0`, `0.0001`), scientific otherwise with a signed two-digit exponent (`1e+16`).
-pub(crate) fn repr_float(x: f64) -> String {
+pub fn repr_float(x: f64) -> String {
     if x.is_nan() {
         return "NaN".into();
     }

@@ -27,8 +27,12 @@ use crate::transport::{FrameReceiver, FrameSender, Transport, ZmqTransport};
 use crate::wire::{Message, Signer};
 use crate::ws::{decode, Channel, CodecError, WsFrame, WsProtocol};
 
+/// Lifecycle actions kept for a subscriber that has not read them yet; one that falls
+/// further behind misses the oldest (the server's forwarder only re-publishes them).
+const ACTION_QUEUE: usize = 256;
+
 /// What went wrong, with a `kind` the server maps to an HTTP status.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum KernelError {
     /// No such kernel (or not one the caller may see).
     #[error("kernel does not exist: {0}")]
@@ -203,6 +207,50 @@ pub struct KernelInfo {
     pub owner: Owner,
     /// Its working directory (relative to the root), when started with a path.
     pub path: Option<CanonicalPath>,
+}
+
+/// A lifecycle action on a kernel, as jupyter_server's `kernel_actions` events name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelActionKind {
+    /// A kernel was started (or failed to start).
+    Start,
+    /// A kernel was interrupted.
+    Interrupt,
+    /// A kernel was restarted: on request, or by the automatic restarter after a crash.
+    Restart,
+    /// A kernel was shut down: on request, by the idle culler, or at server exit.
+    Shutdown,
+}
+
+impl KernelActionKind {
+    /// The event's `action` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelActionKind::Start => "start",
+            KernelActionKind::Interrupt => "interrupt",
+            KernelActionKind::Restart => "restart",
+            KernelActionKind::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What happened to a kernel, reported on [`KernelManager::subscribe_actions`] whoever caused
+/// it (a request, the restarter, the culler). Carries what authorization needs to decide who
+/// may hear of it: the kernel's owner and path.
+#[derive(Clone, Debug)]
+pub struct KernelAction {
+    /// What was done.
+    pub action: KernelActionKind,
+    /// The kernel's id; `None` only when a start failed before an id was chosen.
+    pub kernel_id: Option<String>,
+    /// The kernelspec name (as requested, for a start that failed to find it).
+    pub kernel_name: String,
+    /// Who started the kernel (or tried to).
+    pub owner: Owner,
+    /// The kernel's working directory, when it was started with one.
+    pub path: Option<CanonicalPath>,
+    /// `None` on success; the failure otherwise.
+    pub error: Option<KernelError>,
 }
 
 /// A request to start a kernel.
@@ -427,6 +475,8 @@ struct ManagerInner {
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     counters: Counters,
     confiner: std::sync::RwLock<Option<ConfinementProvider>>,
+    /// Lifecycle actions, for whoever subscribed (nothing is built when nobody did).
+    actions: tokio::sync::broadcast::Sender<KernelAction>,
 }
 
 /// Gives the confinement of a kernel its owner starts (`None`: unconfined), or why none
@@ -483,6 +533,7 @@ impl KernelManager {
                 kernels: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
                 confiner: std::sync::RwLock::new(None),
+                actions: tokio::sync::broadcast::channel(ACTION_QUEUE).0,
             }),
         };
         if mgr.inner.config.cull_idle_timeout.is_some() {
@@ -511,6 +562,50 @@ impl KernelManager {
     /// The configuration.
     pub fn config(&self) -> &KernelManagerConfig {
         &self.inner.config
+    }
+
+    /// Every lifecycle action from now on (start, interrupt, restart, shutdown; success and
+    /// failure), whoever caused it: a request, the automatic restarter, the idle culler.
+    pub fn subscribe_actions(&self) -> tokio::sync::broadcast::Receiver<KernelAction> {
+        self.inner.actions.subscribe()
+    }
+
+    /// Report an action to the subscribers; builds nothing when there are none.
+    fn report(
+        &self,
+        action: KernelActionKind,
+        k: &Kernel,
+        result: &Result<impl Sized, KernelError>,
+    ) {
+        if self.inner.actions.receiver_count() == 0 {
+            return;
+        }
+        let _ = self.inner.actions.send(KernelAction {
+            action,
+            kernel_id: Some(k.id.clone()),
+            kernel_name: k.name.clone(),
+            owner: k.owner.clone(),
+            path: k.path.clone(),
+            error: result.as_ref().err().cloned(),
+        });
+    }
+
+    /// Report a start that failed before a kernel existed.
+    fn report_failed_start(&self, req: &StartKernel, id: Option<&str>, error: &KernelError) {
+        if self.inner.actions.receiver_count() == 0 {
+            return;
+        }
+        let _ = self.inner.actions.send(KernelAction {
+            action: KernelActionKind::Start,
+            kernel_id: id.map(str::to_string),
+            kernel_name: req
+                .name
+                .clone()
+                .unwrap_or_else(|| self.inner.config.default_kernel_name.clone()),
+            owner: req.owner.clone(),
+            path: req.path.clone(),
+            error: Some(error.clone()),
+        });
     }
 
     fn kernel(&self, id: &str) -> Result<Arc<Kernel>, KernelError> {
@@ -559,7 +654,14 @@ impl KernelManager {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let confinement = match provider {
-            Some(provide) => provide(&req.owner).map_err(KernelError::StartFailed)?,
+            Some(provide) => match provide(&req.owner) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    let e = KernelError::StartFailed(e);
+                    self.report_failed_start(&req, req.kernel_id.as_deref(), &e);
+                    return Err(e);
+                }
+            },
             None => None,
         };
         self.start_confined(req, confinement).await
@@ -582,6 +684,38 @@ impl KernelManager {
         req: StartKernel,
         confinement: Option<Arc<concord_confine::ConfinementPlan>>,
     ) -> Result<KernelInfo, KernelError> {
+        // The id comes first so that a failed start is reported with it, as jupyter_server.
+        let id = match &req.kernel_id {
+            Some(id) => match uuid::Uuid::parse_str(id) {
+                Ok(parsed) => parsed.hyphenated().to_string(),
+                Err(_) => {
+                    let e = KernelError::BadRequest(format!("kernel id {id:?} is not a UUID"));
+                    self.report_failed_start(&req, None, &e);
+                    return Err(e);
+                }
+            },
+            None => uuid::Uuid::new_v4().hyphenated().to_string(),
+        };
+        match self.prepare_start(&req, &id, confinement) {
+            Ok(kernel) => {
+                let result = self.launch_new(kernel.clone()).await;
+                self.report(KernelActionKind::Start, &kernel, &result);
+                result
+            }
+            Err(e) => {
+                self.report_failed_start(&req, Some(&id), &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Check a start request and register its kernel (not yet running) under `id`.
+    fn prepare_start(
+        &self,
+        req: &StartKernel,
+        id: &str,
+        confinement: Option<Arc<concord_confine::ConfinementPlan>>,
+    ) -> Result<Arc<Kernel>, KernelError> {
         let name = req
             .name
             .clone()
@@ -594,15 +728,7 @@ impl KernelManager {
                 )));
             }
         }
-        let id = match &req.kernel_id {
-            Some(id) => {
-                let parsed = uuid::Uuid::parse_str(id).map_err(|_| {
-                    KernelError::BadRequest(format!("kernel id {id:?} is not a UUID"))
-                })?;
-                parsed.hyphenated().to_string()
-            }
-            None => uuid::Uuid::new_v4().hyphenated().to_string(),
-        };
+        let id = id.to_string();
         let cwd = self.cwd_for(req.path.as_ref())?;
         let limits = HubLimits {
             client_queue: self.inner.config.client_queue,
@@ -650,15 +776,20 @@ impl KernelManager {
             if kernels.contains_key(&id) {
                 return Err(KernelError::Duplicate(id));
             }
-            kernels.insert(id.clone(), kernel.clone());
+            kernels.insert(id, kernel.clone());
         }
+        Ok(kernel)
+    }
+
+    /// Launch a registered kernel's first process; forget the kernel when it fails.
+    async fn launch_new(&self, kernel: Arc<Kernel>) -> Result<KernelInfo, KernelError> {
         let guard = kernel.lifecycle.lock().await;
         let started = self.launch(&kernel).await;
         drop(guard);
         match started {
             Ok(()) => Ok(self.info(&kernel)),
             Err(e) => {
-                lock(&self.inner.kernels).remove(&id);
+                lock(&self.inner.kernels).remove(&kernel.id);
                 lock(&kernel.state).removed = true;
                 Err(e)
             }
@@ -701,6 +832,12 @@ impl KernelManager {
     /// kernelspec says.
     pub async fn interrupt(&self, id: &str) -> Result<(), KernelError> {
         let k = self.kernel(id)?;
+        let result = Self::send_interrupt(&k);
+        self.report(KernelActionKind::Interrupt, &k, &result);
+        result
+    }
+
+    fn send_interrupt(k: &Kernel) -> Result<(), KernelError> {
         match k.spec.interrupt_mode() {
             InterruptMode::Signal => {
                 let pid = k
@@ -737,6 +874,7 @@ impl KernelManager {
         self.stop_incarnation(&k, true).await;
         let res = self.launch(&k).await;
         drop(guard);
+        self.report(KernelActionKind::Restart, &k, &res);
         res.map(|()| self.info(&k))
     }
 
@@ -750,6 +888,7 @@ impl KernelManager {
         k.set_state("dead");
         k.hub.close_all("kernel shut down");
         drop(guard);
+        self.report(KernelActionKind::Shutdown, &k, &Ok::<(), KernelError>(()));
         Ok(())
     }
 
@@ -1270,7 +1409,11 @@ impl KernelManager {
                 .fetch_add(1, Ordering::Relaxed);
             k.set_state("restarting");
             k.push_status("restarting");
-            match self.launch(&k).await {
+            // Each attempt is a restart event, as jupyter_client's restarter calls
+            // `restart_kernel` (a kernel that finally stays dead is removed without one).
+            let result = self.launch(&k).await;
+            self.report(KernelActionKind::Restart, &k, &result);
+            match result {
                 Ok(()) => break,
                 Err(e) => tracing::warn!(kernel = %k.id, "restart failed: {e}"),
             }

@@ -16,8 +16,8 @@ pub mod ws;
 pub use hub::{ClientOutbound, WsOut, CLOSE_NORMAL, CLOSE_TOO_SLOW};
 pub use kernel::{
     ClientConnection, ClientInbound, ConfinementProvider, ErrorKind, Inbound, InboundError,
-    KernelError, KernelInfo, KernelManager, KernelManagerConfig, KernelMetrics, KernelModel,
-    Permission, StartKernel, TransportKind,
+    KernelAction, KernelActionKind, KernelError, KernelInfo, KernelManager, KernelManagerConfig,
+    KernelMetrics, KernelModel, Permission, StartKernel, TransportKind,
 };
 pub use kernelspec::{InterruptMode, KernelSpec, KernelSpecError, KernelSpecManager};
 pub use sessions::{NewSession, SessionError, SessionInfo, SessionManager, SessionPatch};

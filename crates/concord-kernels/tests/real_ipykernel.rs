@@ -10,9 +10,9 @@ use concord_authz::Owner;
 use concord_kernels::wire::Message;
 use concord_kernels::ws::{decode, encode};
 use concord_kernels::{
-    Channel, ClientConnection, Inbound, KernelManager, KernelManagerConfig, KernelSpecManager,
-    NewSession, Permission, SessionManager, SessionPatch, StartKernel, TransportKind, WsFrame,
-    WsOut, WsProtocol, CLOSE_TOO_SLOW,
+    Channel, ClientConnection, Inbound, KernelAction, KernelActionKind, KernelManager,
+    KernelManagerConfig, KernelSpecManager, NewSession, Permission, SessionManager, SessionPatch,
+    StartKernel, TransportKind, WsFrame, WsOut, WsProtocol, CLOSE_TOO_SLOW,
 };
 use serde_json::{json, Value};
 
@@ -58,6 +58,19 @@ fn owner(name: &str) -> Owner {
         username: name.into(),
         groups: vec![],
     }
+}
+
+/// The next lifecycle action reported, within [`PATIENCE`].
+async fn next_action(rx: &mut tokio::sync::broadcast::Receiver<KernelAction>) -> KernelAction {
+    tokio::time::timeout(PATIENCE, rx.recv())
+        .await
+        .expect("an action is reported")
+        .expect("the action stream is open")
+}
+
+/// (action, succeeded, kernel id) of an action, for compact assertions.
+fn summary(a: &KernelAction) -> (KernelActionKind, bool, Option<String>) {
+    (a.action, a.error.is_none(), a.kernel_id.clone())
 }
 
 async fn start(mgr: &KernelManager, who: &str) -> String {
@@ -176,7 +189,15 @@ async fn wait_gone(pid: i32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_execute_interrupt_restart_shutdown() {
     let env = env_with(|_| {});
+    let mut actions = env.mgr.subscribe_actions();
     let id = start(&env.mgr, "alice").await;
+    let started = next_action(&mut actions).await;
+    assert_eq!(
+        summary(&started),
+        (KernelActionKind::Start, true, Some(id.clone()))
+    );
+    assert_eq!(started.owner.username, "alice");
+    assert_eq!(started.kernel_name, "python3");
     let model = env.mgr.get(&id).unwrap().model;
     assert_eq!(model.name, "python3");
     assert_eq!(model.execution_state, "idle");
@@ -235,6 +256,10 @@ async fn start_execute_interrupt_restart_shutdown() {
     })
     .await;
     env.mgr.interrupt(&id).await.unwrap();
+    assert_eq!(
+        summary(&next_action(&mut actions).await),
+        (KernelActionKind::Interrupt, true, Some(id.clone()))
+    );
     let out = read_until(&mut c, |ch, m, _| {
         ch == Channel::Shell && m.info.msg_type == "execute_reply" && parent_id(m) == rid
     })
@@ -247,6 +272,10 @@ async fn start_execute_interrupt_restart_shutdown() {
     let pid1 = env.mgr.pid(&id).unwrap().unwrap();
     let restarted = env.mgr.restart(&id).await.unwrap();
     assert_eq!(restarted.model.id, id);
+    assert_eq!(
+        summary(&next_action(&mut actions).await),
+        (KernelActionKind::Restart, true, Some(id.clone()))
+    );
     let pid2 = env.mgr.pid(&id).unwrap().unwrap();
     assert_ne!(pid1, pid2);
     wait_gone(pid1).await;
@@ -258,6 +287,14 @@ async fn start_execute_interrupt_restart_shutdown() {
     assert!(stdout_of(&out).contains('2'));
 
     env.mgr.shutdown(&id).await.unwrap();
+    assert_eq!(
+        summary(&next_action(&mut actions).await),
+        (KernelActionKind::Shutdown, true, Some(id.clone()))
+    );
+    // A kernel that does not exist is not acted on, so nothing is reported.
+    assert!(env.mgr.shutdown(&id).await.is_err());
+    assert!(env.mgr.interrupt(&id).await.is_err());
+    assert!(actions.try_recv().is_err());
     wait_gone(pid2).await;
     assert!(env.mgr.get(&id).is_err());
     assert!(!cf.exists(), "connection file removed");
@@ -284,6 +321,7 @@ async fn kill_9_is_detected_and_the_kernel_restarts() {
         .connect(&id, "s1", "alice", Permission::Execute, WsProtocol::Legacy)
         .unwrap();
     run(&mut c, "x = 1", "alice").await;
+    let mut actions = env.mgr.subscribe_actions();
     let pid1 = env.mgr.pid(&id).unwrap().unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid1),
@@ -305,6 +343,11 @@ async fn kill_9_is_detected_and_the_kernel_restarts() {
     assert!(stdout_of(&out).contains("False"));
     let m = env.mgr.metrics();
     assert!(m.kernel_deaths_total >= 1 && m.kernel_auto_restarts_total >= 1);
+    // The restarter's restart is reported like a requested one.
+    assert_eq!(
+        summary(&next_action(&mut actions).await),
+        (KernelActionKind::Restart, true, Some(id.clone()))
+    );
     env.mgr.shutdown_all().await;
     wait_gone(pid2).await;
 }
@@ -739,6 +782,7 @@ async fn sessions_are_owned_and_shared_only_by_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_clear_errors() {
     let env = env_with(|_| {});
+    let mut actions = env.mgr.subscribe_actions();
     let e = env
         .mgr
         .start(StartKernel {
@@ -751,6 +795,15 @@ async fn bad_requests_are_clear_errors() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), concord_kernels::ErrorKind::NotFound);
+    // A failed start is reported, with the id it would have had and the name asked for.
+    let failed = next_action(&mut actions).await;
+    assert_eq!(failed.action, KernelActionKind::Start);
+    assert!(matches!(
+        failed.error,
+        Some(concord_kernels::KernelError::NoSuchKernelSpec(_))
+    ));
+    assert_eq!(failed.kernel_name, "nope");
+    assert!(failed.kernel_id.is_some());
     let e = env
         .mgr
         .start(StartKernel {
@@ -775,6 +828,13 @@ async fn bad_requests_are_clear_errors() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), concord_kernels::ErrorKind::BadRequest);
+    // The refused environment, then the invalid id (which is not reported as an id).
+    assert_eq!(
+        next_action(&mut actions).await.error.map(|e| e.kind()),
+        Some(concord_kernels::ErrorKind::BadRequest)
+    );
+    let bad_id = next_action(&mut actions).await;
+    assert!(bad_id.error.is_some() && bad_id.kernel_id.is_none());
     // A symlink out of the root is refused as a working directory.
     std::os::unix::fs::symlink("/", env.root.path().join("out")).unwrap();
     let e = env
@@ -794,4 +854,25 @@ async fn bad_requests_are_clear_errors() {
         .connect("no-such", "s", "a", Permission::Execute, WsProtocol::V1)
         .is_err());
     assert!(env.mgr.list().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kernel_is_culled_and_the_shutdown_reported() {
+    let env = env_with(|c| {
+        c.cull_idle_timeout = Some(Duration::from_millis(500));
+        c.cull_interval = Duration::from_millis(300);
+    });
+    let mut actions = env.mgr.subscribe_actions();
+    let id = start(&env.mgr, "alice").await;
+    assert_eq!(
+        summary(&next_action(&mut actions).await),
+        (KernelActionKind::Start, true, Some(id.clone()))
+    );
+    let culled = next_action(&mut actions).await;
+    assert_eq!(
+        summary(&culled),
+        (KernelActionKind::Shutdown, true, Some(id.clone()))
+    );
+    assert_eq!(culled.owner.username, "alice");
+    assert!(env.mgr.get(&id).is_err());
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod confine;
 pub mod error;
+pub mod events;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;

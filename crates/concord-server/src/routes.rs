@@ -21,7 +21,7 @@ use crate::api;
 use crate::state::App;
 
 use Action::{Read, Write};
-use ResourceType::{Api, Kernels, Kernelspecs, Server, Sessions};
+use ResourceType::{Api, Events, Kernels, Kernelspecs, Server, Sessions};
 
 /// The HTTP methods a route can declare; `Ws` is a GET that upgrades to a websocket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +147,9 @@ pub fn table() -> Vec<Route> {
         row(Get,    "/api/me",                      Identified,             api::core::me),
         row(Patch,  "/api/me",                      Identified,             api::core::update_me),
         row(Post,   "/api/shutdown",                needs(Write, Server),   api::core::shutdown),
+        // --- events (docs/events.md): each subscriber gets only what it may read ---------------
+        row(Ws,     "/api/events/subscribe",        needs(Action::Execute, Events), api::events::subscribe),
+        row(Post,   "/api/events",                  needs(Write, Events),   api::events::post),
         row(Get,    "/metrics",                     needs(Read, Server),    api::core::metrics),
         // --- pages ---------------------------------------------------------------------------------
         row(Get,    "/login",                       Public,                 api::pages::login_form),

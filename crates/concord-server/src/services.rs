@@ -18,6 +18,7 @@ pub async fn start(state: &mut AppState) -> anyhow::Result<()> {
 
 /// Stop every service (kernels and terminals end their processes).
 pub async fn stop(app: &App) {
+    app.events.close();
     crate::api::kernels::stop(app).await;
     crate::api::terminals::stop(app).await;
 }

@@ -51,6 +51,8 @@ pub struct AppState {
     pub audit: Auditor,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// The event bus of `/api/events` (services publish, subscribers filter).
+    pub events: Arc<crate::events::EventBus>,
     /// Symlink-aware path resolution (contents service).
     pub paths: Arc<dyn PathResolver>,
     /// The files service (`None` until `services::start`).
@@ -68,7 +70,7 @@ pub struct AppState {
     /// When the server started.
     pub started: DateTime<Utc>,
     last_activity_micros: AtomicI64,
-    /// Open websocket connections (kernels and terminals).
+    /// Open websocket connections (kernels, terminals and event subscribers).
     pub connections: AtomicUsize,
     /// Set to true to ask the server to shut down (`POST /api/shutdown`).
     pub shutdown: watch::Sender<bool>,
@@ -86,12 +88,17 @@ impl AppState {
         audit: Auditor,
     ) -> Self {
         let now = Utc::now();
+        let metrics = Metrics::default();
+        let events = Arc::new(crate::events::EventBus::new());
+        let bus = events.clone();
+        metrics.add_source(Box::new(move |out| out.push_str(&bus.prometheus_text())));
         AppState {
             settings,
             authz,
             auth,
             audit,
-            metrics: Metrics::default(),
+            metrics,
+            events,
             paths: Arc::new(LexicalPaths),
             contents: None,
             lab: None,

@@ -27,6 +27,7 @@ const TABLE: &[(&str, &str, &str, &str, &str, bool)] = &[
     ("owner-only", "owner", "admin", "write", "server", true),
     ("owner-only", "eve", "", "read", "contents:/", false),
     ("owner-only", "eve", "", "read", "api", false),
+    ("owner-only", "eve", "", "execute", "events", false),
     (
         "owner-only",
         "eve",
@@ -60,6 +61,24 @@ const TABLE: &[(&str, &str, &str, &str, &str, bool)] = &[
         "contents:/a/b.txt",
         true,
     ),
+    // JupyterLab's event stream: open wherever users use JupyterLab (each subscriber hears
+    // only of what it may read); posting events stays with the admins.
+    ("read-only", "eve", "", "execute", "events", true),
+    ("read-only", "eve", "", "write", "events", false),
+    (
+        "read-write-no-execute",
+        "eve",
+        "",
+        "execute",
+        "events",
+        true,
+    ),
+    ("read-write-no-execute", "eve", "", "write", "events", false),
+    ("temporary", "eve", "", "execute", "events", true),
+    ("temporary", "eve", "", "write", "events", false),
+    ("classroom", "stu", "students", "execute", "events", true),
+    ("classroom", "stu", "students", "write", "events", false),
+    ("classroom", "root", "admin", "write", "events", true),
     // read-write-no-execute: files yes, code no.
     (
         "read-write-no-execute",

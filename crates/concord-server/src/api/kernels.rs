@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use concord_authz::{Action, CanonicalPath, Owner, Resource, ResourceType};
 use concord_kernels::{
-    ClientConnection, ErrorKind, Inbound, InboundError, KernelError, KernelInfo, KernelManager,
-    KernelManagerConfig, KernelSpecManager, Permission, SessionManager, StartKernel, TransportKind,
-    WsFrame, WsOut, WsProtocol,
+    ClientConnection, ErrorKind, Inbound, InboundError, KernelAction, KernelActionKind,
+    KernelError, KernelInfo, KernelManager, KernelManagerConfig, KernelSpecManager, Permission,
+    SessionManager, StartKernel, TransportKind, WsFrame, WsOut, WsProtocol,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
@@ -207,8 +207,73 @@ pub fn start(state: &mut AppState) -> anyhow::Result<()> {
     state.metrics.add_source(Box::new(move |out| {
         out.push_str(&km.metrics().prometheus_text())
     }));
+    forward_actions(&service.kernels, state.events.clone(), state.paths.clone());
     state.kernels = Some(service);
     Ok(())
+}
+
+/// Turn the kernels service's lifecycle actions (requests, restarter, culler alike) into
+/// `kernel_actions` events for the readers of each kernel.
+fn forward_actions(
+    kernels: &KernelManager,
+    bus: Arc<crate::events::EventBus>,
+    paths: Arc<dyn PathResolver>,
+) {
+    let mut actions = kernels.subscribe_actions();
+    tokio::spawn(async move {
+        loop {
+            match actions.recv().await {
+                Ok(action) => bus.emit(|| Some(kernel_action_event(&paths, &action))),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("{n} kernel actions were not turned into events");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
+/// jupyter_server's `kernel_actions` event for an action: `kernel_name`, `action`, `status`,
+/// `msg` and `kernel_id` in its order and words, for readers of the kernel.
+pub fn kernel_action_event(
+    paths: &Arc<dyn PathResolver>,
+    action: &KernelAction,
+) -> crate::events::Event {
+    let id = action.kernel_id.as_deref();
+    let (status, msg) = match &action.error {
+        None => {
+            let done = match action.action {
+                KernelActionKind::Start => "started",
+                KernelActionKind::Interrupt => "interrupted",
+                KernelActionKind::Restart => "restarted",
+                KernelActionKind::Shutdown => "shutdown",
+            };
+            (
+                "success",
+                format!("Kernel {} was {done}.", id.unwrap_or("None")),
+            )
+        }
+        Some(e) => ("error", kernel_error_message(e)),
+    };
+    let mut fields = vec![
+        ("kernel_name", action.kernel_name.as_str()),
+        ("action", action.action.as_str()),
+        ("status", status),
+        ("msg", msg.as_str()),
+    ];
+    if let Some(id) = id {
+        fields.push(("kernel_id", id));
+    }
+    let kernel = Resource::owned(
+        ResourceType::Kernels,
+        action.kernel_id.clone(),
+        action.owner.clone(),
+        action.path.as_ref().map(|p| resolved(paths, p)),
+    );
+    crate::events::Event {
+        frame: crate::events::frame(crate::events::KERNEL_ACTIONS_SCHEMA, &fields),
+        audience: crate::events::Audience::Readers(vec![kernel]),
+    }
 }
 
 /// Shut every kernel down (SIGINT/SIGTERM, `POST /api/shutdown`).
@@ -273,12 +338,16 @@ pub fn kernel_error(e: KernelError) -> ApiError {
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     };
-    let message = match &e {
+    ApiError::new(status, kernel_error_message(&e))
+}
+
+/// A kernel error in jupyter_server's words.
+pub fn kernel_error_message(e: &KernelError) -> String {
+    match e {
         KernelError::NoSuchKernel(id) => format!("Kernel does not exist: {id}"),
         KernelError::NoSuchKernelSpec(name) => format!("No such kernel named {name}"),
         other => other.to_string(),
-    };
-    ApiError::new(status, message)
+    }
 }
 
 /// Parse a contents path named in a body (already decoded, API form), resolve it and

@@ -3,6 +3,7 @@
 
 pub mod contents;
 pub mod core;
+pub mod events;
 pub mod kernels;
 pub mod kernelspecs;
 pub mod lab;

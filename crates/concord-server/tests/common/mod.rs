@@ -2,6 +2,7 @@
 //! root and state directories, stopped (SIGTERM, then SIGKILL) when the handle drops.
 #![allow(dead_code)]
 
+pub mod events;
 pub mod jupyter;
 
 use std::io::{BufRead, BufReader};
