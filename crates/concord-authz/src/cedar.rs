@@ -54,6 +54,16 @@ pub(crate) fn carries_path(kind: ResourceType) -> bool {
     kind == ResourceType::Contents || kind.is_owned()
 }
 
+/// Whether a rule of type `kind` with these (substituted) patterns has a path condition in
+/// its Cedar form. The engine's path index relies on this being exactly what `render` writes.
+pub(crate) fn limits_paths(kind: ResourceType, paths: &[PathPattern]) -> bool {
+    carries_path(kind)
+        && !paths.is_empty()
+        && !paths
+            .iter()
+            .any(|p| matches!(p, PathPattern::Subtree(b) if b == "/"))
+}
+
 /// A Cedar string literal.
 pub(crate) fn cedar_string(s: &str) -> String {
     escape(s, false)
@@ -174,22 +184,15 @@ impl CompiledRule {
             );
             conditions.push(format!("({})", alternatives.join(" || ")));
         }
-        if carries_path(self.kind) && !paths.is_empty() {
-            let everything = paths
-                .iter()
-                .any(|p| matches!(p, PathPattern::Subtree(b) if b == "/"));
-            if !everything {
-                let alternatives: Vec<String> = paths.iter().map(path_condition).collect();
-                let any_path = alternatives.join(" || ");
-                conditions.push(match self.effect {
-                    // Type-level questions (no path) are answered "somewhere": a limited grant
-                    // counts, a limited denial does not.
-                    Effect::Permit => {
-                        format!("(if resource has path then {any_path} else true)")
-                    }
-                    Effect::Forbid => format!("(resource has path && ({any_path}))"),
-                });
-            }
+        if limits_paths(self.kind, &paths) {
+            let alternatives: Vec<String> = paths.iter().map(path_condition).collect();
+            let any_path = alternatives.join(" || ");
+            conditions.push(match self.effect {
+                // Type-level questions (no path) are answered "somewhere": a limited grant
+                // counts, a limited denial does not.
+                Effect::Permit => format!("(if resource has path then {any_path} else true)"),
+                Effect::Forbid => format!("(resource has path && ({any_path}))"),
+            });
         }
         if self.kind.is_owned() && self.scope != Scope::Any {
             let owner_test = match self.scope {

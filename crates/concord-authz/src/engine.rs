@@ -1,7 +1,13 @@
 //! The policy engine: Cedar evaluation over per-caller slices of the policy, with a bounded
 //! decision cache that a reload replaces wholesale.
+//!
+//! An uncached decision hands Cedar only the slice's rules that the request's path can
+//! satisfy (found through a per-slice index of path patterns), with the caller's entity
+//! built once per slice; a request no rule can match is a default deny without running
+//! Cedar at all. Leaving out rules that cannot be satisfied changes neither the decision nor
+//! the rule reported as deciding it (tests compare against Cedar on the whole policy).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -14,12 +20,10 @@ use cedar_policy::{
     PolicySet, Request, RestrictedExpression,
 };
 
-use crate::cedar::{self, cedar_type, CompiledRule, RawRule};
+use crate::cedar::{self, cedar_type, CompiledRule, Effect, RawRule};
 use crate::model::{Action, Decision, Identity, Resource, ResourceType};
 use crate::path::CanonicalPath;
-#[cfg(test)]
-use crate::policy::PathPattern;
-use crate::policy::{Policy, PolicyError, USERNAME_PLACEHOLDER};
+use crate::policy::{PathPattern, Policy, PolicyError, USERNAME_PLACEHOLDER};
 use crate::presets;
 use crate::Authorize;
 
@@ -90,7 +94,23 @@ struct DecisionKey {
 
 /// The policies that can matter to one caller for one (resource type, action).
 struct Slice {
-    policies: PolicySet,
+    /// Names this slice's entries in `State::policy_sets`.
+    serial: u64,
+    /// The compiled rules whose subjects include the caller (`{username}` substituted), then
+    /// the raw Cedar policies that may apply; indexed by `PathIndex` and `raw`.
+    policies: Vec<cedar_policy::Policy>,
+    /// All of `policies` as one set, for requests where every one of them is a candidate.
+    all: Arc<PolicySet>,
+    /// Which compiled rules can apply to a request's path.
+    paths: PathIndex,
+    /// Indexes of the raw Cedar policies in `policies`: they may look at anything, so they
+    /// are evaluated for every request.
+    raw: Vec<u32>,
+    /// Per compiled rule in `policies`: whether it is a grant (`permit`).
+    grants: Vec<bool>,
+    /// Per compiled rule in `policies`: its place in the order deciding rules are reported
+    /// in (file, then line).
+    rank: Vec<u32>,
     /// Whether there is any policy at all (an empty slice is a default deny).
     empty: bool,
     /// Whether raw Cedar policies are in the slice (they may look at anything, so listings
@@ -98,7 +118,79 @@ struct Slice {
     has_raw: bool,
     /// Base paths of every pattern in the slice, `{username}` substituted.
     bases: Vec<String>,
+    /// The caller as a Cedar entity store (the user, member of its groups), built once per
+    /// slice: the key of a slice is exactly what the principal entity is made of.
+    principal: Result<(EntityUid, Entities), String>,
 }
+
+/// Which compiled rules of a slice can possibly be satisfied, judged from their path
+/// patterns alone. A rule left out cannot be satisfied by the request (its path condition is
+/// false), so Cedar reaches the same decision, with the same deciding rules, on the
+/// candidates alone; compiled rules never fail to evaluate, so no error is hidden either.
+#[derive(Default)]
+struct PathIndex {
+    /// Rules without a path condition: candidates for every request.
+    always: Vec<u32>,
+    /// Path-limited grants: a question without a path ("may they do this anywhere?") counts
+    /// them (`if resource has path then … else true`). Path-limited denials never apply to it.
+    permits_without_path: Vec<u32>,
+    /// Exact patterns, by path. (Ordered maps: a lookup is a few string comparisons, cheaper
+    /// than hashing the path once per ancestor.)
+    exact: BTreeMap<String, Vec<u32>>,
+    /// Subtree patterns (other than `/**`, which is no condition), by base: a path matches
+    /// the base itself and every base that is a proper ancestor of it.
+    subtree: BTreeMap<String, Vec<u32>>,
+}
+
+impl PathIndex {
+    fn add(&mut self, index: u32, kind: ResourceType, effect: Effect, paths: &[PathPattern]) {
+        if !cedar::limits_paths(kind, paths) {
+            self.always.push(index);
+            return;
+        }
+        if effect == Effect::Permit {
+            self.permits_without_path.push(index);
+        }
+        for pattern in paths {
+            let map = match pattern {
+                PathPattern::Exact(_) => &mut self.exact,
+                PathPattern::Subtree(_) => &mut self.subtree,
+            };
+            map.entry(pattern.base().to_string())
+                .or_default()
+                .push(index);
+        }
+    }
+
+    /// Appends the candidates for a request whose resource has `path` (`None`: no path
+    /// attribute), possibly with repeats.
+    fn candidates(&self, path: Option<&str>, out: &mut Vec<u32>) {
+        out.extend_from_slice(&self.always);
+        let Some(path) = path else {
+            out.extend_from_slice(&self.permits_without_path);
+            return;
+        };
+        if let Some(rules) = self.exact.get(path) {
+            out.extend_from_slice(rules);
+        }
+        if self.subtree.is_empty() {
+            return;
+        }
+        if let Some(rules) = self.subtree.get(path) {
+            out.extend_from_slice(rules);
+        }
+        // `path like "base/*"`: every proper ancestor of the path, by whole segments.
+        for (i, byte) in path.bytes().enumerate().skip(1) {
+            if byte == b'/' {
+                if let Some(rules) = self.subtree.get(&path[..i]) {
+                    out.extend_from_slice(rules);
+                }
+            }
+        }
+    }
+}
+
+static NEXT_SLICE_SERIAL: AtomicU64 = AtomicU64::new(0);
 
 /// Where the policy came from, so `reload` can read it again.
 #[derive(Clone, Debug)]
@@ -138,6 +230,9 @@ struct State {
     raw_cedar_text: Option<String>,
     generation: u64,
     slices: BoundedCache<SliceKey, Arc<Slice>>,
+    /// Policy sets of the candidates of a slice for some request, by (slice serial,
+    /// candidate indexes): few distinct ones per slice, each built once.
+    policy_sets: BoundedCache<(u64, Box<[u32]>), Arc<PolicySet>>,
     decisions: BoundedCache<DecisionKey, Decision>,
 }
 
@@ -243,6 +338,7 @@ fn build_state(
         raw_cedar_text: cedar.map(|(_, text)| text.to_string()),
         generation,
         slices: BoundedCache::new(SLICE_CACHE_ENTRIES),
+        policy_sets: BoundedCache::new(SLICE_CACHE_ENTRIES),
         decisions: BoundedCache::new(DECISION_CACHE_ENTRIES),
     })
 }
@@ -413,6 +509,7 @@ impl PolicyEngine {
             raw_cedar_text: current.raw_cedar_text.clone(),
             generation: next,
             slices: BoundedCache::new(SLICE_CACHE_ENTRIES),
+            policy_sets: BoundedCache::new(SLICE_CACHE_ENTRIES),
             decisions: BoundedCache::new(DECISION_CACHE_ENTRIES),
         }));
     }
@@ -479,9 +576,12 @@ impl PolicyEngine {
         if let Some(slice) = state.slices.get(&key) {
             return slice;
         }
-        let mut policies = PolicySet::new();
+        let mut all = PolicySet::new();
+        let mut policies: Vec<cedar_policy::Policy> = Vec::new();
+        let mut paths_index = PathIndex::default();
+        let mut grants = Vec::new();
+        let mut annotations = Vec::new();
         let mut bases: Vec<String> = Vec::new();
-        let mut empty = true;
         let candidates = state
             .rules_by_kind_action
             .get(&(key.kind, key.action))
@@ -501,33 +601,112 @@ impl PolicyEngine {
             };
             // A username that cannot be written into Cedar leaves its rule out (no grant).
             if let Some(policy) = policy {
-                if policies.add(policy).is_ok() {
-                    empty = false;
+                if all.add(policy.clone()).is_ok() {
+                    paths_index.add(policies.len() as u32, rule.kind, rule.effect, &paths);
+                    grants.push(rule.effect == Effect::Permit);
+                    annotations.push(rule_sort_key(&rule.annotation));
+                    policies.push(policy);
                     bases.extend(paths.iter().map(|p| p.base().to_string()));
                 }
             }
         }
-        let mut has_raw = false;
+        let mut raw = Vec::new();
         for rule in &state.raw {
             if rule
                 .filter
                 .may_apply(&key.username, &key.groups, key.action, key.kind)
-                && policies.add(rule.policy.clone()).is_ok()
+                && all.add(rule.policy.clone()).is_ok()
             {
-                has_raw = true;
-                empty = false;
+                raw.push(policies.len() as u32);
+                policies.push(rule.policy.clone());
             }
         }
         bases.sort();
         bases.dedup();
+        let mut by_order: Vec<usize> = (0..annotations.len()).collect();
+        by_order.sort_by(|a, b| annotations[*a].cmp(&annotations[*b]));
+        let mut rank = vec![0; annotations.len()];
+        for (place, index) in by_order.into_iter().enumerate() {
+            rank[index] = place as u32;
+        }
         let slice = Arc::new(Slice {
+            serial: NEXT_SLICE_SERIAL.fetch_add(1, Ordering::Relaxed),
+            empty: policies.is_empty(),
+            has_raw: !raw.is_empty(),
             policies,
-            empty,
-            has_raw,
+            all: Arc::new(all),
+            paths: paths_index,
+            raw,
+            grants,
+            rank,
             bases,
+            principal: self.principal(&key.username, &key.groups),
         });
         state.slices.insert(key, slice.clone());
         slice
+    }
+
+    /// The caller as a Cedar entity store: `User::"name"` with attribute `groups`, member of
+    /// `Group::"g"` for each of its groups.
+    fn principal(
+        &self,
+        username: &str,
+        groups: &[String],
+    ) -> Result<(EntityUid, Entities), String> {
+        let uid = EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(username));
+        let group_set = RestrictedExpression::new_set(
+            groups
+                .iter()
+                .map(|g| RestrictedExpression::new_string(g.clone())),
+        );
+        let entity = Entity::new(
+            uid.clone(),
+            HashMap::from([("groups".to_string(), group_set)]),
+            groups
+                .iter()
+                .map(|g| {
+                    EntityUid::from_type_name_and_id(self.group_type.clone(), EntityId::new(g))
+                })
+                .collect(),
+        )
+        .map_err(|e| e.to_string())?;
+        let entities = Entities::from_entities([entity], None).map_err(|e| e.to_string())?;
+        Ok((uid, entities))
+    }
+
+    /// The policies of `slice` that can matter to a request about `resource`, as indexes
+    /// into `slice.policies`: the compiled rules its path can satisfy, then every raw policy.
+    fn candidates(slice: &Slice, resource: &Resource) -> Vec<u32> {
+        let path = if cedar::carries_path(resource.kind) {
+            resource.path.as_ref().map(CanonicalPath::as_str)
+        } else {
+            None
+        };
+        let mut candidates: Vec<u32> = Vec::new();
+        slice.paths.candidates(path, &mut candidates);
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates.extend_from_slice(&slice.raw);
+        candidates
+    }
+
+    /// The policy set of some of a slice's policies (`candidates`, ascending, then raw).
+    fn policy_set(state: &State, slice: &Slice, candidates: Vec<u32>) -> Arc<PolicySet> {
+        if candidates.len() == slice.policies.len() {
+            return slice.all.clone();
+        }
+        let key = (slice.serial, candidates.into_boxed_slice());
+        if let Some(set) = state.policy_sets.get(&key) {
+            return set;
+        }
+        let mut set = PolicySet::new();
+        for index in key.1.iter() {
+            // Every policy here was added to `slice.all` already, so ids are unique.
+            let _ = set.add(slice.policies[*index as usize].clone());
+        }
+        let set = Arc::new(set);
+        state.policy_sets.insert(key, set.clone());
+        set
     }
 
     /// A `{username}` rule's Cedar for one user, from the per-user cache or built now.
@@ -588,41 +767,66 @@ impl PolicyEngine {
         if slice.empty {
             return Self::default_deny(action, resource);
         }
-        match self.evaluate(state, &slice, who, groups, action, resource) {
+        let principal = match &slice.principal {
+            Ok(principal) => principal,
+            Err(message) => return Decision::deny(format!("error: {message}")),
+        };
+        let candidates = Self::candidates(&slice, resource);
+        // No candidate: Cedar would find no policy satisfied and no error, a default deny.
+        if candidates.is_empty() {
+            return Self::default_deny(action, resource);
+        }
+        match self.evaluate(state, &slice, candidates, principal, action, resource) {
             Ok(decision) => decision,
             Err(message) => Decision::deny(format!("error: {message}")),
         }
     }
 
+    /// Run Cedar on the `candidates` of `slice` (see `candidates`).
     fn evaluate(
         &self,
         state: &State,
         slice: &Slice,
-        who: &Identity,
-        groups: &[String],
+        mut candidates: Vec<u32>,
+        principal: &(EntityUid, Entities),
         action: Action,
         resource: &Resource,
     ) -> Result<Decision, String> {
-        let principal_uid =
-            EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(who.username()));
-        let group_set = || {
-            RestrictedExpression::new_set(
-                groups
-                    .iter()
-                    .map(|g| RestrictedExpression::new_string(g.clone())),
-            )
-        };
-        let principal = Entity::new(
-            principal_uid.clone(),
-            HashMap::from([("groups".to_string(), group_set())]),
-            groups
-                .iter()
-                .map(|g| {
-                    EntityUid::from_type_name_and_id(self.group_type.clone(), EntityId::new(g))
-                })
-                .collect(),
-        )
-        .map_err(|e| e.to_string())?;
+        let (request, entities) = self.request(principal, action, resource)?;
+        // When every candidate is a grant (no denial, no raw policy; compiled rules never fail
+        // to evaluate), the answer is "allowed by the first satisfied grant in file order", or
+        // a default deny. Often the first grant in file order decides on its own: try it
+        // alone, and run the others only if it is not satisfied.
+        if candidates.len() > 1
+            && slice.raw.is_empty()
+            && candidates.iter().all(|c| slice.grants[*c as usize])
+        {
+            let first = (0..candidates.len())
+                .min_by_key(|i| slice.rank[candidates[*i] as usize])
+                .unwrap_or(0);
+            let alone = Self::policy_set(state, slice, vec![candidates[first]]);
+            let response = self.authorizer.is_authorized(&request, &alone, &entities);
+            if response.decision() == cedar_policy::Decision::Allow {
+                return Ok(Self::decision_of(state, &response, action, resource));
+            }
+            if response.diagnostics().errors().next().is_none() {
+                candidates.remove(first);
+            }
+        }
+        let policies = Self::policy_set(state, slice, candidates);
+        let response = self
+            .authorizer
+            .is_authorized(&request, &policies, &entities);
+        Ok(Self::decision_of(state, &response, action, resource))
+    }
+
+    /// The Cedar request and entity store for `action` on `resource` by `principal`.
+    fn request(
+        &self,
+        (principal_uid, principal): &(EntityUid, Entities),
+        action: Action,
+        resource: &Resource,
+    ) -> Result<(Request, Entities), String> {
         let kind_index = ResourceType::ALL
             .iter()
             .position(|k| *k == resource.kind)
@@ -667,20 +871,31 @@ impl PolicyEngine {
         }
         let resource_entity =
             Entity::new(resource_uid.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())?;
-        let entities = Entities::from_entities([principal, resource_entity], None)
+        // The principal's closure is already computed; adding the resource (no parents)
+        // only repairs it for that one entity.
+        let entities = principal
+            .clone()
+            .add_entities([resource_entity], None)
             .map_err(|e| e.to_string())?;
         let action_index = Action::ALL.iter().position(|a| *a == action).unwrap_or(0);
         let request = Request::new(
-            principal_uid,
+            principal_uid.clone(),
             self.action_uids[action_index].clone(),
             resource_uid,
             Context::empty(),
             None,
         )
         .map_err(|e| e.to_string())?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &slice.policies, &entities);
+        Ok((request, entities))
+    }
+
+    /// The decision Cedar's `response` stands for, naming the rule that decided.
+    fn decision_of(
+        state: &State,
+        response: &cedar_policy::Response,
+        action: Action,
+        resource: &Resource,
+    ) -> Decision {
         let rule_of = |id: &PolicyId| {
             state
                 .annotations
@@ -691,7 +906,7 @@ impl PolicyEngine {
         // Several rules may agree; report the first in file order, deterministically.
         let mut reasons: Vec<String> = response.diagnostics().reason().map(rule_of).collect();
         reasons.sort_by_key(|r| rule_sort_key(r));
-        Ok(match response.decision() {
+        match response.decision() {
             cedar_policy::Decision::Allow => Decision::allow(
                 reasons
                     .into_iter()
@@ -716,7 +931,7 @@ impl PolicyEngine {
                     }
                 }
             },
-        })
+        }
     }
 
     /// Decide `action` on every child `names` of directory `dir`, in order. When no rule in
@@ -894,6 +1109,7 @@ pub(crate) fn pattern_below(pattern: &PathPattern, dir: &CanonicalPath) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Owner, User};
 
     #[test]
     fn bounded_cache_stays_bounded() {
@@ -903,6 +1119,272 @@ mod tests {
         }
         assert!(cache.len() <= 64);
         assert_eq!(cache.get(&9_999), Some(9_999));
+    }
+
+    /// The whole policy as one Cedar set for `who`, without slices, path index or
+    /// shortcuts: every compiled rule (`{username}` substituted by rendering its text) and
+    /// every raw policy.
+    fn whole_policy(engine: &PolicyEngine, who: &Identity) -> PolicySet {
+        let state = engine.state.load();
+        let mut set = PolicySet::new();
+        for rule in &state.rules {
+            if let Some(text) = rule.render(Some(who.username())) {
+                let policy = cedar_policy::Policy::parse(Some(PolicyId::new(&rule.id)), text)
+                    .expect("compiled rule parses");
+                set.add(policy).expect("unique id");
+            }
+        }
+        for rule in &state.raw {
+            set.add(rule.policy.clone()).expect("unique id");
+        }
+        set
+    }
+
+    /// Cedar's answer on the whole policy, with the entity store's closure computed from
+    /// scratch.
+    fn reference(
+        engine: &PolicyEngine,
+        whole: &PolicySet,
+        who: &Identity,
+        action: Action,
+        resource: &Resource,
+    ) -> Decision {
+        let principal = engine
+            .principal(who.username(), &sorted_groups(&who.groups))
+            .expect("principal entity");
+        let (request, entities) = engine
+            .request(&principal, action, resource)
+            .expect("request");
+        let entities =
+            Entities::from_entities(entities.iter().cloned(), None).expect("entity store");
+        let response = engine.authorizer.is_authorized(&request, whole, &entities);
+        PolicyEngine::decision_of(&engine.state.load(), &response, action, resource)
+    }
+
+    const DIFFERENTIAL_TOML: &str = r#"
+[roles.all]
+permissions = ["*:*:any"]
+[roles.basics]
+permissions = ["api:read", "kernelspecs:read", "kernels:*:own", "sessions:read:group"]
+[roles.reader]
+permissions = ["contents:read", "kernels:read:group", "terminals:read:group"]
+[roles.editor]
+permissions = ["contents:*", "kernels:*:own", "sessions:*:own", "terminals:*:own"]
+
+[[bindings]]
+role = "all"
+groups = ["admin"]
+[[bindings]]
+role = "basics"
+everyone = true
+[[bindings]]
+role = "editor"
+everyone = true
+paths = ["/home/{username}/**", "/scratch/{username}"]
+[[bindings]]
+role = "reader"
+groups = ["staff", "students"]
+paths = ["/projects/p1/**", "/shared/readme.md", "/"]
+[[bindings]]
+role = "editor"
+users = ["alice", "a*b"]
+groups = ["staff"]
+paths = ["/projects/p1/x/**", "/projects/p10/**"]
+[[bindings]]
+role = "reader"
+groups = ["students"]
+paths = ["/**"]
+[[bindings]]
+role = "editor"
+groups = ["students"]
+paths = ["/projects/p1/x/**"]
+
+[[deny]]
+everyone = true
+permissions = ["contents:write"]
+paths = ["/projects/p1/x/archive/**", "/shared/readme.md"]
+[[deny]]
+groups = ["students"]
+permissions = ["kernels:execute:group", "contents:read"]
+paths = ["/home/{username}/secret", "/projects/p10/**"]
+[[deny]]
+users = ["bob"]
+permissions = ["terminals:*"]
+"#;
+
+    const DIFFERENTIAL_CEDAR: &str = r#"
+@id("guests read /guest")
+permit (principal in Group::"guests", action == Action::"read", resource is Contents)
+when { resource has path && resource.path like "/guest/*" };
+forbid (principal == User::"carol", action, resource)
+when { resource has path && resource.path like "*private*" };
+"#;
+
+    fn differential_requests() -> (Vec<Identity>, Vec<(Action, Resource)>) {
+        let people: Vec<Identity> = [
+            ("alice", vec!["staff"]),
+            ("bob", vec!["students"]),
+            ("carol", vec!["students", "guests"]),
+            ("dave", vec![]),
+            ("a*b", vec!["staff"]),
+            ("ab", vec!["students"]),
+            ("x/y", vec!["students"]),
+            ("root", vec!["admin", "staff"]),
+        ]
+        .into_iter()
+        .map(|(name, groups)| Identity {
+            user: User::named(name),
+            groups: groups.into_iter().map(String::from).collect(),
+        })
+        .collect();
+        let paths = [
+            "/",
+            "/home",
+            "/home/alice",
+            "/home/alice/n.ipynb",
+            "/home/alice2/n.ipynb",
+            "/home/a*b/f",
+            "/home/ab/f",
+            "/home/ab/secret",
+            "/home/bob/secret/x",
+            "/home/bob/secret",
+            "/home/x/y/z",
+            "/scratch/bob",
+            "/scratch/bob/x",
+            "/projects",
+            "/projects/p1",
+            "/projects/p1/x",
+            "/projects/p1/x/y.ipynb",
+            "/projects/p1x",
+            "/projects/p10",
+            "/projects/p10/z",
+            "/projects/p1/x/archive/a",
+            "/shared/readme.md",
+            "/shared/readme.md/x",
+            "/shared",
+            "/guest/a",
+            "/guest",
+            "/private/a",
+            "/home/carol/private",
+        ];
+        let mut requests = Vec::new();
+        for action in Action::ALL {
+            for kind in ResourceType::ALL {
+                requests.push((action, Resource::service(kind)));
+                for path in paths {
+                    let path = CanonicalPath::parse(path).expect("test path");
+                    if kind == ResourceType::Contents {
+                        requests.push((action, Resource::contents(path.clone())));
+                    }
+                    if kind.is_owned() {
+                        for owner in &people[..3] {
+                            requests.push((
+                                action,
+                                Resource::owned(
+                                    kind,
+                                    Some("k".into()),
+                                    Owner::of(owner),
+                                    Some(path.clone()),
+                                ),
+                            ));
+                        }
+                    }
+                }
+                if kind.is_owned() {
+                    for owner in &people {
+                        requests.push((
+                            action,
+                            Resource::owned(kind, Some("k".into()), Owner::of(owner), None),
+                        ));
+                    }
+                }
+            }
+        }
+        (people, requests)
+    }
+
+    #[test]
+    fn sliced_decisions_match_cedar_on_the_whole_policy() {
+        let engine = PolicyEngine::from_text(
+            "diff.toml",
+            DIFFERENTIAL_TOML,
+            Some(("diff.cedar", DIFFERENTIAL_CEDAR)),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let without_raw = PolicyEngine::from_text("diff.toml", DIFFERENTIAL_TOML, None)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let (people, requests) = differential_requests();
+        let mut allowed = 0;
+        for engine in [&engine, &without_raw] {
+            for who in &people {
+                let whole = whole_policy(engine, who);
+                for (action, resource) in &requests {
+                    let expected = reference(engine, &whole, who, *action, resource);
+                    let got = engine.authorize(who, *action, resource);
+                    assert_eq!(got, expected, "{} {action} {resource}", who.username());
+                    allowed += usize::from(got.allowed);
+                }
+            }
+        }
+        // The workload exercises both answers, and several deciding rules.
+        assert!(allowed > 1_000 && allowed < 2 * people.len() * requests.len() - 1_000);
+    }
+
+    #[test]
+    fn preset_decisions_match_cedar_on_the_whole_policy() {
+        let (people, requests) = differential_requests();
+        for name in crate::PRESET_NAMES {
+            let engine = PolicyEngine::from_preset(name).unwrap_or_else(|e| panic!("{e:?}"));
+            for who in &people {
+                let whole = whole_policy(&engine, who);
+                for (action, resource) in &requests {
+                    let expected = reference(&engine, &whole, who, *action, resource);
+                    let got = engine.authorize(who, *action, resource);
+                    assert_eq!(
+                        got,
+                        expected,
+                        "{name}: {} {action} {resource}",
+                        who.username()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn path_index_finds_exactly_the_rules_a_path_can_satisfy() {
+        let mut index = PathIndex::default();
+        let pattern = |p: &str| PathPattern::parse(p).expect("pattern");
+        index.add(
+            0,
+            ResourceType::Contents,
+            Effect::Permit,
+            &[pattern("/a/**")],
+        );
+        index.add(
+            1,
+            ResourceType::Contents,
+            Effect::Forbid,
+            &[pattern("/a/b"), pattern("/c/**")],
+        );
+        index.add(2, ResourceType::Contents, Effect::Permit, &[pattern("/**")]);
+        index.add(3, ResourceType::Contents, Effect::Permit, &[]);
+        index.add(4, ResourceType::Api, Effect::Permit, &[pattern("/a/**")]);
+        let find = |path: Option<&str>| {
+            let mut out = Vec::new();
+            index.candidates(path, &mut out);
+            out.sort_unstable();
+            out.dedup();
+            out
+        };
+        assert_eq!(find(None), vec![0, 2, 3, 4]);
+        assert_eq!(find(Some("/")), vec![2, 3, 4]);
+        assert_eq!(find(Some("/a")), vec![0, 2, 3, 4]);
+        assert_eq!(find(Some("/a/b")), vec![0, 1, 2, 3, 4]);
+        assert_eq!(find(Some("/a/b/c")), vec![0, 2, 3, 4]);
+        assert_eq!(find(Some("/ab")), vec![2, 3, 4]);
+        assert_eq!(find(Some("/c")), vec![1, 2, 3, 4]);
+        assert_eq!(find(Some("/c/d/e")), vec![1, 2, 3, 4]);
     }
 
     #[test]
