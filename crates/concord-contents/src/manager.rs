@@ -4,7 +4,7 @@
 use crate::access::Caller;
 use crate::config::ContentsConfig;
 use crate::error::{ContentsError, ErrorKind, Result};
-use crate::fsio::{self, access_writable};
+use crate::fsio::{self, access_writable, EntryStat, WriteCheck};
 use crate::model::{format_time, Checkpoint, Content, ContentType, Model};
 use crate::notebook;
 use crate::pyfmt::{fnmatch, repr_str};
@@ -153,8 +153,9 @@ fn mtime(meta: &Metadata) -> SystemTime {
     meta.modified().unwrap_or(UNIX_EPOCH)
 }
 
-fn ctime(meta: &Metadata) -> String {
-    crate::model::format_timestamp(meta.ctime() as f64 + meta.ctime_nsec() as f64 * 1e-9)
+/// Python's `st_mtime`/`st_ctime` (`sec + nsec * 1e-9`) formatted as jupyter_server does.
+fn stat_time((secs, nanos): (i64, u32)) -> String {
+    crate::model::format_timestamp(secs as f64 + f64::from(nanos) * 1e-9)
 }
 
 /// Python's `base64.encodebytes`: 76-character lines, each ending in a newline.
@@ -416,7 +417,7 @@ impl ContentsManager {
         Self::model_of(
             request.name().to_string(),
             request.api_path().to_string(),
-            meta,
+            &EntryStat::from(meta),
             kind,
             writable,
         )
@@ -425,19 +426,16 @@ impl ContentsManager {
     fn model_of(
         name: String,
         path: String,
-        meta: &Metadata,
+        stat: &EntryStat,
         kind: ContentType,
         writable: bool,
     ) -> Model {
-        let modified = mtime(meta);
-        // Python's `st_mtime` (`sec + nsec * 1e-9`), like `ctime` below.
-        let last_modified =
-            crate::model::format_timestamp(meta.mtime() as f64 + meta.mtime_nsec() as f64 * 1e-9);
+        let last_modified = stat_time(stat.mtime);
         // Most files were last changed when last written: format the time once.
-        let created = if (meta.ctime(), meta.ctime_nsec()) == (meta.mtime(), meta.mtime_nsec()) {
+        let created = if stat.ctime == stat.mtime {
             last_modified.clone()
         } else {
-            ctime(meta)
+            stat_time(stat.ctime)
         };
         Model {
             name,
@@ -451,13 +449,13 @@ impl ContentsManager {
             size: if kind == ContentType::Directory {
                 None
             } else {
-                Some(meta.len())
+                Some(stat.size)
             },
             writable,
             hash: None,
             hash_algorithm: None,
             message: None,
-            modified_time: modified,
+            modified_time: stat.modified(),
         }
     }
 
@@ -489,13 +487,18 @@ impl ContentsManager {
     fn list(&self, caller: &Caller<'_>, loc: &Located) -> Result<Vec<Model>> {
         struct Entry {
             name: String,
-            meta: Metadata,
+            stat: EntryStat,
             // Set for symlinks: where the entry really is.
             link_target: Option<CanonicalPath>,
         }
-        let reader = fs::read_dir(&loc.os)
-            .map_err(|e| ContentsError::from_io(&e, loc.request.api_path(), "Error listing"))?;
+        let list_error =
+            |e: io::Error| ContentsError::from_io(&e, loc.request.api_path(), "Error listing");
+        // Entries are stat'ed and checked relative to the open directory: one path lookup
+        // each, no walk of the directory's path.
+        let dir = fs::File::open(&loc.os).map_err(list_error)?;
+        let reader = fs::read_dir(&loc.os).map_err(list_error)?;
         let mut entries = Vec::new();
+        let mut c_name = Vec::new();
         for entry in reader.flatten() {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
@@ -506,7 +509,7 @@ impl ContentsManager {
             let Ok(file_type) = entry.file_type() else {
                 continue;
             };
-            let (meta, link_target) = if file_type.is_symlink() {
+            let (stat, link_target) = if file_type.is_symlink() {
                 let Ok(target) = fs::canonicalize(entry.path()) else {
                     continue;
                 };
@@ -519,27 +522,35 @@ impl ContentsManager {
                 let Ok(meta) = fs::metadata(&target) else {
                     continue;
                 };
-                (meta, Some(canonical))
+                (EntryStat::from(&meta), Some(canonical))
             } else {
-                let Ok(meta) = entry.metadata() else { continue };
-                (meta, None)
+                c_name.clear();
+                c_name.extend_from_slice(name.as_bytes());
+                c_name.push(0);
+                // A name read from a directory holds no NUL.
+                let Ok(c) = std::ffi::CStr::from_bytes_with_nul(&c_name) else {
+                    continue;
+                };
+                let Ok(stat) = EntryStat::at(&dir, c, false) else {
+                    continue;
+                };
+                (stat, None)
             };
-            if !meta.is_file() && !meta.is_dir() {
+            if !stat.is_file() && !stat.is_dir() {
                 continue;
             }
             entries.push(Entry {
                 name,
-                meta,
+                stat,
                 link_target,
             });
         }
-        // Writability is asked relative to the directory: no path walk per entry.
-        let dir_handle = fs::File::open(&loc.os).ok();
         let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         let readable = caller.access.readable_children(&loc.resolved, &names);
         let writable = caller.access.writable_children(&loc.resolved, &names);
+        let write_check = WriteCheck::for_dir(&dir);
         let mut out = Vec::with_capacity(entries.len());
-        for (i, entry) in entries.iter().enumerate() {
+        for (i, entry) in entries.into_iter().enumerate() {
             let (may_read, may_write) = match &entry.link_target {
                 Some(target) => (
                     caller.access.may_read(target),
@@ -560,22 +571,21 @@ impl ContentsManager {
             } else {
                 format!("{}/{}", loc.request.api_path(), entry.name)
             };
-            let kind = if entry.meta.is_dir() {
+            let kind = if entry.stat.is_dir() {
                 ContentType::Directory
             } else if entry.name.ends_with(".ipynb") {
                 ContentType::Notebook
             } else {
                 ContentType::File
             };
-            let writable = may_write
-                && match &dir_handle {
-                    Some(dir) => fsio::access_writable_in(dir, &entry.name),
-                    None => access_writable(&loc.os.join(&entry.name)),
-                };
-            let mut model = Self::model_of(entry.name.clone(), path, &entry.meta, kind, writable);
-            if kind == ContentType::File {
-                model.mimetype = mimetypes::guess_type(&entry.name).map(str::to_string);
-            }
+            // A symlink's status is its target's: `faccessat` follows it, as os.access.
+            let writable = may_write && write_check.writable(&dir, &entry.name, &entry.stat);
+            let mimetype = match kind {
+                ContentType::File => mimetypes::guess_type(&entry.name).map(str::to_string),
+                _ => None,
+            };
+            let mut model = Self::model_of(entry.name, path, &entry.stat, kind, writable);
+            model.mimetype = mimetype;
             out.push(model);
         }
         Ok(out)
