@@ -549,6 +549,7 @@ impl ContentsManager {
         let readable = caller.access.readable_children(&loc.resolved, &names);
         let writable = caller.access.writable_children(&loc.resolved, &names);
         let write_check = WriteCheck::for_dir(&dir);
+        let mut mimetype_memo = mimetypes::Memo::default();
         let mut out = Vec::with_capacity(entries.len());
         for (i, entry) in entries.into_iter().enumerate() {
             let (may_read, may_write) = match &entry.link_target {
@@ -569,7 +570,12 @@ impl ContentsManager {
             let path = if loc.request.is_root() {
                 entry.name.clone()
             } else {
-                format!("{}/{}", loc.request.api_path(), entry.name)
+                let parent = loc.request.api_path();
+                let mut path = String::with_capacity(parent.len() + 1 + entry.name.len());
+                path.push_str(parent);
+                path.push('/');
+                path.push_str(&entry.name);
+                path
             };
             let kind = if entry.stat.is_dir() {
                 ContentType::Directory
@@ -581,7 +587,7 @@ impl ContentsManager {
             // A symlink's status is its target's: `faccessat` follows it, as os.access.
             let writable = may_write && write_check.writable(&dir, &entry.name, &entry.stat);
             let mimetype = match kind {
-                ContentType::File => mimetypes::guess_type(&entry.name).map(str::to_string),
+                ContentType::File => mimetype_memo.guess_type(&entry.name),
                 _ => None,
             };
             let mut model = Self::model_of(entry.name, path, &entry.stat, kind, writable);
@@ -618,7 +624,7 @@ impl ContentsManager {
             ContentType::File,
             self.writable(caller, loc),
         );
-        model.mimetype = mimetypes::guess_type(loc.request.name()).map(str::to_string);
+        model.mimetype = mimetypes::guess_type(loc.request.name());
         let mut bytes = None;
         if opts.content {
             let raw = self.read_bytes(loc)?;
@@ -634,14 +640,11 @@ impl ContentsManager {
                 _ => (encodebytes(&raw), "base64"),
             };
             if model.mimetype.is_none() {
-                model.mimetype = Some(
-                    if format == "text" {
-                        "text/plain"
-                    } else {
-                        "application/octet-stream"
-                    }
-                    .to_string(),
-                );
+                model.mimetype = Some(if format == "text" {
+                    "text/plain"
+                } else {
+                    "application/octet-stream"
+                });
             }
             model.content = Some(Content::Text(text));
             model.format = Some(format);
@@ -1065,7 +1068,7 @@ impl ContentsManager {
         let meta = fs::metadata(&staging).map_err(io_err)?;
         let writable = access_writable(&staging) && caller.access.may_write(&loc.resolved);
         let mut model = self.base_model(&loc.request, &meta, ContentType::File, writable);
-        model.mimetype = mimetypes::guess_type(loc.request.name()).map(str::to_string);
+        model.mimetype = mimetypes::guess_type(loc.request.name());
         Ok(model)
     }
 

@@ -61,8 +61,8 @@ pub struct Model {
     pub kind: ContentType,
     /// `json`, `text`, `base64`, or null without content.
     pub format: Option<&'static str>,
-    /// The mimetype (files only).
-    pub mimetype: Option<String>,
+    /// The mimetype (files only); always one of the mimetype table's names.
+    pub mimetype: Option<&'static str>,
     /// The content, or null.
     pub content: Option<Content>,
     /// Creation (inode change) time, ISO 8601 as jupyter_server writes it.
@@ -115,14 +115,46 @@ pub fn format_timestamp(secs_f: f64) -> String {
     }
     let ((y, m, d), secs_of_day) = civil_from_unix(whole as i64);
     let (hh, mm, ss) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
-    if micros == 0.0 {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
-    } else {
-        format!(
-            "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:06}Z",
-            micros as u32
-        )
+    if !(0..=9999).contains(&y) {
+        return if micros == 0.0 {
+            format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+        } else {
+            format!(
+                "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:06}Z",
+                micros as u32
+            )
+        };
     }
+    // Listings format two timestamps per entry: digits by hand, not through `format!`.
+    let mut out = [0u8; 27];
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for slot in out[at..at + width].iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, y as u64);
+    put(5, 2, u64::from(m));
+    put(8, 2, u64::from(d));
+    put(11, 2, hh as u64);
+    put(14, 2, mm as u64);
+    put(17, 2, ss as u64);
+    let len = if micros == 0.0 {
+        20
+    } else {
+        put(20, 6, micros as u64);
+        27
+    };
+    out[4] = b'-';
+    out[7] = b'-';
+    out[10] = b'T';
+    out[13] = b':';
+    out[16] = b':';
+    if len == 27 {
+        out[19] = b'.';
+    }
+    out[len - 1] = b'Z';
+    String::from_utf8_lossy(&out[..len]).into_owned()
 }
 
 /// Calendar date and seconds of the day of POSIX seconds (Howard Hinnant's algorithm;
@@ -161,6 +193,13 @@ mod tests {
         assert_eq!(format_timestamp(951_782_400.0), "2000-02-29T00:00:00Z");
         assert_eq!(format_timestamp(4_102_444_799.0), "2099-12-31T23:59:59Z");
         assert_eq!(format_timestamp(-1.0), "1969-12-31T23:59:59Z");
+        assert_eq!(format_timestamp(-0.25), "1969-12-31T23:59:59.750000Z");
+        assert_eq!(
+            format_timestamp(253_402_300_799.5),
+            "9999-12-31T23:59:59.500000Z"
+        );
+        assert_eq!(format_timestamp(253_402_300_800.0), "10000-01-01T00:00:00Z");
+        assert_eq!(format_timestamp(-62_135_596_800.0), "0001-01-01T00:00:00Z");
         // The same as chrono for a spread of times.
         for t in (0..200).map(|i| i as i64 * 15_778_463 - 1_000_000_000) {
             let want = chrono::DateTime::from_timestamp(t, 0)
@@ -168,6 +207,12 @@ mod tests {
                 .format("%Y-%m-%dT%H:%M:%SZ")
                 .to_string();
             assert_eq!(format_timestamp(t as f64), want);
+            let micros = (t.rem_euclid(999_999) + 1) as u32;
+            let want = chrono::DateTime::from_timestamp(t, micros * 1000)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string();
+            assert_eq!(format_timestamp(t as f64 + f64::from(micros) * 1e-6), want);
         }
     }
 }
