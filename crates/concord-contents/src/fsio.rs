@@ -240,6 +240,11 @@ impl EntryStat {
         self.mode & libc::S_IFMT == libc::S_IFDIR
     }
 
+    /// Whether the entry is a symbolic link.
+    pub fn is_symlink(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFLNK
+    }
+
     /// Whether the entry is a regular file.
     pub fn is_file(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFREG
@@ -476,4 +481,95 @@ fn overflow_ids() -> (u32, u32) {
             read("/proc/sys/kernel/overflowgid"),
         )
     })
+}
+
+/// The entries of an open directory, read with `getdents64` into one buffer: no
+/// allocation per entry, and the names come NUL-terminated, ready for `statx`.
+pub struct DirEntries<'a> {
+    dir: &'a fs::File,
+    buf: Vec<u8>,
+    pos: usize,
+    len: usize,
+    done: bool,
+}
+
+/// One directory entry as `getdents64` reports it.
+pub struct RawDirEntry<'a> {
+    /// The name, never `.` or `..`.
+    pub name: &'a std::ffi::CStr,
+    /// Whether the directory says the entry is a symlink (`d_type`; file systems that do
+    /// not report types say "unknown": check the entry's own status).
+    pub is_symlink: bool,
+}
+
+impl<'a> DirEntries<'a> {
+    /// Read `dir` from its current position (its start, when just opened).
+    pub fn new(dir: &'a fs::File) -> Self {
+        DirEntries {
+            dir,
+            buf: vec![0; 64 * 1024],
+            pos: 0,
+            len: 0,
+            done: false,
+        }
+    }
+
+    /// The next entry; `None` at the end or when reading fails.
+    pub fn next_entry(&mut self) -> Option<RawDirEntry<'_>> {
+        use std::os::fd::AsRawFd;
+        // Offsets in a `linux_dirent64`: d_ino u64, d_off i64, d_reclen u16, d_type u8,
+        // then the NUL-terminated name.
+        const RECLEN_AT: usize = 16;
+        const TYPE_AT: usize = 18;
+        const NAME_AT: usize = 19;
+        loop {
+            if self.pos >= self.len {
+                if self.done {
+                    return None;
+                }
+                // SAFETY: `dir` is an open descriptor and `buf` is writable for its length.
+                let n = unsafe {
+                    libc::syscall(
+                        libc::SYS_getdents64,
+                        self.dir.as_raw_fd(),
+                        self.buf.as_mut_ptr(),
+                        self.buf.len(),
+                    )
+                };
+                if n <= 0 {
+                    self.done = true;
+                    return None;
+                }
+                self.pos = 0;
+                self.len = usize::try_from(n).unwrap_or(0).min(self.buf.len());
+                continue;
+            }
+            let record = &self.buf[self.pos..self.len];
+            let reclen = match record.get(RECLEN_AT..RECLEN_AT + 2) {
+                Some(b) => usize::from(u16::from_ne_bytes([b[0], b[1]])),
+                None => 0,
+            };
+            if reclen <= NAME_AT || reclen > record.len() {
+                // A malformed record: stop rather than misread.
+                self.done = true;
+                self.len = 0;
+                return None;
+            }
+            let d_type = record[TYPE_AT];
+            let name = &record[NAME_AT..reclen];
+            let name_len = name.iter().position(|&b| b == 0);
+            let start = self.pos + NAME_AT;
+            self.pos += reclen;
+            let Some(name_len) = name_len else { continue };
+            if matches!(&name[..name_len], b"." | b"..") {
+                continue;
+            }
+            let name =
+                std::ffi::CStr::from_bytes_with_nul(&self.buf[start..=start + name_len]).ok()?;
+            return Some(RawDirEntry {
+                name,
+                is_symlink: d_type == libc::DT_LNK,
+            });
+        }
+    }
 }

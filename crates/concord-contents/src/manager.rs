@@ -4,10 +4,10 @@
 use crate::access::Caller;
 use crate::config::ContentsConfig;
 use crate::error::{ContentsError, ErrorKind, Result};
-use crate::fsio::{self, access_writable, EntryStat, WriteCheck};
-use crate::model::{format_time, Checkpoint, Content, ContentType, Model};
+use crate::fsio::{self, access_writable, DirEntries, EntryStat, WriteCheck};
+use crate::model::{format_time, Checkpoint, Content, ContentType, Model, Timestamp};
 use crate::notebook;
-use crate::pyfmt::{fnmatch, repr_str};
+use crate::pyfmt::{repr_str, Glob};
 use crate::trust::TrustStore;
 use crate::{mimetypes, trash};
 use base64::Engine;
@@ -134,6 +134,8 @@ pub struct ContentsManager {
     config: ContentsConfig,
     root: PathBuf,
     trust: TrustStore,
+    /// `config.hide_globs`, compiled.
+    hide_globs: Vec<Glob>,
 }
 
 /// The path as jupyter_server's handlers show it in messages: `/a/b`, and `''` for the root.
@@ -154,8 +156,8 @@ fn mtime(meta: &Metadata) -> SystemTime {
 }
 
 /// Python's `st_mtime`/`st_ctime` (`sec + nsec * 1e-9`) formatted as jupyter_server does.
-fn stat_time((secs, nanos): (i64, u32)) -> String {
-    crate::model::format_timestamp(secs as f64 + f64::from(nanos) * 1e-9)
+fn stat_time((secs, nanos): (i64, u32)) -> Timestamp {
+    Timestamp::from_secs(secs as f64 + f64::from(nanos) * 1e-9)
 }
 
 /// Python's `base64.encodebytes`: 76-character lines, each ending in a newline.
@@ -229,10 +231,12 @@ impl ContentsManager {
         }
         let trust = TrustStore::open(config.state_dir.as_deref())
             .map_err(|e| ContentsError::internal(format!("notebook trust store: {e}")))?;
+        let hide_globs = config.hide_globs.iter().map(|g| Glob::new(g)).collect();
         Ok(ContentsManager {
             config,
             root,
             trust,
+            hide_globs,
         })
     }
 
@@ -326,7 +330,7 @@ impl ContentsManager {
     }
 
     fn should_list(&self, name: &str) -> bool {
-        !self.config.hide_globs.iter().any(|g| fnmatch(name, g))
+        !self.hide_globs.iter().any(|g| g.matches(name))
     }
 
     fn get_not_found(path: &CanonicalPath) -> ContentsError {
@@ -433,7 +437,7 @@ impl ContentsManager {
         let last_modified = stat_time(stat.mtime);
         // Most files were last changed when last written: format the time once.
         let created = if stat.ctime == stat.mtime {
-            last_modified.clone()
+            last_modified
         } else {
             stat_time(stat.ctime)
         };
@@ -496,46 +500,45 @@ impl ContentsManager {
         // Entries are stat'ed and checked relative to the open directory: one path lookup
         // each, no walk of the directory's path.
         let dir = fs::File::open(&loc.os).map_err(list_error)?;
-        let reader = fs::read_dir(&loc.os).map_err(list_error)?;
+        if !dir.metadata().map_err(list_error)?.is_dir() {
+            return Err(list_error(io::Error::from_raw_os_error(libc::ENOTDIR)));
+        }
+        let mut reader = DirEntries::new(&dir);
         let mut entries = Vec::new();
-        let mut c_name = Vec::new();
-        for entry in reader.flatten() {
-            let Ok(name) = entry.file_name().into_string() else {
+        while let Some(entry) = reader.next_entry() {
+            let Ok(name) = entry.name.to_str() else {
                 continue;
             };
-            if !self.should_list(&name) || (!self.config.allow_hidden && name.starts_with('.')) {
+            if !self.should_list(name) || (!self.config.allow_hidden && name.starts_with('.')) {
                 continue;
             }
-            let Ok(file_type) = entry.file_type() else {
-                continue;
-            };
-            let (stat, link_target) = if file_type.is_symlink() {
-                let Ok(target) = fs::canonicalize(entry.path()) else {
-                    continue;
-                };
-                let Some(canonical) = self.to_canonical(&target) else {
-                    continue;
-                };
-                if !self.config.allow_hidden && is_hidden(&canonical) {
-                    continue;
-                }
-                let Ok(meta) = fs::metadata(&target) else {
-                    continue;
-                };
-                (EntryStat::from(&meta), Some(canonical))
+            let own_stat = if entry.is_symlink {
+                None
             } else {
-                c_name.clear();
-                c_name.extend_from_slice(name.as_bytes());
-                c_name.push(0);
-                // A name read from a directory holds no NUL.
-                let Ok(c) = std::ffi::CStr::from_bytes_with_nul(&c_name) else {
+                let Ok(stat) = EntryStat::at(&dir, entry.name, false) else {
                     continue;
                 };
-                let Ok(stat) = EntryStat::at(&dir, c, false) else {
-                    continue;
-                };
-                (stat, None)
+                Some(stat).filter(|s| !s.is_symlink())
             };
+            let (stat, link_target) = match own_stat {
+                Some(stat) => (stat, None),
+                None => {
+                    let Ok(target) = fs::canonicalize(loc.os.join(name)) else {
+                        continue;
+                    };
+                    let Some(canonical) = self.to_canonical(&target) else {
+                        continue;
+                    };
+                    if !self.config.allow_hidden && is_hidden(&canonical) {
+                        continue;
+                    }
+                    let Ok(meta) = fs::metadata(&target) else {
+                        continue;
+                    };
+                    (EntryStat::from(&meta), Some(canonical))
+                }
+            };
+            let name = name.to_string();
             if !stat.is_file() && !stat.is_dir() {
                 continue;
             }

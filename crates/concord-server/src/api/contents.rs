@@ -176,7 +176,7 @@ fn model_response(app: &App, status: StatusCode, model: &Model, location: bool) 
         }
     }
     let mut body = Vec::with_capacity(json_size_hint(model));
-    if serde_json::to_writer(&mut body, model).is_err() {
+    if model.write_json(&mut body).is_err() {
         body.clear();
     }
     (status, headers, body).into_response()
