@@ -116,10 +116,12 @@ impl Model {
             Some(Content::Text(text)) => write_json_str(out, text)?,
             Some(Content::Notebook(nb)) => serde_json::to_writer(&mut *out, nb)?,
         }
-        out.extend_from_slice(b",\"created\":");
-        write_json_str(out, self.created.as_str())?;
-        out.extend_from_slice(b",\"last_modified\":");
-        write_json_str(out, self.last_modified.as_str())?;
+        // Timestamps are digits and punctuation: nothing to escape.
+        out.extend_from_slice(b",\"created\":\"");
+        out.extend_from_slice(self.created.as_bytes());
+        out.extend_from_slice(b"\",\"last_modified\":\"");
+        out.extend_from_slice(self.last_modified.as_bytes());
+        out.push(b'"');
         out.extend_from_slice(b",\"size\":");
         match self.size {
             None => out.extend_from_slice(b"null"),
@@ -258,6 +260,11 @@ impl Timestamp {
         bytes[len - 1] = b'Z';
         out.len = len as u8;
         out
+    }
+
+    /// The formatted time, as bytes (ASCII).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
     }
 
     /// The formatted time.
