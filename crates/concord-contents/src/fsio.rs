@@ -172,3 +172,404 @@ pub fn copy_with_times(src: &Path, dst: &Path) -> io::Result<()> {
     file.set_modified(meta.modified()?)?;
     Ok(())
 }
+
+/// A directory entry's status as `statx` reports it, with what deciding `writable` from it
+/// (instead of asking `faccessat` once more per entry) needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryStat {
+    /// File type and permission bits (`st_mode`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time: seconds and nanoseconds since the epoch.
+    pub mtime: (i64, u32),
+    /// Inode change time: seconds and nanoseconds since the epoch.
+    pub ctime: (i64, u32),
+    /// The device holding the entry (`st_dev`).
+    pub dev: u64,
+    /// `stx_attributes` (immutable, mount root, ...), as far as `attributes_mask` says the
+    /// file system reports them.
+    attributes: u64,
+    attributes_mask: u64,
+}
+
+const STATX_ATTR_IMMUTABLE: u64 = 0x10;
+const STATX_ATTR_MOUNT_ROOT: u64 = 0x2000;
+
+impl EntryStat {
+    /// `statx` of `name` in the open directory `dir` (one path lookup); a final symlink is
+    /// followed only when `follow` is set.
+    pub fn at(dir: &fs::File, name: &std::ffi::CStr, follow: bool) -> io::Result<EntryStat> {
+        use std::os::fd::AsRawFd;
+        let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+        // SAFETY: all-zero bytes are a valid `statx` (plain integers).
+        let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: `dir` is an open descriptor, `name` a valid NUL-terminated string and
+        // `buf` a writable `statx` for the duration of the call.
+        let rc = unsafe {
+            libc::statx(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                flags | libc::AT_STATX_SYNC_AS_STAT,
+                libc::STATX_BASIC_STATS,
+                &mut buf,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(EntryStat {
+            mode: u32::from(buf.stx_mode),
+            uid: buf.stx_uid,
+            gid: buf.stx_gid,
+            size: buf.stx_size,
+            mtime: (buf.stx_mtime.tv_sec, buf.stx_mtime.tv_nsec),
+            ctime: (buf.stx_ctime.tv_sec, buf.stx_ctime.tv_nsec),
+            dev: libc::makedev(buf.stx_dev_major, buf.stx_dev_minor),
+            attributes: buf.stx_attributes,
+            attributes_mask: buf.stx_attributes_mask,
+        })
+    }
+
+    /// Whether the entry is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// Whether the entry is a symbolic link.
+    pub fn is_symlink(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFLNK
+    }
+
+    /// Whether the entry is a regular file.
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    /// The modification time.
+    pub fn modified(&self) -> std::time::SystemTime {
+        use std::time::{Duration, UNIX_EPOCH};
+        let (secs, nanos) = self.mtime;
+        let whole = if secs >= 0 {
+            UNIX_EPOCH.checked_add(Duration::from_secs(secs.unsigned_abs()))
+        } else {
+            UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+        };
+        whole
+            .and_then(|t| t.checked_add(Duration::from_nanos(u64::from(nanos))))
+            .unwrap_or(UNIX_EPOCH)
+    }
+}
+
+impl From<&fs::Metadata> for EntryStat {
+    /// The status std already read; without `statx` attributes, so `WriteCheck` leaves
+    /// such an entry to `faccessat`.
+    fn from(meta: &fs::Metadata) -> Self {
+        EntryStat {
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec().clamp(0, 999_999_999) as u32),
+            ctime: (meta.ctime(), meta.ctime_nsec().clamp(0, 999_999_999) as u32),
+            dev: meta.dev(),
+            attributes: 0,
+            attributes_mask: 0,
+        }
+    }
+}
+
+/// Decides `os.access(entry, W_OK)` — what jupyter_server reports as `writable` — for the
+/// entries of one directory from their `statx` data, as the kernel's generic permission
+/// check would; an entry whose answer is not certain that way is asked with `faccessat`.
+///
+/// Certain means: the directory's mount is writable and its file system (ext2/3/4, XFS,
+/// tmpfs) uses the generic check, no security module that vets each inode access
+/// (SELinux, Smack) is active, and the entry is on that same mount, not immutable and not
+/// owned by an unmapped id. Then `access(2)`, which uses the *real* uid, gid and the
+/// supplementary groups, allows a write when:
+/// - the caller is real root holding `CAP_DAC_OVERRIDE`: always;
+/// - the caller owns the entry: the owner's `w` bit (ACLs never apply to the owner);
+/// - otherwise, with no group bits (so no ACL is consulted): the group's `w` bit for a
+///   member of the entry's group, else the others' `w` bit.
+///
+/// A refusal is certain only when no capability could override it.
+pub struct WriteCheck {
+    /// Whether this directory's entries can be decided from their status at all.
+    enabled: bool,
+    dir_dev: u64,
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    /// Real root with `CAP_DAC_OVERRIDE`: every mode allows a write.
+    overrides: bool,
+    /// Some `CAP_DAC_OVERRIDE` is held: a refusal by mode may not be final.
+    may_override: bool,
+    overflow: (u32, u32),
+}
+
+impl WriteCheck {
+    /// The check for the entries of the open directory `dir`.
+    pub fn for_dir(dir: &fs::File) -> WriteCheck {
+        use std::os::fd::AsRawFd;
+        // SAFETY: all-zero bytes are a valid `statfs` (plain integers).
+        let mut fs_info: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `dir` is an open descriptor and `fs_info` writable for the call.
+        let generic = unsafe { libc::fstatfs(dir.as_raw_fd(), &mut fs_info) } == 0
+            && GENERIC_PERMISSION_FS.contains(&(fs_info.f_type as i64));
+        // SAFETY: all-zero bytes are a valid `statvfs` (plain integers).
+        let mut mount_info: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `dir` is an open descriptor and `mount_info` writable for the call.
+        let writable_mount = unsafe { libc::fstatvfs(dir.as_raw_fd(), &mut mount_info) } == 0
+            && mount_info.f_flag & libc::ST_RDONLY == 0;
+        let fs_ok = generic && writable_mount;
+        let dir_dev = dir.metadata().map(|m| m.dev()).ok();
+        // SAFETY: getuid and getgid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let groups = supplementary_groups();
+        let (effective, permitted) = dac_override_capability();
+        WriteCheck {
+            enabled: fs_ok && dir_dev.is_some() && groups.is_some() && !inode_lsm_active(),
+            dir_dev: dir_dev.unwrap_or(0),
+            uid,
+            gid,
+            groups: groups.unwrap_or_default(),
+            overrides: uid == 0 && effective && permitted,
+            may_override: effective || (uid == 0 && permitted),
+            overflow: overflow_ids(),
+        }
+    }
+
+    /// Whether any entry of this directory can be decided from its status (else every
+    /// entry is asked with `faccessat`).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// `Some(writable)` when the entry's status decides it as surely as `access(2)`;
+    /// `None` when only `access(2)` can tell.
+    pub fn decide(&self, st: &EntryStat) -> Option<bool> {
+        let reported = STATX_ATTR_IMMUTABLE | STATX_ATTR_MOUNT_ROOT;
+        if !self.enabled
+            || st.attributes_mask & reported != reported
+            || st.attributes & reported != 0
+            || st.dev != self.dir_dev
+            || st.uid == self.overflow.0
+            || st.gid == self.overflow.1
+        {
+            return None;
+        }
+        if self.overrides {
+            return Some(true);
+        }
+        let allowed = if st.uid == self.uid {
+            st.mode & 0o200 != 0
+        } else if st.mode & 0o070 != 0 {
+            // Group bits may be an ACL's mask: the ACL decides.
+            return None;
+        } else if st.gid == self.gid || self.groups.contains(&st.gid) {
+            false
+        } else {
+            st.mode & 0o002 != 0
+        };
+        match allowed {
+            false if self.may_override => None,
+            _ => Some(allowed),
+        }
+    }
+
+    /// Whether the process may write the entry `name` of `dir` whose status is `st`:
+    /// decided from `st` when certain, else asked with `faccessat`.
+    pub fn writable(&self, dir: &fs::File, name: &str, st: &EntryStat) -> bool {
+        self.decide(st)
+            .unwrap_or_else(|| access_writable_in(dir, name))
+    }
+}
+
+/// File systems whose permission check is the kernel's generic one (mode bits, POSIX ACLs,
+/// capabilities) and whose `statx` reports the immutable and mount-root attributes.
+const GENERIC_PERMISSION_FS: [i64; 3] = [
+    0xEF53,      // ext2/3/4
+    0x5846_5342, // XFS
+    0x0102_1994, // tmpfs
+];
+
+fn supplementary_groups() -> Option<Vec<u32>> {
+    // SAFETY: with a zero size getgroups only counts the groups.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let mut groups = vec![0; usize::try_from(n).ok()?];
+    // SAFETY: `groups` has room for `n` ids.
+    let got = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
+    groups.truncate(usize::try_from(got).ok()?);
+    Some(groups)
+}
+
+/// Whether `CAP_DAC_OVERRIDE` is in the process's effective and permitted sets (`access(2)`
+/// gives real root its permitted set). Unknown counts as held: refusals are then checked.
+fn dac_override_capability() -> (bool, bool) {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_DAC_OVERRIDE: u32 = 1 << 1;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget with version 3 writes two `Data` records, which `data` has room for.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    if rc != 0 {
+        return (true, false);
+    }
+    (
+        data[0].effective & CAP_DAC_OVERRIDE != 0,
+        data[0].permitted & CAP_DAC_OVERRIDE != 0,
+    )
+}
+
+/// Whether a security module that vets every inode permission check (SELinux, Smack) is
+/// active: its refusals are not visible in the mode bits. Decided once per process.
+fn inode_lsm_active() -> bool {
+    static ACTIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ACTIVE.get_or_init(|| {
+        let listed = fs::read_to_string("/sys/kernel/security/lsm")
+            .map(|l| {
+                l.split(',')
+                    .any(|m| matches!(m.trim(), "selinux" | "smack"))
+            })
+            .unwrap_or(false);
+        // Inside a container the list may be hidden: look for the modules' own traces.
+        let context = fs::read_to_string("/proc/self/attr/current")
+            .map(|c| c.contains(':'))
+            .unwrap_or(false);
+        listed
+            || context
+            || Path::new("/sys/fs/selinux/enforce").exists()
+            || Path::new("/sys/fs/smackfs").exists()
+            || fs::read_to_string("/proc/self/attr/selinux/current").is_ok_and(|c| !c.is_empty())
+            || fs::read_to_string("/proc/self/attr/smack/current").is_ok_and(|c| !c.is_empty())
+    })
+}
+
+/// The uid and gid `statx` shows for an id unmapped in this user namespace (writes to
+/// such an inode are refused whatever its mode).
+fn overflow_ids() -> (u32, u32) {
+    static IDS: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *IDS.get_or_init(|| {
+        let read = |p: &str| {
+            fs::read_to_string(p)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(65534)
+        };
+        (
+            read("/proc/sys/kernel/overflowuid"),
+            read("/proc/sys/kernel/overflowgid"),
+        )
+    })
+}
+
+/// The entries of an open directory, read with `getdents64` into one buffer: no
+/// allocation per entry, and the names come NUL-terminated, ready for `statx`.
+pub struct DirEntries<'a> {
+    dir: &'a fs::File,
+    buf: Vec<u8>,
+    pos: usize,
+    len: usize,
+    done: bool,
+}
+
+/// One directory entry as `getdents64` reports it.
+pub struct RawDirEntry<'a> {
+    /// The name, never `.` or `..`.
+    pub name: &'a std::ffi::CStr,
+    /// Whether the directory says the entry is a symlink (`d_type`; file systems that do
+    /// not report types say "unknown": check the entry's own status).
+    pub is_symlink: bool,
+}
+
+impl<'a> DirEntries<'a> {
+    /// Read `dir` from its current position (its start, when just opened).
+    pub fn new(dir: &'a fs::File) -> Self {
+        DirEntries {
+            dir,
+            buf: vec![0; 64 * 1024],
+            pos: 0,
+            len: 0,
+            done: false,
+        }
+    }
+
+    /// The next entry; `None` at the end or when reading fails.
+    pub fn next_entry(&mut self) -> Option<RawDirEntry<'_>> {
+        use std::os::fd::AsRawFd;
+        // Offsets in a `linux_dirent64`: d_ino u64, d_off i64, d_reclen u16, d_type u8,
+        // then the NUL-terminated name.
+        const RECLEN_AT: usize = 16;
+        const TYPE_AT: usize = 18;
+        const NAME_AT: usize = 19;
+        loop {
+            if self.pos >= self.len {
+                if self.done {
+                    return None;
+                }
+                // SAFETY: `dir` is an open descriptor and `buf` is writable for its length.
+                let n = unsafe {
+                    libc::syscall(
+                        libc::SYS_getdents64,
+                        self.dir.as_raw_fd(),
+                        self.buf.as_mut_ptr(),
+                        self.buf.len(),
+                    )
+                };
+                if n <= 0 {
+                    self.done = true;
+                    return None;
+                }
+                self.pos = 0;
+                self.len = usize::try_from(n).unwrap_or(0).min(self.buf.len());
+                continue;
+            }
+            let record = &self.buf[self.pos..self.len];
+            let reclen = match record.get(RECLEN_AT..RECLEN_AT + 2) {
+                Some(b) => usize::from(u16::from_ne_bytes([b[0], b[1]])),
+                None => 0,
+            };
+            if reclen <= NAME_AT || reclen > record.len() {
+                // A malformed record: stop rather than misread.
+                self.done = true;
+                self.len = 0;
+                return None;
+            }
+            let d_type = record[TYPE_AT];
+            let name = &record[NAME_AT..reclen];
+            let name_len = name.iter().position(|&b| b == 0);
+            let start = self.pos + NAME_AT;
+            self.pos += reclen;
+            let Some(name_len) = name_len else { continue };
+            if matches!(&name[..name_len], b"." | b"..") {
+                continue;
+            }
+            let name =
+                std::ffi::CStr::from_bytes_with_nul(&self.buf[start..=start + name_len]).ok()?;
+            return Some(RawDirEntry {
+                name,
+                is_symlink: d_type == libc::DT_LNK,
+            });
+        }
+    }
+}

@@ -30,7 +30,9 @@ pub use manager::{
     parse_json_body, ContentsManager, FileDownload, FileFormat, GetOptions, SaveOutcome,
 };
 pub use mimetypes::guess_type;
-pub use model::{format_time, format_timestamp, Checkpoint, Content, ContentType, Model};
+pub use model::{
+    format_time, format_timestamp, Checkpoint, Content, ContentType, Model, Timestamp,
+};
 /// Python's `repr()` of a float, as `json.dumps` writes floats.
 pub use pyfmt::repr_float as python_float_repr;
 /// Python's `repr()` of a string, as jupyter_server's messages quote values.

@@ -4,10 +4,10 @@
 use crate::access::Caller;
 use crate::config::ContentsConfig;
 use crate::error::{ContentsError, ErrorKind, Result};
-use crate::fsio::{self, access_writable};
-use crate::model::{format_time, Checkpoint, Content, ContentType, Model};
+use crate::fsio::{self, access_writable, DirEntries, EntryStat, WriteCheck};
+use crate::model::{format_time, Checkpoint, Content, ContentType, Model, Timestamp};
 use crate::notebook;
-use crate::pyfmt::{fnmatch, repr_str};
+use crate::pyfmt::{repr_str, Glob};
 use crate::trust::TrustStore;
 use crate::{mimetypes, trash};
 use base64::Engine;
@@ -134,6 +134,8 @@ pub struct ContentsManager {
     config: ContentsConfig,
     root: PathBuf,
     trust: TrustStore,
+    /// `config.hide_globs`, compiled.
+    hide_globs: Vec<Glob>,
 }
 
 /// The path as jupyter_server's handlers show it in messages: `/a/b`, and `''` for the root.
@@ -153,8 +155,9 @@ fn mtime(meta: &Metadata) -> SystemTime {
     meta.modified().unwrap_or(UNIX_EPOCH)
 }
 
-fn ctime(meta: &Metadata) -> String {
-    crate::model::format_timestamp(meta.ctime() as f64 + meta.ctime_nsec() as f64 * 1e-9)
+/// Python's `st_mtime`/`st_ctime` (`sec + nsec * 1e-9`) formatted as jupyter_server does.
+fn stat_time((secs, nanos): (i64, u32)) -> Timestamp {
+    Timestamp::from_secs(secs as f64 + f64::from(nanos) * 1e-9)
 }
 
 /// Python's `base64.encodebytes`: 76-character lines, each ending in a newline.
@@ -228,10 +231,12 @@ impl ContentsManager {
         }
         let trust = TrustStore::open(config.state_dir.as_deref())
             .map_err(|e| ContentsError::internal(format!("notebook trust store: {e}")))?;
+        let hide_globs = config.hide_globs.iter().map(|g| Glob::new(g)).collect();
         Ok(ContentsManager {
             config,
             root,
             trust,
+            hide_globs,
         })
     }
 
@@ -325,7 +330,7 @@ impl ContentsManager {
     }
 
     fn should_list(&self, name: &str) -> bool {
-        !self.config.hide_globs.iter().any(|g| fnmatch(name, g))
+        !self.hide_globs.iter().any(|g| g.matches(name))
     }
 
     fn get_not_found(path: &CanonicalPath) -> ContentsError {
@@ -416,7 +421,7 @@ impl ContentsManager {
         Self::model_of(
             request.name().to_string(),
             request.api_path().to_string(),
-            meta,
+            &EntryStat::from(meta),
             kind,
             writable,
         )
@@ -425,19 +430,16 @@ impl ContentsManager {
     fn model_of(
         name: String,
         path: String,
-        meta: &Metadata,
+        stat: &EntryStat,
         kind: ContentType,
         writable: bool,
     ) -> Model {
-        let modified = mtime(meta);
-        // Python's `st_mtime` (`sec + nsec * 1e-9`), like `ctime` below.
-        let last_modified =
-            crate::model::format_timestamp(meta.mtime() as f64 + meta.mtime_nsec() as f64 * 1e-9);
+        let last_modified = stat_time(stat.mtime);
         // Most files were last changed when last written: format the time once.
-        let created = if (meta.ctime(), meta.ctime_nsec()) == (meta.mtime(), meta.mtime_nsec()) {
-            last_modified.clone()
+        let created = if stat.ctime == stat.mtime {
+            last_modified
         } else {
-            ctime(meta)
+            stat_time(stat.ctime)
         };
         Model {
             name,
@@ -451,13 +453,13 @@ impl ContentsManager {
             size: if kind == ContentType::Directory {
                 None
             } else {
-                Some(meta.len())
+                Some(stat.size)
             },
             writable,
             hash: None,
             hash_algorithm: None,
             message: None,
-            modified_time: modified,
+            modified_time: stat.modified(),
         }
     }
 
@@ -489,57 +491,70 @@ impl ContentsManager {
     fn list(&self, caller: &Caller<'_>, loc: &Located) -> Result<Vec<Model>> {
         struct Entry {
             name: String,
-            meta: Metadata,
+            stat: EntryStat,
             // Set for symlinks: where the entry really is.
             link_target: Option<CanonicalPath>,
         }
-        let reader = fs::read_dir(&loc.os)
-            .map_err(|e| ContentsError::from_io(&e, loc.request.api_path(), "Error listing"))?;
+        let list_error =
+            |e: io::Error| ContentsError::from_io(&e, loc.request.api_path(), "Error listing");
+        // Entries are stat'ed and checked relative to the open directory: one path lookup
+        // each, no walk of the directory's path.
+        let dir = fs::File::open(&loc.os).map_err(list_error)?;
+        if !dir.metadata().map_err(list_error)?.is_dir() {
+            return Err(list_error(io::Error::from_raw_os_error(libc::ENOTDIR)));
+        }
+        let mut reader = DirEntries::new(&dir);
         let mut entries = Vec::new();
-        for entry in reader.flatten() {
-            let Ok(name) = entry.file_name().into_string() else {
+        while let Some(entry) = reader.next_entry() {
+            let Ok(name) = entry.name.to_str() else {
                 continue;
             };
-            if !self.should_list(&name) || (!self.config.allow_hidden && name.starts_with('.')) {
+            if !self.should_list(name) || (!self.config.allow_hidden && name.starts_with('.')) {
                 continue;
             }
-            let Ok(file_type) = entry.file_type() else {
-                continue;
-            };
-            let (meta, link_target) = if file_type.is_symlink() {
-                let Ok(target) = fs::canonicalize(entry.path()) else {
-                    continue;
-                };
-                let Some(canonical) = self.to_canonical(&target) else {
-                    continue;
-                };
-                if !self.config.allow_hidden && is_hidden(&canonical) {
-                    continue;
-                }
-                let Ok(meta) = fs::metadata(&target) else {
-                    continue;
-                };
-                (meta, Some(canonical))
+            let own_stat = if entry.is_symlink {
+                None
             } else {
-                let Ok(meta) = entry.metadata() else { continue };
-                (meta, None)
+                let Ok(stat) = EntryStat::at(&dir, entry.name, false) else {
+                    continue;
+                };
+                Some(stat).filter(|s| !s.is_symlink())
             };
-            if !meta.is_file() && !meta.is_dir() {
+            let (stat, link_target) = match own_stat {
+                Some(stat) => (stat, None),
+                None => {
+                    let Ok(target) = fs::canonicalize(loc.os.join(name)) else {
+                        continue;
+                    };
+                    let Some(canonical) = self.to_canonical(&target) else {
+                        continue;
+                    };
+                    if !self.config.allow_hidden && is_hidden(&canonical) {
+                        continue;
+                    }
+                    let Ok(meta) = fs::metadata(&target) else {
+                        continue;
+                    };
+                    (EntryStat::from(&meta), Some(canonical))
+                }
+            };
+            let name = name.to_string();
+            if !stat.is_file() && !stat.is_dir() {
                 continue;
             }
             entries.push(Entry {
                 name,
-                meta,
+                stat,
                 link_target,
             });
         }
-        // Writability is asked relative to the directory: no path walk per entry.
-        let dir_handle = fs::File::open(&loc.os).ok();
         let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         let readable = caller.access.readable_children(&loc.resolved, &names);
         let writable = caller.access.writable_children(&loc.resolved, &names);
+        let write_check = WriteCheck::for_dir(&dir);
+        let mut mimetype_memo = mimetypes::Memo::default();
         let mut out = Vec::with_capacity(entries.len());
-        for (i, entry) in entries.iter().enumerate() {
+        for (i, entry) in entries.into_iter().enumerate() {
             let (may_read, may_write) = match &entry.link_target {
                 Some(target) => (
                     caller.access.may_read(target),
@@ -558,24 +573,28 @@ impl ContentsManager {
             let path = if loc.request.is_root() {
                 entry.name.clone()
             } else {
-                format!("{}/{}", loc.request.api_path(), entry.name)
+                let parent = loc.request.api_path();
+                let mut path = String::with_capacity(parent.len() + 1 + entry.name.len());
+                path.push_str(parent);
+                path.push('/');
+                path.push_str(&entry.name);
+                path
             };
-            let kind = if entry.meta.is_dir() {
+            let kind = if entry.stat.is_dir() {
                 ContentType::Directory
             } else if entry.name.ends_with(".ipynb") {
                 ContentType::Notebook
             } else {
                 ContentType::File
             };
-            let writable = may_write
-                && match &dir_handle {
-                    Some(dir) => fsio::access_writable_in(dir, &entry.name),
-                    None => access_writable(&loc.os.join(&entry.name)),
-                };
-            let mut model = Self::model_of(entry.name.clone(), path, &entry.meta, kind, writable);
-            if kind == ContentType::File {
-                model.mimetype = mimetypes::guess_type(&entry.name).map(str::to_string);
-            }
+            // A symlink's status is its target's: `faccessat` follows it, as os.access.
+            let writable = may_write && write_check.writable(&dir, &entry.name, &entry.stat);
+            let mimetype = match kind {
+                ContentType::File => mimetype_memo.guess_type(&entry.name),
+                _ => None,
+            };
+            let mut model = Self::model_of(entry.name, path, &entry.stat, kind, writable);
+            model.mimetype = mimetype;
             out.push(model);
         }
         Ok(out)
@@ -608,7 +627,7 @@ impl ContentsManager {
             ContentType::File,
             self.writable(caller, loc),
         );
-        model.mimetype = mimetypes::guess_type(loc.request.name()).map(str::to_string);
+        model.mimetype = mimetypes::guess_type(loc.request.name());
         let mut bytes = None;
         if opts.content {
             let raw = self.read_bytes(loc)?;
@@ -624,14 +643,11 @@ impl ContentsManager {
                 _ => (encodebytes(&raw), "base64"),
             };
             if model.mimetype.is_none() {
-                model.mimetype = Some(
-                    if format == "text" {
-                        "text/plain"
-                    } else {
-                        "application/octet-stream"
-                    }
-                    .to_string(),
-                );
+                model.mimetype = Some(if format == "text" {
+                    "text/plain"
+                } else {
+                    "application/octet-stream"
+                });
             }
             model.content = Some(Content::Text(text));
             model.format = Some(format);
@@ -1055,7 +1071,7 @@ impl ContentsManager {
         let meta = fs::metadata(&staging).map_err(io_err)?;
         let writable = access_writable(&staging) && caller.access.may_write(&loc.resolved);
         let mut model = self.base_model(&loc.request, &meta, ContentType::File, writable);
-        model.mimetype = mimetypes::guess_type(loc.request.name()).map(str::to_string);
+        model.mimetype = mimetypes::guess_type(loc.request.name());
         Ok(model)
     }
 

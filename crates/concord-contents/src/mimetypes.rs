@@ -31,13 +31,43 @@ fn lookup(ext: &str) -> Option<&'static str> {
         .map(|i| table::TYPES[i].1)
 }
 
+/// Whether `ext` is an extension whose type depends on nothing else: neither an encoding
+/// (`.gz`: the type is the base's) nor a suffix standing for two (`.tgz`).
+fn is_plain(ext: &str) -> bool {
+    !ext.is_empty()
+        && !ENCODINGS.contains(&ext)
+        && !SUFFIX_MAP.iter().any(|(s, _)| s.eq_ignore_ascii_case(ext))
+}
+
+/// `guess_type` for many names in a row (a listing): the last plain extension's answer is
+/// kept, since a directory's names mostly share a few extensions.
+#[derive(Default)]
+pub struct Memo {
+    ext: String,
+    mimetype: Option<&'static str>,
+}
+
+impl Memo {
+    /// The same answer as [`guess_type`].
+    pub fn guess_type(&mut self, path: &str) -> Option<&'static str> {
+        let (_, ext) = splitext(path);
+        if !is_plain(ext) {
+            return guess_type(path);
+        }
+        if self.ext != ext {
+            self.ext.clear();
+            self.ext.push_str(ext);
+            self.mimetype = guess_type(path);
+        }
+        self.mimetype
+    }
+}
+
 /// The mimetype Python's `mimetypes.guess_type(path)[0]` gives, or `None`.
 pub fn guess_type(path: &str) -> Option<&'static str> {
     let (base, ext) = splitext(path);
     // Fast path: most names have a plain extension with a direct entry.
-    let plain = !ext.is_empty()
-        && !ENCODINGS.contains(&ext)
-        && !SUFFIX_MAP.iter().any(|(s, _)| s.eq_ignore_ascii_case(ext));
+    let plain = is_plain(ext);
     if plain {
         if let Some(t) = lookup(ext) {
             return Some(t);
@@ -71,5 +101,38 @@ mod tests {
         assert_eq!(guess_type("/r/.bashrc"), None);
         assert_eq!(guess_type("/r/a.js"), Some("application/javascript"));
         assert_eq!(guess_type("/r/noext"), None);
+    }
+
+    #[test]
+    fn memo_answers_like_guess_type() {
+        let names = [
+            "a.txt",
+            "b.txt",
+            "c.py",
+            "d.txt",
+            "e.TXT",
+            "f.tar.gz",
+            "g.gz",
+            "h.tgz",
+            "i.TGZ",
+            "j.svgz",
+            "k.txt.gz",
+            "l",
+            ".bashrc",
+            "m.ipynb",
+            "n.unknownext",
+            "o.PY",
+            "p.txt",
+            "q.tar.bz2",
+            "r.Z",
+            "s.z",
+            "t.tz",
+            "u.json",
+            "v.json",
+        ];
+        let mut memo = Memo::default();
+        for name in names.iter().chain(names.iter().rev()) {
+            assert_eq!(memo.guess_type(name), guess_type(name), "{name}");
+        }
     }
 }

@@ -118,19 +118,47 @@ pub(crate) fn splitlines_keepends(s: &str) -> Vec<&str> {
 }
 
 /// `fnmatch.fnmatch` on POSIX (case-sensitive): `*`, `?`, `[seq]`, `[!seq]`.
+#[cfg(test)]
 pub(crate) fn fnmatch(name: &str, pattern: &str) -> bool {
-    // Listings test every name against every glob: answer the common shapes (`name`,
-    // `*suffix`) without the general matcher.
-    let special = |c: char| matches!(c, '*' | '?' | '[');
-    if !pattern.contains(special) {
-        return name == pattern;
+    Glob::new(pattern).matches(name)
+}
+
+/// A glob for `fnmatch`, its shape worked out once: listings test every name against
+/// every glob.
+#[derive(Clone, Debug)]
+pub(crate) enum Glob {
+    /// No wildcard: the name itself.
+    Exact(String),
+    /// `*suffix` with no other wildcard.
+    Suffix(String),
+    /// Anything else, for the general matcher.
+    General(Vec<char>),
+}
+
+impl Glob {
+    /// The glob `pattern`.
+    pub(crate) fn new(pattern: &str) -> Glob {
+        let special = |c: char| matches!(c, '*' | '?' | '[');
+        if !pattern.contains(special) {
+            return Glob::Exact(pattern.to_string());
+        }
+        if let Some(suffix) = pattern.strip_prefix('*').filter(|s| !s.contains(special)) {
+            return Glob::Suffix(suffix.to_string());
+        }
+        Glob::General(pattern.chars().collect())
     }
-    if let Some(suffix) = pattern.strip_prefix('*').filter(|s| !s.contains(special)) {
-        return name.ends_with(suffix);
+
+    /// `fnmatch.fnmatch(name, pattern)`.
+    pub(crate) fn matches(&self, name: &str) -> bool {
+        match self {
+            Glob::Exact(exact) => name == exact,
+            Glob::Suffix(suffix) => name.ends_with(suffix.as_str()),
+            Glob::General(pattern) => {
+                let name: Vec<char> = name.chars().collect();
+                glob_match(&name, pattern)
+            }
+        }
     }
-    let name: Vec<char> = name.chars().collect();
-    let pattern: Vec<char> = pattern.chars().collect();
-    glob_match(&name, &pattern)
 }
 
 fn glob_match(name: &[char], pattern: &[char]) -> bool {
