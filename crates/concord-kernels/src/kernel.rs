@@ -350,13 +350,15 @@ struct Incarnation {
 
 /// Queues to the kernel's request channels; they outlive incarnations so a message sent
 /// during a restart reaches the new process.
+/// Requests on their way to the kernel. Boxed: a tokio channel allocates its slots 32 at a
+/// time when it is made, and three channels of unboxed messages cost every idle kernel 24 KiB.
 struct Outboxes {
-    shell: mpsc::Sender<Message>,
-    control: mpsc::Sender<Message>,
-    stdin: mpsc::Sender<Message>,
+    shell: mpsc::Sender<Box<Message>>,
+    control: mpsc::Sender<Box<Message>>,
+    stdin: mpsc::Sender<Box<Message>>,
 }
 
-type Inbox = Arc<tokio::sync::Mutex<mpsc::Receiver<Message>>>;
+type Inbox = Arc<tokio::sync::Mutex<mpsc::Receiver<Box<Message>>>>;
 
 struct Kernel {
     id: String,
@@ -719,7 +721,7 @@ impl KernelManager {
                 );
                 k.outboxes
                     .control
-                    .try_send(msg)
+                    .try_send(Box::new(msg))
                     .map_err(|_| KernelError::Unavailable("control queue full".into()))?;
             }
         }
@@ -1133,7 +1135,7 @@ impl KernelManager {
                 );
                 last_id = req.info.msg_id.clone();
                 k.hub.register(&last_id, Route::Internal(reply_tx.clone()));
-                if k.outboxes.shell.try_send(req).is_ok() {
+                if k.outboxes.shell.try_send(Box::new(req)).is_ok() {
                     sent += 1;
                 }
             }
@@ -1195,7 +1197,7 @@ impl KernelManager {
                 Bytes::from_static(b"{}"),
                 json!({"restart": restart}),
             );
-            let _ = k.outboxes.control.try_send(req);
+            let _ = k.outboxes.control.try_send(Box::new(req));
             let gone = tokio::time::timeout(wait / 2, exited.wait_for(|e| *e))
                 .await
                 .is_ok();
@@ -1568,7 +1570,7 @@ impl ClientInbound {
             _ => &k.outboxes.shell,
         };
         outbox
-            .try_send(msg)
+            .try_send(Box::new(msg))
             .map_err(|_| KernelError::Unavailable("the kernel's queue is full".into()))?;
         Ok(Inbound::Forwarded)
     }
