@@ -398,13 +398,15 @@ struct Incarnation {
 
 /// Queues to the kernel's request channels; they outlive incarnations so a message sent
 /// during a restart reaches the new process.
+/// Requests on their way to the kernel. Boxed: a tokio channel allocates its slots 32 at a
+/// time when it is made, and three channels of unboxed messages cost every idle kernel 24 KiB.
 struct Outboxes {
-    shell: mpsc::Sender<Message>,
-    control: mpsc::Sender<Message>,
-    stdin: mpsc::Sender<Message>,
+    shell: mpsc::Sender<Box<Message>>,
+    control: mpsc::Sender<Box<Message>>,
+    stdin: mpsc::Sender<Box<Message>>,
 }
 
-type Inbox = Arc<tokio::sync::Mutex<mpsc::Receiver<Message>>>;
+type Inbox = Arc<tokio::sync::Mutex<mpsc::Receiver<Box<Message>>>>;
 
 struct Kernel {
     id: String,
@@ -856,7 +858,7 @@ impl KernelManager {
                 );
                 k.outboxes
                     .control
-                    .try_send(msg)
+                    .try_send(Box::new(msg))
                     .map_err(|_| KernelError::Unavailable("control queue full".into()))?;
             }
         }
@@ -1272,7 +1274,7 @@ impl KernelManager {
                 );
                 last_id = req.info.msg_id.clone();
                 k.hub.register(&last_id, Route::Internal(reply_tx.clone()));
-                if k.outboxes.shell.try_send(req).is_ok() {
+                if k.outboxes.shell.try_send(Box::new(req)).is_ok() {
                     sent += 1;
                 }
             }
@@ -1334,7 +1336,7 @@ impl KernelManager {
                 Bytes::from_static(b"{}"),
                 json!({"restart": restart}),
             );
-            let _ = k.outboxes.control.try_send(req);
+            let _ = k.outboxes.control.try_send(Box::new(req));
             let gone = tokio::time::timeout(wait / 2, exited.wait_for(|e| *e))
                 .await
                 .is_ok();
@@ -1711,7 +1713,7 @@ impl ClientInbound {
             _ => &k.outboxes.shell,
         };
         outbox
-            .try_send(msg)
+            .try_send(Box::new(msg))
             .map_err(|_| KernelError::Unavailable("the kernel's queue is full".into()))?;
         Ok(Inbound::Forwarded)
     }

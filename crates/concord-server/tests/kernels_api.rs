@@ -200,6 +200,11 @@ async fn execute_round_trip_over_both_protocols_with_username_stamped() {
         let (reply, out) = c.execute("print('hello', 6 * 7)").await;
         assert_eq!(reply["status"], "ok");
         assert_eq!(KernelClient::stdout(&out), "hello 42\n");
+        // A cell far larger than the websocket read buffer arrives whole.
+        let big = format!("s = '{}'\nprint(len(s))", "x".repeat(200_000));
+        let (reply, out) = c.execute(&big).await;
+        assert_eq!(reply["status"], "ok");
+        assert_eq!(KernelClient::stdout(&out), "200000\n");
         // The kernel saw the authenticated user, not what the client wrote.
         let parent_user = out
             .iter()

@@ -623,6 +623,7 @@ pub async fn channels(
     };
     let max = app.settings.max_body_size;
     Ok(ws
+        .read_buffer_size(super::WS_READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| pump(app, conn, socket)))

@@ -685,6 +685,7 @@ fn plugin_settings(
 ) -> ApiResult<(Value, Option<String>)> {
     let entry = i
         .schemas
+        .get()
         .get(id)
         .ok_or_else(|| ApiError::not_found(format!("Schema not found: {id}")))?;
     let stored = lab
@@ -703,7 +704,7 @@ fn plugin_settings(
         created = c;
         match json5::from_str::<Value>(&text) {
             Ok(v) => {
-                let valid = match &entry.validator {
+                let valid = match entry.validator(id) {
                     Some(validator) => validator.validate(&v).map_err(|e| e.to_string()),
                     None => Ok(()),
                 };
@@ -750,8 +751,9 @@ pub async fn list_settings(
     blocking(move || {
         let lab = lab(&app)?;
         let i = install(&app)?;
-        let mut list = Vec::with_capacity(i.schemas.len());
-        for id in i.schemas.keys().rev() {
+        let schemas = i.schemas.get();
+        let mut list = Vec::with_capacity(schemas.len());
+        for id in schemas.keys().rev() {
             if ids_only {
                 list.push(json!({ "id": id }));
             } else {
@@ -800,11 +802,12 @@ pub async fn put_settings(
         let i = install(&app)?;
         let entry = i
             .schemas
+            .get()
             .get(&id)
             .ok_or_else(|| ApiError::not_found(format!("Schema not found: {id}")))?;
         let value: Value = json5::from_str(&raw)
             .map_err(|e| ApiError::bad_request(format!("Failed parsing settings ({id}): {e}")))?;
-        if let Some(validator) = &entry.validator {
+        if let Some(validator) = entry.validator(&id) {
             validator.validate(&value).map_err(|e| {
                 ApiError::bad_request(format!("Failed validating settings ({id}): {e}"))
             })?;

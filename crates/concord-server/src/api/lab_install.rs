@@ -3,14 +3,18 @@
 //! federated extensions (`share/jupyter/labextensions` of every Jupyter data dir), their
 //! setting schemas with the admin's overrides applied, and the page template.
 //!
-//! Everything is read once at start-up: JupyterLab's files change only when it is reinstalled,
-//! and then the server is restarted anyway (the page names hashed bundles).
+//! Everything is read once: the page template and extensions at start-up, the setting
+//! schemas when settings are first asked for and each schema's validator when a user's
+//! settings first need validating (a server nobody opened JupyterLab in keeps none of them in
+//! memory). JupyterLab's files change only when it is reinstalled, and then the server is
+//! restarted anyway (the page names hashed bundles).
 
 use anyhow::Context;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Settings of the JupyterLab front end (`[lab]` in the config file).
@@ -32,8 +36,43 @@ pub struct SchemaEntry {
     pub schema: Value,
     /// The version of the package that ships it (`N/A` when unknown).
     pub version: String,
-    /// Draft-7 validator of user settings (`None` when the schema itself does not compile).
-    pub validator: Option<jsonschema::Validator>,
+    /// Draft-7 validator of user settings, compiled on first use (`None` inside when the
+    /// schema itself does not compile).
+    validator: OnceLock<Option<jsonschema::Validator>>,
+}
+
+impl SchemaEntry {
+    /// The Draft-7 validator of user settings for plugin `id` (`None` when the schema does
+    /// not compile: settings are then accepted as they are). Compiled on first use: blocking.
+    pub fn validator(&self, id: &str) -> Option<&jsonschema::Validator> {
+        self.validator
+            .get_or_init(|| match jsonschema::draft7::new(&self.schema) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!("setting schema {id} does not compile: {e}");
+                    None
+                }
+            })
+            .as_ref()
+    }
+}
+
+/// The setting schemas of the core and the federated extensions, read on first use.
+pub struct SettingSchemas {
+    core_dir: PathBuf,
+    labextensions: Vec<PathBuf>,
+    settings_dir: PathBuf,
+    read: OnceLock<BTreeMap<String, SchemaEntry>>,
+}
+
+impl SettingSchemas {
+    /// Schemas by plugin id, with the admin's overrides applied; read (blocking) on first use.
+    pub fn get(&self) -> &BTreeMap<String, SchemaEntry> {
+        self.read.get_or_init(|| {
+            let overrides = read_overrides(&self.settings_dir);
+            read_schemas(&self.core_dir, &self.labextensions, &overrides)
+        })
+    }
 }
 
 /// An installed JupyterLab, read at start-up.
@@ -59,7 +98,7 @@ pub struct LabInstall {
     /// Plugins disabled by extensions' metadata or `page_config.json`.
     pub disabled_extensions: Vec<String>,
     /// Setting schemas by plugin id (`@jupyterlab/apputils-extension:themes`).
-    pub schemas: BTreeMap<String, SchemaEntry>,
+    pub schemas: SettingSchemas,
 }
 
 /// What the Python on PATH says about where Jupyter keeps things.
@@ -175,7 +214,14 @@ impl LabInstall {
         let (federated, mut disabled_extensions, extension_dirs) =
             federated_extensions(&labextensions);
         let settings_dir = app_dir.join("settings");
-        if let Ok(page_config) = read_json5(&settings_dir.join("page_config.json")) {
+        let page_config_path = settings_dir.join("page_config.json");
+        // Usually absent: checked first, as an error value would capture a backtrace (anyhow,
+        // under RUST_BACKTRACE), unwinding through code and tables nothing else needs.
+        if let Some(page_config) = page_config_path
+            .is_file()
+            .then(|| read_json5(&page_config_path).ok())
+            .flatten()
+        {
             if let Some(list) = page_config
                 .get("disabledExtensions")
                 .and_then(Value::as_array)
@@ -184,8 +230,12 @@ impl LabInstall {
                     .extend(list.iter().filter_map(|v| v.as_str().map(String::from)));
             }
         }
-        let overrides = read_overrides(&settings_dir);
-        let schemas = read_schemas(&app_dir.join("schemas"), &labextensions, &overrides);
+        let schemas = SettingSchemas {
+            core_dir: app_dir.join("schemas"),
+            labextensions: labextensions.clone(),
+            settings_dir,
+            read: OnceLock::new(),
+        };
         let mut theme_roots = Vec::new();
         for dir in &labextensions {
             find_dirs_named(dir, "themes", 5, &mut theme_roots);
@@ -407,20 +457,15 @@ fn schema_entry(id: &str, path: &Path, overrides: &Value) -> Option<SchemaEntry>
     apply_overrides(id, &mut schema, overrides);
     let version = path
         .parent()
-        .and_then(|d| read_json(&d.join("package.json.orig")).ok())
+        .map(|d| d.join("package.json.orig"))
+        .filter(|p| p.is_file())
+        .and_then(|p| read_json(&p).ok())
         .and_then(|p| p.get("version").and_then(Value::as_str).map(String::from))
         .unwrap_or_else(|| "N/A".to_string());
-    let validator = match jsonschema::draft7::new(&schema) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::warn!("setting schema {id} does not compile: {e}");
-            None
-        }
-    };
     Some(SchemaEntry {
         schema,
         version,
-        validator,
+        validator: OnceLock::new(),
     })
 }
 

@@ -19,6 +19,12 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
+/// Read buffer of a websocket (kernel channels, terminals). tungstenite's default, 128 KiB,
+/// is zero-filled up front, so it is resident for every open notebook and terminal although
+/// what clients send is small; a message larger than this still arrives whole (the buffer
+/// grows to the frame), in more reads.
+pub const WS_READ_BUFFER: usize = 4 * 1024;
+
 /// A JSON request body, parsed whatever `Content-Type` the client sent (JupyterLab sends
 /// `text/plain;charset=UTF-8`), with jupyter_server's errors: 400 for bad JSON, 413 when
 /// the body is larger than the configured limit.

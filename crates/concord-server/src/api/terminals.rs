@@ -285,6 +285,7 @@ pub async fn websocket(
         .manager
         .attach(name_param(&params), guard.identity().username(), permission)
         .map_err(api_error)?;
+    let upgrade = upgrade.read_buffer_size(super::WS_READ_BUFFER);
     Ok(upgrade.on_upgrade(move |socket| async move {
         app.connections
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
