@@ -158,8 +158,17 @@ for _fn in _events_bench.scenarios(load):
     scenario(_fn)
 
 
+def expand(words):
+    """Scenario names; a group word (`kernels`) stands for every `kernels_…` scenario."""
+    names = []
+    for w in words:
+        group = [n for n in SCENARIOS if n.startswith(w + "_")]
+        names.extend([w] if w in SCENARIOS or not group else group)
+    return names
+
+
 def main(argv):
-    wanted = argv or list(SCENARIOS)
+    wanted = expand(argv) if argv else list(SCENARIOS)
     unknown = [w for w in wanted if w not in SCENARIOS]
     if unknown:
         sys.exit(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
