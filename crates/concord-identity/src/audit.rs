@@ -11,8 +11,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -285,11 +285,16 @@ struct Counters {
     dropped: AtomicU64,
     failed: AtomicU64,
     written: AtomicU64,
+    /// Records sent and not yet taken by the writer (bounded by the queue capacity).
+    queued: AtomicUsize,
 }
 
 /// The audit log: cheap to call from request handlers; share one (`Arc<AuditLog>`).
 pub struct AuditLog {
-    sender: Option<SyncSender<Message>>,
+    // An unbounded channel with the bound kept by `Counters::queued`: a bounded std channel
+    // allocates and initialises all its slots up front (192 KiB for 8192 records).
+    sender: Option<Sender<Message>>,
+    capacity: usize,
     counters: Arc<Counters>,
     writer: Option<Writer>,
     readable: Option<ReadBack>,
@@ -356,12 +361,13 @@ impl AuditLog {
         if sinks.is_empty() {
             return Ok(AuditLog {
                 sender: None,
+                capacity: 0,
                 counters,
                 writer: None,
                 readable: None,
             });
         }
-        let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let (sender, receiver) = mpsc::channel();
         let thread_counters = Arc::clone(&counters);
         let (finished_sender, finished) = mpsc::sync_channel::<()>(0);
         let thread = std::thread::Builder::new()
@@ -377,6 +383,7 @@ impl AuditLog {
         };
         Ok(AuditLog {
             sender: Some(sender),
+            capacity: config.queue_capacity.max(1),
             counters,
             writer: Some(writer),
             readable,
@@ -387,6 +394,7 @@ impl AuditLog {
     pub fn disabled() -> Self {
         AuditLog {
             sender: None,
+            capacity: 0,
             counters: Arc::new(Counters::default()),
             writer: None,
             readable: None,
@@ -397,16 +405,17 @@ impl AuditLog {
     /// counted.
     pub fn record(&self, record: AuditRecord) {
         let Some(sender) = &self.sender else { return };
-        match sender.try_send(Message::Record(Box::new(record))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                let before = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                if before.is_power_of_two() || before == 0 {
-                    tracing::warn!(
-                        dropped = before + 1,
-                        "audit queue full; dropping audit records"
-                    );
-                }
+        let queued = &self.counters.queued;
+        let sent = queued.fetch_add(1, Ordering::AcqRel) < self.capacity
+            && sender.send(Message::Record(Box::new(record))).is_ok();
+        if !sent {
+            queued.fetch_sub(1, Ordering::AcqRel);
+            let before = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            if before.is_power_of_two() || before == 0 {
+                tracing::warn!(
+                    dropped = before + 1,
+                    "audit queue full; dropping audit records"
+                );
             }
         }
     }
@@ -476,7 +485,10 @@ fn write_loop(receiver: Receiver<Message>, mut sinks: Vec<OpenSink>, counters: &
         let mut next = Some(first);
         while let Some(message) = next {
             match message {
-                Message::Record(record) => batch.push(*record),
+                Message::Record(record) => {
+                    counters.queued.fetch_sub(1, Ordering::AcqRel);
+                    batch.push(*record);
+                }
                 // Everything queued before the flush is in `batch` or already written.
                 Message::Flush(ack) => acks.push(ack),
             }
