@@ -265,6 +265,54 @@ impl EntryStat {
     }
 }
 
+/// Below this many names, `stat_entries` stays on the calling thread: starting a thread
+/// costs about as much as 20-50 `statx` calls.
+const PARALLEL_STAT_MIN: usize = 2048;
+
+/// At most this many threads `statx` one directory's entries.
+const PARALLEL_STAT_THREADS: usize = 4;
+
+/// `EntryStat::at` (not following symlinks) for each of `names` in the open directory `dir`,
+/// in order; `None` where it failed. A large directory is split over the machine's cores:
+/// its listing is mostly the kernel's path lookups, which run in parallel.
+pub fn stat_entries(dir: &fs::File, names: &[&std::ffi::CStr]) -> Vec<Option<EntryStat>> {
+    let stat_chunk = |chunk: &[&std::ffi::CStr]| -> Vec<Option<EntryStat>> {
+        chunk
+            .iter()
+            .map(|name| EntryStat::at(dir, name, false).ok())
+            .collect()
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(PARALLEL_STAT_THREADS);
+    if names.len() < PARALLEL_STAT_MIN || threads < 2 {
+        return stat_chunk(names);
+    }
+    let chunk_len = names.len().div_ceil(threads);
+    let mut chunks = names.chunks(chunk_len);
+    let first = chunks.next().unwrap_or_default();
+    std::thread::scope(|scope| {
+        let others: Vec<_> = chunks
+            .map(|chunk| {
+                let thread = std::thread::Builder::new()
+                    .name("concord-stat".into())
+                    .spawn_scoped(scope, move || stat_chunk(chunk));
+                (chunk, thread.ok())
+            })
+            .collect();
+        let mut out = stat_chunk(first);
+        for (chunk, thread) in others {
+            // A thread that could not start (or panicked: `statx` cannot) leaves its
+            // chunk to this one.
+            match thread.map(|t| t.join()) {
+                Some(Ok(stats)) => out.extend(stats),
+                _ => out.extend(stat_chunk(chunk)),
+            }
+        }
+        out
+    })
+}
+
 impl From<&fs::Metadata> for EntryStat {
     /// The status std already read; without `statx` attributes, so `WriteCheck` leaves
     /// such an entry to `faccessat`.

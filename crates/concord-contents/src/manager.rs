@@ -14,6 +14,7 @@ use base64::Engine;
 use concord_authz::CanonicalPath;
 use serde_json::{Map, Value};
 use sha2::Digest;
+use std::ffi::CStr;
 use std::fs::{self, Metadata, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -503,8 +504,11 @@ impl ContentsManager {
         if !dir.metadata().map_err(list_error)?.is_dir() {
             return Err(list_error(io::Error::from_raw_os_error(libc::ENOTDIR)));
         }
+        // The names first, NUL-terminated in one buffer as `statx` takes them; then the
+        // status of each, which for a large directory runs on several threads.
+        let mut name_bytes = Vec::new();
+        let mut found = Vec::new();
         let mut reader = DirEntries::new(&dir);
-        let mut entries = Vec::new();
         while let Some(entry) = reader.next_entry() {
             let Ok(name) = entry.name.to_str() else {
                 continue;
@@ -512,13 +516,34 @@ impl ContentsManager {
             if !self.should_list(name) || (!self.config.allow_hidden && name.starts_with('.')) {
                 continue;
             }
-            let own_stat = if entry.is_symlink {
+            found.push((name_bytes.len(), entry.is_symlink));
+            name_bytes.extend_from_slice(entry.name.to_bytes_with_nul());
+        }
+        let name_at = |start: usize| -> &CStr {
+            name_bytes
+                .get(start..)
+                .and_then(|rest| CStr::from_bytes_until_nul(rest).ok())
+                .unwrap_or_default()
+        };
+        let to_stat: Vec<&CStr> = found
+            .iter()
+            .filter(|(_, typed_symlink)| !typed_symlink)
+            .map(|&(start, _)| name_at(start))
+            .collect();
+        let mut stats = fsio::stat_entries(&dir, &to_stat).into_iter();
+        let mut entries = Vec::with_capacity(found.len());
+        for &(start, typed_symlink) in &found {
+            // `stats` holds one status per entry not typed a symlink, in order.
+            let own_stat = if typed_symlink {
                 None
             } else {
-                let Ok(stat) = EntryStat::at(&dir, entry.name, false) else {
+                let Some(stat) = stats.next().flatten() else {
                     continue;
                 };
                 Some(stat).filter(|s| !s.is_symlink())
+            };
+            let Ok(name) = name_at(start).to_str() else {
+                continue;
             };
             let (stat, link_target) = match own_stat {
                 Some(stat) => (stat, None),

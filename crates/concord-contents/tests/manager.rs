@@ -1041,3 +1041,40 @@ fn large_listing_is_complete_and_in_order() {
     let root = unsafe { libc::getuid() } == 0;
     assert_eq!(by_name("ro.txt")["writable"], root);
 }
+
+#[test]
+fn a_large_directory_lists_every_entry_with_its_own_status() {
+    // Enough entries for the status calls to be split over threads: each entry must keep
+    // its own size and type, symlinks and hidden files included.
+    let f = fixture();
+    let dir = f.root.join("big");
+    fs::create_dir(&dir).unwrap();
+    for i in 0..3000 {
+        fs::write(dir.join(format!("f{i:04}.txt")), "x".repeat(i % 97)).unwrap();
+    }
+    for i in 0..20 {
+        fs::create_dir(dir.join(format!("sub{i:02}"))).unwrap();
+        fs::write(dir.join(format!(".hidden{i:02}")), "h").unwrap();
+    }
+    symlink(dir.join("f0005.txt"), dir.join("link-to-f0005.txt")).unwrap();
+    symlink(dir.join("sub03"), dir.join("link-to-sub03")).unwrap();
+    symlink(dir.join("missing"), dir.join("dangling")).unwrap();
+
+    let listing = get(&f, "big").unwrap();
+    let entries = listing["content"].as_array().unwrap();
+    assert_eq!(entries.len(), 3000 + 20 + 2, "files, dirs and two live links");
+    for entry in entries {
+        let name = entry["name"].as_str().unwrap();
+        assert_eq!(entry["path"], format!("big/{name}"));
+        let meta = fs::metadata(dir.join(name)).unwrap();
+        if meta.is_dir() {
+            assert_eq!(entry["type"], "directory", "{name}");
+            assert_eq!(entry["size"], Value::Null, "{name}");
+        } else {
+            assert_eq!(entry["type"], "file", "{name}");
+            assert_eq!(entry["size"], meta.len(), "{name}");
+        }
+    }
+    let link = entries.iter().find(|e| e["name"] == "link-to-f0005.txt").unwrap();
+    assert_eq!(link["size"], 5);
+}
