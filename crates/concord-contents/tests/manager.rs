@@ -1062,7 +1062,11 @@ fn a_large_directory_lists_every_entry_with_its_own_status() {
 
     let listing = get(&f, "big").unwrap();
     let entries = listing["content"].as_array().unwrap();
-    assert_eq!(entries.len(), 3000 + 20 + 2, "files, dirs and two live links");
+    assert_eq!(
+        entries.len(),
+        3000 + 20 + 2,
+        "files, dirs and two live links"
+    );
     for entry in entries {
         let name = entry["name"].as_str().unwrap();
         assert_eq!(entry["path"], format!("big/{name}"));
@@ -1075,6 +1079,9 @@ fn a_large_directory_lists_every_entry_with_its_own_status() {
             assert_eq!(entry["size"], meta.len(), "{name}");
         }
     }
-    let link = entries.iter().find(|e| e["name"] == "link-to-f0005.txt").unwrap();
+    let link = entries
+        .iter()
+        .find(|e| e["name"] == "link-to-f0005.txt")
+        .unwrap();
     assert_eq!(link["size"], 5);
 }

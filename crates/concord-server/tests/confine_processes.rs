@@ -7,6 +7,7 @@
 mod common;
 mod kernels_support;
 
+use common::token_client as api;
 use futures::{SinkExt, StreamExt};
 use kernels_support::{connect, path_with_venv, KernelClient};
 use serde_json::{json, Value};
@@ -43,11 +44,7 @@ fn start() -> World {
         .env("PATH", &path_with_venv());
     b.add_user("alice", "alice-password-1", &[]);
     b.add_user("boss", "boss-password-1", &["admin"]);
-    let token = |user: &str| {
-        let (code, out, err) = b.user_cmd(&["token", user, "--note", "test"], None);
-        assert_eq!(code, 0, "{err}");
-        out.trim().to_string()
-    };
+    let token = |user: &str| b.issue_token(user);
     let (alice, admin) = (token("alice"), token("boss"));
     for d in ["projects/a", "projects/b"] {
         std::fs::create_dir_all(b.root().join(d)).unwrap();
@@ -59,18 +56,6 @@ fn start() -> World {
         alice,
         admin,
     }
-}
-
-fn api(token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("token {token}").parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
 }
 
 async fn kernel(w: &World, token: &str) -> (String, KernelClient) {

@@ -62,11 +62,7 @@ fn start() -> Users {
     for user in ["alice", "bob", "carol", "dave"] {
         b.add_user(user, &format!("{user}-password-1"), &[]);
     }
-    let token = |user: &str| {
-        let (code, out, err) = b.user_cmd(&["token", user, "--note", "test"], None);
-        assert_eq!(code, 0, "{err}");
-        out.trim().to_string()
-    };
+    let token = |user: &str| b.issue_token(user);
     let (admin, alice, bob, carol, dave) = (
         token("root"),
         token("alice"),

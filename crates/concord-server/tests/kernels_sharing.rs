@@ -6,6 +6,7 @@
 mod common;
 mod kernels_support;
 
+use common::token_client as api;
 use kernels_support::{connect, path_with_venv, KernelClient};
 use serde_json::{json, Value};
 
@@ -48,11 +49,7 @@ fn start() -> Users {
     b.add_user("alice", "alice-password-1", &["team"]);
     b.add_user("bob", "bob-password-1", &["team"]);
     b.add_user("carol", "carol-password-1", &["others"]);
-    let token = |user: &str| {
-        let (code, out, err) = b.user_cmd(&["token", user, "--note", "test"], None);
-        assert_eq!(code, 0, "{err}");
-        out.trim().to_string()
-    };
+    let token = |user: &str| b.issue_token(user);
     let (alice, bob, carol) = (token("alice"), token("bob"), token("carol"));
     for d in ["nb", "secret"] {
         std::fs::create_dir(b.root().join(d)).unwrap();
@@ -63,18 +60,6 @@ fn start() -> Users {
         bob,
         carol,
     }
-}
-
-fn api(token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("token {token}").parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
 }
 
 async fn call(

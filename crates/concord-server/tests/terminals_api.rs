@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::token_client as api;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -52,11 +53,7 @@ fn start(args: &[&str]) -> Users {
     b.add_user("owner", "owner-password-1", &["team"]);
     b.add_user("watcher", "watcher-password-1", &["team"]);
     b.add_user("outsider", "outsider-password-1", &["others"]);
-    let token = |user: &str| {
-        let (code, out, err) = b.user_cmd(&["token", user, "--note", "test"], None);
-        assert_eq!(code, 0, "{err}");
-        out.trim().to_string()
-    };
+    let token = |user: &str| b.issue_token(user);
     let (owner, watcher, outsider) = (token("owner"), token("watcher"), token("outsider"));
     std::fs::create_dir(b.root().join("sub")).unwrap();
     Users {
@@ -65,18 +62,6 @@ fn start(args: &[&str]) -> Users {
         watcher,
         outsider,
     }
-}
-
-fn api(token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("token {token}").parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
 }
 
 async fn create(s: &common::Server, token: &str, body: Value) -> reqwest::Response {

@@ -93,6 +93,13 @@ impl ServerBuilder {
     }
 
     /// Add a user with a password and groups.
+    /// An API token for `user`, issued with `concord user token`.
+    pub fn issue_token(&self, user: &str) -> String {
+        let (code, out, err) = self.user_cmd(&["token", user, "--note", "test"], None);
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_string()
+    }
+
     pub fn add_user(&self, name: &str, password: &str, groups: &[&str]) {
         let groups = groups.join(",");
         let mut args = vec!["add", name];
@@ -245,17 +252,7 @@ impl Server {
 
     /// A client that sends the owner token in the Authorization header.
     pub fn owner(&self) -> reqwest::Client {
-        let token = self.token.clone().expect("token mode");
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("token {token}").parse().unwrap(),
-        );
-        reqwest::Client::builder()
-            .default_headers(headers)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
+        token_client(self.token.as_deref().expect("token mode"))
     }
 
     /// A client without credentials that keeps cookies and does not follow redirects.
@@ -336,4 +333,18 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.terminate(5);
     }
+}
+
+/// A client that sends `token` in the Authorization header and does not follow redirects.
+pub fn token_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("token {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
