@@ -35,7 +35,10 @@ pub enum WireError {
 /// jupyter_client.
 #[derive(Clone)]
 pub struct Signer {
-    key: Vec<u8>,
+    /// The MAC already keyed: every message clones it rather than hashing the key's inner and
+    /// outer pads again (two of the ~10 SHA-256 blocks a small message costs). `None` when
+    /// signing is off.
+    keyed: Option<HmacSha256>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -50,7 +53,15 @@ type HmacSha256 = Hmac<Sha256>;
 impl Signer {
     /// A signer for `key` (the connection file's `key`, as bytes).
     pub fn new(key: impl Into<Vec<u8>>) -> Self {
-        Signer { key: key.into() }
+        let key = key.into();
+        // `new_from_slice` accepts keys of any length for HMAC; its error branch cannot be
+        // taken, and would only leave signing off rather than panic.
+        let keyed = if key.is_empty() {
+            None
+        } else {
+            HmacSha256::new_from_slice(&key).ok()
+        };
+        Signer { keyed }
     }
 
     /// A new random 256-bit key, hex-encoded as jupyter_client does (a UUID there).
@@ -60,12 +71,7 @@ impl Signer {
     }
 
     fn mac(&self, parts: &[&[u8]]) -> Option<HmacSha256> {
-        if self.key.is_empty() {
-            return None;
-        }
-        // `new_from_slice` accepts keys of any length for HMAC; the error branch is unreachable
-        // but handled rather than unwrapped.
-        let mut mac = HmacSha256::new_from_slice(&self.key).ok()?;
+        let mut mac = self.keyed.clone()?;
         for part in parts {
             mac.update(part);
         }
@@ -84,10 +90,11 @@ impl Signer {
     pub fn verify(&self, signature: &[u8], parts: &[&[u8]]) -> bool {
         match self.mac(parts) {
             None => true,
-            Some(mac) => match hex::decode(signature) {
-                Ok(raw) => mac.verify_slice(&raw).is_ok(),
-                Err(_) => false,
-            },
+            Some(mac) => {
+                // A SHA-256 MAC is 32 bytes: anything else (or not hex) cannot match.
+                let mut raw = [0u8; 32];
+                hex::decode_to_slice(signature, &mut raw).is_ok() && mac.verify_slice(&raw).is_ok()
+            }
         }
     }
 }
@@ -313,6 +320,26 @@ mod tests {
             Message::from_frames(frames, &wrong),
             Err(WireError::BadSignature)
         );
+    }
+
+    #[test]
+    fn signature_is_hmac_sha256_and_the_signer_is_reusable() {
+        // RFC 4231, test case 2, the data split across frames.
+        let signer = Signer::new(b"Jefe".to_vec());
+        let parts: [&[u8]; 4] = [b"what do ya ", b"want ", b"for ", b"nothing?"];
+        let expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        assert_eq!(signer.sign(&parts), expected);
+        // Signing does not consume or change the keyed state.
+        assert_eq!(signer.sign(&parts), expected);
+        assert!(signer.verify(expected.as_bytes(), &parts));
+        assert!(signer.verify(expected.to_uppercase().as_bytes(), &parts));
+        assert!(!signer.verify(&expected.as_bytes()[..62], &parts));
+        assert!(!signer.verify(format!("{expected}00").as_bytes(), &parts));
+        assert!(!signer.verify(b"", &parts));
+        // An empty key turns signing off, as in jupyter_client.
+        let off = Signer::new(Vec::new());
+        assert_eq!(off.sign(&parts), "");
+        assert!(off.verify(b"anything", &parts));
     }
 
     #[test]
