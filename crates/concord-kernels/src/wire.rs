@@ -6,8 +6,12 @@
 //! `msg_id`, `msg_type`, `session`) and it is re-serialized only when the server must change it
 //! (stamping `username`).
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
@@ -158,13 +162,157 @@ pub fn parse_header(raw: &[u8]) -> Result<Map<String, Value>, WireError> {
 
 /// The parent header's `msg_id`, if the parent header is an object with one.
 pub fn parent_msg_id(parent_header: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Parent {
-        msg_id: Option<String>,
+    let mut de = serde_json::Deserializer::from_slice(parent_header);
+    let fields = de.deserialize_map(FieldScan::default()).ok()?;
+    de.end().ok()?;
+    fields.msg_id.map(Cow::into_owned)
+}
+
+/// The header's fields the server reads, after checking it is a JSON object that parses
+/// as a `serde_json::Value` would (every string, escape and number checked), without
+/// building one: no map, no allocation per member.
+fn scan_header(raw: &[u8]) -> Result<HeaderInfo, WireError> {
+    let fields = scan(raw)?;
+    let text = |f: Option<Cow<'_, str>>| f.map(Cow::into_owned).unwrap_or_default();
+    Ok(HeaderInfo {
+        msg_id: text(fields.msg_id),
+        msg_type: text(fields.msg_type),
+        session: text(fields.session),
+    })
+}
+
+/// One checked pass over a header.
+fn scan(raw: &[u8]) -> Result<FieldScan<'_>, WireError> {
+    let bad = |e: serde_json::Error| WireError::BadHeader(e.to_string());
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let fields = de.deserialize_map(FieldScan::default()).map_err(bad)?;
+    de.end().map_err(bad)?;
+    Ok(fields)
+}
+
+/// One pass over a JSON object: the string values of `msg_id`, `msg_type` and `session`
+/// (the last one wins, as in a parsed map; `None` when not a string).
+#[derive(Default)]
+struct FieldScan<'de> {
+    msg_id: Option<Cow<'de, str>>,
+    msg_type: Option<Cow<'de, str>>,
+    session: Option<Cow<'de, str>>,
+}
+
+impl<'de> Visitor<'de> for FieldScan<'de> {
+    type Value = Self;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
     }
-    serde_json::from_slice::<Parent>(parent_header)
-        .ok()
-        .and_then(|p| p.msg_id)
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self, A::Error> {
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            match key.as_ref() {
+                "msg_id" => self.msg_id = map.next_value::<MaybeText<'de>>()?.0,
+                "msg_type" => self.msg_type = map.next_value::<MaybeText<'de>>()?.0,
+                "session" => self.session = map.next_value::<MaybeText<'de>>()?.0,
+                _ => {
+                    map.next_value::<Checked>()?;
+                }
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// A JSON string, borrowed from the input unless it had escapes.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Any JSON value, checked as `serde_json::Value` would parse it; `Some` when it is a string.
+struct MaybeText<'de>(Option<Cow<'de, str>>);
+
+impl<'de> Deserialize<'de> for MaybeText<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AnyValue(PhantomData))
+    }
+}
+
+/// Any JSON value, checked as `serde_json::Value` would parse it and then dropped.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AnyValue(PhantomData))?;
+        Ok(Checked)
+    }
+}
+
+/// Visits any value the way `serde_json::Value`'s visitor does (so the same inputs are
+/// refused), keeping only a string.
+struct AnyValue<'de>(PhantomData<&'de ()>);
+
+impl<'de> Visitor<'de> for AnyValue<'de> {
+    type Value = MaybeText<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(MaybeText(None))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(MaybeText(None))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(MaybeText(None))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(MaybeText(None))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(MaybeText(None))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(MaybeText(None))
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        Deserialize::deserialize(d)
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(MaybeText(Some(Cow::Borrowed(v))))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(MaybeText(Some(Cow::Owned(v.to_string()))))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(MaybeText(Some(Cow::Owned(v))))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(MaybeText(None))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        // Keys are strings (`Value` keeps them as `String`); values anything.
+        while map.next_key::<Text<'de>>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(MaybeText(None))
+    }
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -187,7 +335,7 @@ impl Message {
         content: Bytes,
         buffers: Vec<Bytes>,
     ) -> Result<Self, WireError> {
-        let info = HeaderInfo::from_header(&parse_header(&header)?);
+        let info = scan_header(&header)?;
         Ok(Message {
             identities: Vec::new(),
             header,
@@ -400,11 +548,80 @@ mod tests {
         assert_eq!(header["msg_type"], "kernel_info_request");
     }
 
+    /// Headers, good and bad, for checking the scanner against a full `Value` parse.
+    const HEADERS: &[&str] = &[
+        r#"{"msg_id":"a","msg_type":"execute_request","session":"s","username":"u"}"#,
+        r#"{"msg_id": "a", "msg_type": "t", "username": "mallory", "date": "x", "version": "5.3"}"#,
+        " \t\r\n{ \"msg_id\" : \"a\" , \"username\" :\n\"x\" } \n",
+        "{}",
+        " { } ",
+        r#"{"msg_type":"status"}"#,
+        r#"{"username":null,"msg_id":1,"session":{"nested":[1,2,{"a":"b"}]}}"#,
+        r#"{"username":{"a":["b",{"c":"d"}]},"x":1}"#,
+        r#"{"username":"a","username":"b","msg_id":"first","msg_id":"second"}"#,
+        r#"{"user\u006eame":"escaped key","msg\u005fid":"\u00e9\n\"q\""}"#,
+        r#"{"msg_id":"\ud83d\ude00","x":[1.5e3,-0,true,false,null]}"#,
+        r#"{"a":"é","username":"ü","b":"\/"}"#,
+        // Refused, as a `Value` parse refuses them.
+        "[1]",
+        r#"["msg_id","msg_type","session"]"#,
+        "\"a string\"",
+        "3",
+        "null",
+        "",
+        "{",
+        r#"{"a":1,}"#,
+        r#"{"a":1} x"#,
+        r#"{"a":1}{"b":2}"#,
+        r#"{"x":"\ud800"}"#,
+        r#"{"username":"\ud800"}"#,
+        r#"{"x":1e999}"#,
+        r#"{"username":1e999}"#,
+        r#"{"x":"\q"}"#,
+        "{\"x\":\"a\u{1}b\"}",
+        r#"{1:2}"#,
+        r#"{"x":01}"#,
+    ];
+
+    /// What `from_parts` and `stamp_username` did when they parsed and re-serialized.
+    fn reference_info(raw: &[u8]) -> Result<HeaderInfo, ()> {
+        parse_header(raw)
+            .map(|m| HeaderInfo::from_header(&m))
+            .map_err(|_| ())
+    }
+
+    #[test]
+    fn the_header_scan_accepts_and_reads_what_a_value_parse_does() {
+        let mut raw_cases: Vec<Vec<u8>> = HEADERS.iter().map(|h| h.as_bytes().to_vec()).collect();
+        // Invalid UTF-8 inside a string, in a read member and in an ignored one.
+        raw_cases.push(b"{\"msg_id\":\"\xff\"}".to_vec());
+        raw_cases.push(b"{\"other\":\"\xc3\x28\"}".to_vec());
+        raw_cases.push(b"{\"username\":\"\xff\"}".to_vec());
+        // Nesting deeper than serde_json's recursion limit.
+        raw_cases.push(format!("{{\"x\":{}1{}}}", "[".repeat(200), "]".repeat(200)).into_bytes());
+        for raw in &raw_cases {
+            let ours = scan_header(raw).map_err(|_| ());
+            assert_eq!(
+                ours,
+                reference_info(raw),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
     #[test]
     fn parent_msg_id_reads_only_objects() {
         assert_eq!(parent_msg_id(b"{\"msg_id\":\"a\"}"), Some("a".into()));
         assert_eq!(parent_msg_id(b"{}"), None);
         assert_eq!(parent_msg_id(b"[]"), None);
         assert_eq!(parent_msg_id(b"not json"), None);
+        assert_eq!(parent_msg_id(b"[\"a\"]"), None);
+        assert_eq!(parent_msg_id(b"{\"msg_id\":3}"), None);
+        assert_eq!(
+            parent_msg_id(b"{\"msg_id\":\"a\",\"msg_id\":\"b\"}"),
+            Some("b".into())
+        );
+        assert_eq!(parent_msg_id(b"{\"msg_id\":\"a\"} x"), None);
     }
 }
