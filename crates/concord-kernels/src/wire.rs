@@ -2,16 +2,17 @@
 //!
 //! A message on the wire is `[identities…, "<IDS|MSG>", signature, header, parent_header,
 //! metadata, content, buffers…]`. The four JSON frames are kept as raw bytes so that a proxy
-//! never drops or reorders fields it does not model; only the header is parsed (for
-//! `msg_id`, `msg_type`, `session`) and it is re-serialized only when the server must change it
-//! (stamping `username`).
+//! never drops or reorders fields it does not model; only the header is read (for `msg_id`,
+//! `msg_type`, `session`), and its bytes change only where the server stamps `username`.
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
+use std::ops::Range;
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
@@ -172,7 +173,7 @@ pub fn parent_msg_id(parent_header: &[u8]) -> Option<String> {
 /// as a `serde_json::Value` would (every string, escape and number checked), without
 /// building one: no map, no allocation per member.
 fn scan_header(raw: &[u8]) -> Result<HeaderInfo, WireError> {
-    let fields = scan(raw)?;
+    let fields = scan(raw, false)?;
     let text = |f: Option<Cow<'_, str>>| f.map(Cow::into_owned).unwrap_or_default();
     Ok(HeaderInfo {
         msg_id: text(fields.msg_id),
@@ -181,22 +182,30 @@ fn scan_header(raw: &[u8]) -> Result<HeaderInfo, WireError> {
     })
 }
 
-/// One checked pass over a header.
-fn scan(raw: &[u8]) -> Result<FieldScan<'_>, WireError> {
+/// One checked pass over a header; with `usernames`, also where its `username` values lie.
+fn scan(raw: &[u8], usernames: bool) -> Result<FieldScan<'_>, WireError> {
     let bad = |e: serde_json::Error| WireError::BadHeader(e.to_string());
     let mut de = serde_json::Deserializer::from_slice(raw);
-    let fields = de.deserialize_map(FieldScan::default()).map_err(bad)?;
+    let scan = FieldScan {
+        input: usernames.then_some(raw),
+        ..FieldScan::default()
+    };
+    let fields = de.deserialize_map(scan).map_err(bad)?;
     de.end().map_err(bad)?;
     Ok(fields)
 }
 
 /// One pass over a JSON object: the string values of `msg_id`, `msg_type` and `session`
-/// (the last one wins, as in a parsed map; `None` when not a string).
+/// (the last one wins, as in a parsed map; `None` when not a string), and, when `input` is
+/// given, the byte ranges of the `username` values in it.
 #[derive(Default)]
 struct FieldScan<'de> {
+    input: Option<&'de [u8]>,
     msg_id: Option<Cow<'de, str>>,
     msg_type: Option<Cow<'de, str>>,
     session: Option<Cow<'de, str>>,
+    usernames: Vec<Range<usize>>,
+    members: usize,
 }
 
 impl<'de> Visitor<'de> for FieldScan<'de> {
@@ -208,10 +217,21 @@ impl<'de> Visitor<'de> for FieldScan<'de> {
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self, A::Error> {
         while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            self.members += 1;
             match key.as_ref() {
                 "msg_id" => self.msg_id = map.next_value::<MaybeText<'de>>()?.0,
                 "msg_type" => self.msg_type = map.next_value::<MaybeText<'de>>()?.0,
                 "session" => self.session = map.next_value::<MaybeText<'de>>()?.0,
+                "username" if self.input.is_some() => {
+                    let value: &'de RawValue = map.next_value()?;
+                    // Checked as strictly as any other member, though it is replaced.
+                    serde_json::from_str::<Checked>(value.get()).map_err(A::Error::custom)?;
+                    let range = self
+                        .input
+                        .and_then(|input| span_in(input, value.get().as_bytes()))
+                        .ok_or_else(|| A::Error::custom("raw value outside its input"))?;
+                    self.usernames.push(range);
+                }
                 _ => {
                     map.next_value::<Checked>()?;
                 }
@@ -219,6 +239,13 @@ impl<'de> Visitor<'de> for FieldScan<'de> {
         }
         Ok(self)
     }
+}
+
+/// Where `part` (a slice borrowed from `input`) lies in `input`.
+fn span_in(input: &[u8], part: &[u8]) -> Option<Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(input.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= input.len()).then_some(start..end)
 }
 
 /// A JSON string, borrowed from the input unless it had escapes.
@@ -431,12 +458,40 @@ impl Message {
         frames
     }
 
-    /// Set `header.username` (the server's attribution of who sent this), re-serializing
-    /// the header. Everything else in the header is kept.
+    /// Set `header.username` (the server's attribution of who sent this). The header's
+    /// bytes are kept and only the `username` value is replaced (every occurrence, should
+    /// the key be repeated), or, when there is none, the member is added last; the kernel
+    /// thus reads the same object a parse, insert and re-serialization would give it.
     pub fn stamp_username(&mut self, username: &str) -> Result<(), WireError> {
-        let mut header = parse_header(&self.header)?;
-        header.insert("username".into(), Value::String(username.to_string()));
-        self.header = Bytes::from(Value::Object(header).to_string());
+        let scanned = scan(&self.header, true)?;
+        let (spans, members) = (scanned.usernames, scanned.members);
+        let value =
+            serde_json::to_string(username).map_err(|e| WireError::BadHeader(e.to_string()))?;
+        let header = &self.header[..];
+        let mut out = Vec::with_capacity(header.len() + value.len() + 12);
+        if spans.is_empty() {
+            // A checked JSON object ends with `}` and, at most, whitespace.
+            let close = header
+                .iter()
+                .rposition(|&b| b == b'}')
+                .ok_or_else(|| WireError::BadHeader("no closing brace".into()))?;
+            out.extend_from_slice(&header[..close]);
+            if members > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"username\":");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(&header[close..]);
+        } else {
+            let mut at = 0;
+            for span in spans {
+                out.extend_from_slice(&header[at..span.start]);
+                out.extend_from_slice(value.as_bytes());
+                at = span.end;
+            }
+            out.extend_from_slice(&header[at..]);
+        }
+        self.header = Bytes::from(out);
         Ok(())
     }
 }
@@ -607,7 +662,78 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(raw)
             );
+            assert_eq!(
+                scan(raw, true).is_ok(),
+                ours.is_ok(),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
         }
+    }
+
+    #[test]
+    fn stamping_gives_the_kernel_what_parse_insert_serialize_gave() {
+        for name in ["bob", "", "we\"ird\\name\u{7}", "zoë"] {
+            for raw in HEADERS {
+                let mut msg = Message {
+                    identities: Vec::new(),
+                    header: Bytes::copy_from_slice(raw.as_bytes()),
+                    parent_header: Bytes::from_static(b"{}"),
+                    metadata: Bytes::from_static(b"{}"),
+                    content: Bytes::from_static(b"{}"),
+                    buffers: Vec::new(),
+                    info: HeaderInfo::default(),
+                };
+                let expected = parse_header(raw.as_bytes()).map(|mut m| {
+                    m.insert("username".into(), Value::String(name.into()));
+                    m
+                });
+                match (msg.stamp_username(name), expected) {
+                    (Ok(()), Ok(expected)) => {
+                        // The same object, member order included.
+                        let got = parse_header(&msg.header).expect("stamped header parses");
+                        let got: Vec<_> = got.into_iter().collect();
+                        let expected: Vec<_> = expected.into_iter().collect();
+                        assert_eq!(got, expected, "{raw}");
+                    }
+                    (Err(_), Err(_)) => assert_eq!(msg.header.as_ref(), raw.as_bytes()),
+                    (ours, theirs) => panic!("{raw}: {ours:?} vs {:?}", theirs.is_ok()),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stamping_keeps_the_other_bytes() {
+        let raw = " {\"msg_id\": \"a\",  \"username\" : \"mallory\" , \"x\": [1.50, \"\\u00e9\"]} ";
+        let mut msg = Message::from_parts(
+            Bytes::copy_from_slice(raw.as_bytes()),
+            Bytes::from_static(b"{}"),
+            Bytes::from_static(b"{}"),
+            Bytes::from_static(b"{}"),
+            Vec::new(),
+        )
+        .unwrap();
+        msg.stamp_username("bob").unwrap();
+        assert_eq!(
+            msg.header.as_ref(),
+            " {\"msg_id\": \"a\",  \"username\" : \"bob\" , \"x\": [1.50, \"\\u00e9\"]} "
+                .as_bytes()
+        );
+        let mut msg = Message::from_parts(
+            Bytes::from_static(b"{\"msg_id\": \"a\"}\n"),
+            Bytes::from_static(b"{}"),
+            Bytes::from_static(b"{}"),
+            Bytes::from_static(b"{}"),
+            Vec::new(),
+        )
+        .unwrap();
+        msg.stamp_username("bob").unwrap();
+        assert_eq!(
+            msg.header.as_ref(),
+            b"{\"msg_id\": \"a\",\"username\":\"bob\"}\n"
+        );
+        assert_eq!(msg.info.msg_id, "a");
     }
 
     #[test]
