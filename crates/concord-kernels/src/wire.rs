@@ -163,10 +163,42 @@ pub fn parse_header(raw: &[u8]) -> Result<Map<String, Value>, WireError> {
 
 /// The parent header's `msg_id`, if the parent header is an object with one.
 pub fn parent_msg_id(parent_header: &[u8]) -> Option<String> {
-    let mut de = serde_json::Deserializer::from_slice(parent_header);
-    let fields = de.deserialize_map(FieldScan::default()).ok()?;
+    str_member(parent_header, "msg_id").map(Cow::into_owned)
+}
+
+/// The string value of member `name` of the JSON object in `raw` (the last one, should the
+/// key repeat); `None` when `raw` is not an object that parses as a `serde_json::Value`
+/// would, or the member is missing or not a string. No map is built.
+pub fn str_member<'a>(raw: &'a [u8], name: &str) -> Option<Cow<'a, str>> {
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let found = de.deserialize_map(Member { name, found: None }).ok()?;
     de.end().ok()?;
-    fields.msg_id.map(Cow::into_owned)
+    found
+}
+
+/// Visits an object for [`str_member`].
+struct Member<'n, 'de> {
+    name: &'n str,
+    found: Option<Cow<'de, str>>,
+}
+
+impl<'de> Visitor<'de> for Member<'_, 'de> {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            if key == self.name {
+                self.found = map.next_value::<MaybeText<'de>>()?.0;
+            } else {
+                map.next_value::<Checked>()?;
+            }
+        }
+        Ok(self.found)
+    }
 }
 
 /// The header's fields the server reads, after checking it is a JSON object that parses
@@ -412,28 +444,27 @@ impl Message {
             .iter()
             .position(|f| f.as_ref() == DELIMITER)
             .ok_or(WireError::NoDelimiter)?;
+        let after = frames.len() - split - 1;
+        if after < 5 {
+            return Err(WireError::TooFewFrames(after));
+        }
         let mut rest = frames.into_iter();
         let identities: Vec<Bytes> = rest.by_ref().take(split).collect();
         let _delimiter = rest.next();
-        let tail: Vec<Bytes> = rest.collect();
-        if tail.len() < 5 {
-            return Err(WireError::TooFewFrames(tail.len()));
-        }
-        let mut tail = tail.into_iter();
         // The length check above guarantees these five frames exist.
         let (Some(signature), Some(header), Some(parent), Some(metadata), Some(content)) = (
-            tail.next(),
-            tail.next(),
-            tail.next(),
-            tail.next(),
-            tail.next(),
+            rest.next(),
+            rest.next(),
+            rest.next(),
+            rest.next(),
+            rest.next(),
         ) else {
-            return Err(WireError::TooFewFrames(0));
+            return Err(WireError::TooFewFrames(after));
         };
         if !signer.verify(&signature, &[&header, &parent, &metadata, &content]) {
             return Err(WireError::BadSignature);
         }
-        let mut msg = Message::from_parts(header, parent, metadata, content, tail.collect())?;
+        let mut msg = Message::from_parts(header, parent, metadata, content, rest.collect())?;
         msg.identities = identities;
         Ok(msg)
     }
@@ -749,5 +780,18 @@ mod tests {
             Some("b".into())
         );
         assert_eq!(parent_msg_id(b"{\"msg_id\":\"a\"} x"), None);
+        assert_eq!(parent_msg_id(b"{\"msg_id\":\"a\",\"x\":\"\\ud800\"}"), None);
+        assert_eq!(
+            parent_msg_id(b"{\"m\\u0073g_id\":\"\\u00e9\"}"),
+            Some("é".into())
+        );
+        let status = |raw: &[u8]| str_member(raw, "execution_state").map(Cow::into_owned);
+        assert_eq!(
+            status(b"{\"execution_state\": \"idle\"}"),
+            Some("idle".into())
+        );
+        assert_eq!(status(b"{\"execution_state\": [\"idle\"]}"), None);
+        assert_eq!(status(b"[\"idle\"]"), None);
+        assert_eq!(status(b"{\"other\": \"idle\"}"), None);
     }
 }
