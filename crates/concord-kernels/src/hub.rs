@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
 
-use crate::wire::{parent_msg_id, Message};
+use crate::wire::{str_member, Message};
 use crate::ws::{encode, Channel, WsFrame, WsProtocol};
 
 /// Something the server should write to a client's websocket.
@@ -79,10 +79,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One queued message, with its frame already encoded for the client's protocol.
+/// One queued message, with its frame already encoded for the client's protocol. The
+/// message is kept (shared by every client it went to) for the replay buffer, should the
+/// client fall behind before it is written.
 pub(crate) struct Queued {
     channel: Channel,
-    msg: Message,
+    msg: Arc<Message>,
     frame: WsFrame,
 }
 
@@ -96,7 +98,7 @@ struct Attached {
 #[derive(Default)]
 struct Slot {
     attached: Option<Attached>,
-    backlog: VecDeque<(Channel, Message)>,
+    backlog: VecDeque<(Channel, Arc<Message>)>,
     dropped: u64,
     detached_at: Option<Instant>,
 }
@@ -250,7 +252,7 @@ impl Hub {
 
     /// Route a shell/control/stdin message from the kernel to whoever sent its parent.
     pub fn route(&self, channel: Channel, msg: Message) {
-        let Some(parent) = parent_msg_id(&msg.parent_header) else {
+        let Some(parent) = str_member(&msg.parent_header, "msg_id") else {
             tracing::debug!(msg_type = %msg.info.msg_type, "kernel message without parent; dropped");
             return;
         };
@@ -259,15 +261,16 @@ impl Hub {
         // still running, so the entry stays.
         let finished = channel != Channel::Stdin && msg.info.msg_type.ends_with("_reply");
         let route = if finished {
-            st.pending.remove(&parent)
+            st.pending.remove(parent.as_ref())
         } else {
-            None
-        };
-        match route.as_ref().or_else(|| st.pending.get(&parent)) {
-            Some(Route::Client(key)) => {
-                let key = key.clone();
-                self.deliver_locked(&mut st, &key, channel, msg);
+            match st.pending.get(parent.as_ref()) {
+                Some(Route::Client(key)) => Some(Route::Client(key.clone())),
+                Some(Route::Internal(tx)) => Some(Route::Internal(tx.clone())),
+                None => None,
             }
+        };
+        match route {
+            Some(Route::Client(key)) => self.deliver_locked(&mut st, &key, channel, msg),
             Some(Route::Internal(tx)) => {
                 let _ = tx.send(msg);
             }
@@ -278,7 +281,8 @@ impl Hub {
     }
 
     /// Send a message to every client (iopub, status pushes).
-    pub fn broadcast(&self, channel: Channel, msg: &Message) {
+    pub fn broadcast(&self, channel: Channel, msg: Message) {
+        let msg = Arc::new(msg);
         let mut st = lock(&self.state);
         let mut cache: [Option<WsFrame>; 2] = [None, None];
         let mut lagged: Vec<ClientKey> = Vec::new();
@@ -287,23 +291,23 @@ impl Hub {
                 Some(a) => {
                     let idx = usize::from(a.protocol == WsProtocol::V1);
                     let frame = cache[idx]
-                        .get_or_insert_with(|| encode(channel, msg, a.protocol))
+                        .get_or_insert_with(|| encode(channel, &msg, a.protocol))
                         .clone();
                     let q = Queued {
                         channel,
-                        msg: msg.clone(),
+                        msg: Arc::clone(&msg),
                         frame,
                     };
                     if a.tx.try_send(q).is_err() {
                         lagged.push(key.clone());
                     }
                 }
-                None => push_backlog(slot, channel, msg.clone(), self.limits.replay_messages),
+                None => push_backlog(slot, channel, Arc::clone(&msg), self.limits.replay_messages),
             }
         }
         for key in lagged {
             if let Some(slot) = st.slots.get_mut(&key) {
-                self.lag(slot, channel, msg.clone());
+                self.lag(slot, channel, Arc::clone(&msg));
             }
         }
     }
@@ -315,6 +319,7 @@ impl Hub {
     }
 
     fn deliver_locked(&self, st: &mut HubState, key: &ClientKey, channel: Channel, msg: Message) {
+        let msg = Arc::new(msg);
         let Some(slot) = st.slots.get_mut(key) else {
             return;
         };
@@ -338,7 +343,7 @@ impl Hub {
         }
     }
 
-    fn lag(&self, slot: &mut Slot, channel: Channel, msg: Message) {
+    fn lag(&self, slot: &mut Slot, channel: Channel, msg: Arc<Message>) {
         if let Some(a) = slot.attached.take() {
             if !a.tx.is_closed() {
                 self.counters.lagged.fetch_add(1, Ordering::Relaxed);
@@ -354,7 +359,7 @@ impl Hub {
 
     /// Put messages a too-slow client never got back in front of its replay buffer, unless
     /// the session has already reconnected.
-    pub fn requeue(&self, key: &ClientKey, items: Vec<(Channel, Message)>) {
+    pub fn requeue(&self, key: &ClientKey, items: Vec<(Channel, Arc<Message>)>) {
         let mut st = lock(&self.state);
         if let Some(slot) = st.slots.get_mut(key) {
             if slot.attached.is_none() {
@@ -389,7 +394,7 @@ impl Hub {
     }
 }
 
-fn push_backlog(slot: &mut Slot, channel: Channel, msg: Message, limit: usize) {
+fn push_backlog(slot: &mut Slot, channel: Channel, msg: Arc<Message>, limit: usize) {
     if slot.backlog.len() >= limit {
         slot.backlog.pop_front();
         slot.dropped += 1;
