@@ -469,3 +469,125 @@ impl ClientOutbound {
         WsOut::Close { code, reason }
     }
 }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn hub(client_queue: usize) -> Arc<Hub> {
+        Arc::new(Hub::new(
+            HubLimits {
+                client_queue,
+                replay_messages: 100,
+                replay_window: Duration::from_secs(60),
+                max_detached: 10,
+            },
+            Arc::new(HubCounters::default()),
+        ))
+    }
+
+    fn key(session: &str) -> ClientKey {
+        ClientKey {
+            session_id: session.into(),
+            username: "alice".into(),
+        }
+    }
+
+    fn outbound(hub: &Arc<Hub>, key: ClientKey) -> ClientOutbound {
+        let att = hub.attach(key.clone(), WsProtocol::V1);
+        ClientOutbound {
+            backlog: att.backlog,
+            rx: att.rx,
+            close: att.close,
+            finished: false,
+            _guard: DetachGuard {
+                hub: hub.clone(),
+                key,
+                conn_id: att.conn_id,
+            },
+        }
+    }
+
+    fn status(state: &str) -> Message {
+        Message::new_server_message(
+            "status",
+            "k",
+            "",
+            Bytes::from_static(b"{}"),
+            serde_json::json!({ "execution_state": state }),
+        )
+    }
+
+    /// A connection waiting on an empty queue is woken by a close (replaced, kernel gone).
+    #[tokio::test]
+    async fn a_waiting_connection_sees_the_close() {
+        let hub = hub(8);
+        let mut first = outbound(&hub, key("s"));
+        let waiting = tokio::spawn(async move {
+            let out = first.next().await;
+            (out, first.next().await)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _second = outbound(&hub, key("s"));
+        let (out, after) = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .expect("task");
+        assert!(
+            matches!(&out, Some(WsOut::Close { code: CLOSE_NORMAL, reason }) if reason.contains("replaced")),
+            "{out:?}"
+        );
+        assert_eq!(after, None);
+
+        let mut other = outbound(&hub, key("t"));
+        let waiting = tokio::spawn(async move { other.next().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        hub.close_all("kernel shut down");
+        let out = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .expect("task");
+        assert_eq!(
+            out,
+            Some(WsOut::Close {
+                code: CLOSE_NORMAL,
+                reason: "kernel shut down".into()
+            })
+        );
+    }
+
+    /// A close goes before frames still queued; a too-slow client's queue goes back to the
+    /// replay buffer and is replayed, in order, on reconnect.
+    #[tokio::test]
+    async fn a_close_preempts_queued_frames_and_they_are_replayed() {
+        let hub = hub(2);
+        let mut slow = outbound(&hub, key("s"));
+        hub.broadcast(Channel::Iopub, status("busy"));
+        hub.broadcast(Channel::Iopub, status("idle"));
+        // The queue holds 2: the third message finds it full and closes the client.
+        hub.broadcast(Channel::Iopub, status("starting"));
+        let out = slow.next().await;
+        assert!(
+            matches!(
+                out,
+                Some(WsOut::Close {
+                    code: CLOSE_TOO_SLOW,
+                    ..
+                })
+            ),
+            "{out:?}"
+        );
+        assert_eq!(slow.next().await, None);
+        drop(slow);
+        let mut again = outbound(&hub, key("s"));
+        let mut states = Vec::new();
+        while let Some(Some(WsOut::Frame(WsFrame::Binary(b)))) =
+            futures::FutureExt::now_or_never(again.next())
+        {
+            let (_, msg) = crate::ws::decode(&WsFrame::Binary(b), WsProtocol::V1).unwrap();
+            let state = str_member(&msg.content, "execution_state").unwrap();
+            states.push(state.into_owned());
+        }
+        assert_eq!(states, ["busy", "idle", "starting"]);
+    }
+}
