@@ -7,11 +7,11 @@
 //! reconnect), and nobody else is affected.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use crate::wire::{str_member, Message};
 use crate::ws::{encode, Channel, WsFrame, WsProtocol};
@@ -48,11 +48,15 @@ pub(crate) enum Route {
     Internal(mpsc::UnboundedSender<Message>),
 }
 
-/// A close request for one attached connection.
+/// A close request for one attached connection. Whoever closes also drops the hub's
+/// sender to the connection's queue (the `Attached` entry goes), so a connection waiting on
+/// an empty queue wakes with `None` and finds the reason here: no separate wake-up is
+/// needed, and a connection with frames queued sees the flag before the next one.
 #[derive(Default)]
 pub(crate) struct CloseSignal {
+    /// Set once a reason is stored: checked per frame without taking the lock.
+    closed: AtomicBool,
     reason: Mutex<Option<(u16, String)>>,
-    notify: Notify,
 }
 
 impl CloseSignal {
@@ -65,11 +69,13 @@ impl CloseSignal {
             }
             *r = Some((code, reason));
         }
-        drop(r);
-        self.notify.notify_one();
+        self.closed.store(true, Ordering::Release);
     }
 
     fn take(&self) -> Option<(u16, String)> {
+        if !self.closed.load(Ordering::Acquire) {
+            return None;
+        }
         lock(&self.reason).take()
     }
 }
@@ -436,22 +442,16 @@ impl ClientOutbound {
         if let Some(f) = self.backlog.pop_front() {
             return Some(f);
         }
-        tokio::select! {
-            biased;
-            _ = self.close.notify.notified() => {
-                let (code, reason) = self
-                    .close
-                    .take()
-                    .unwrap_or((CLOSE_NORMAL, "connection closed".to_string()));
-                Some(self.finish(code, reason))
-            }
-            m = self.rx.recv() => match m {
-                Some(q) => Some(WsOut::Frame(q.frame)),
+        match self.rx.recv().await {
+            Some(q) => Some(WsOut::Frame(q.frame)),
+            // The sender is gone: closed by the hub (the reason is set), or the kernel is.
+            None => match self.close.take() {
+                Some((code, reason)) => Some(self.finish(code, reason)),
                 None => {
                     self.finished = true;
                     None
                 }
-            }
+            },
         }
     }
 
@@ -469,6 +469,7 @@ impl ClientOutbound {
         WsOut::Close { code, reason }
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
