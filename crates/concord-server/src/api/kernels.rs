@@ -622,11 +622,15 @@ pub async fn channels(
         None => ws,
     };
     let max = app.settings.max_body_size;
+    // Counted from here, as the kernel counts it from `connect`: a client that got its 101
+    // finds itself in `/metrics` (the upgrade completes in a task started later). A failed
+    // upgrade drops the closure and the count with it.
+    let open = OpenConnection::new(&app);
     Ok(ws
         .read_buffer_size(super::WS_READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| pump(app, conn, socket)))
+        .on_upgrade(move |socket| pump(open, conn, socket)))
 }
 
 /// How a websocket ended.
@@ -640,8 +644,8 @@ enum End {
 /// Move frames both ways until either side is done. The client's frames are read in a task
 /// of their own, so a frame for the client (four of the five messages of an execute) wakes
 /// only the writing side, not a poll of the websocket's read half as well.
-async fn pump(app: App, conn: ClientConnection, socket: WebSocket) {
-    let _open = OpenConnection::new(&app);
+async fn pump(open: OpenConnection, conn: ClientConnection, socket: WebSocket) {
+    let _open = open;
     let ClientConnection {
         inbound,
         mut outbound,
