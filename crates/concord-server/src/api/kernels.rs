@@ -641,9 +641,10 @@ enum End {
     Server,
 }
 
-/// Move frames both ways until either side is done. The client's frames are read in a task
-/// of their own, so a frame for the client (four of the five messages of an execute) wakes
-/// only the writing side, not a poll of the websocket's read half as well.
+/// Move frames both ways until either side is done. Both halves are polled in this one
+/// task: reading the client's frames in a task of its own (so an outbound frame would not
+/// poll the read half) cost more than it saved: the two tasks hop between the runtime's
+/// workers, and every execute paid two more futex wake-ups and thread switches.
 async fn pump(open: OpenConnection, conn: ClientConnection, socket: WebSocket) {
     let _open = open;
     let ClientConnection {
@@ -651,20 +652,10 @@ async fn pump(open: OpenConnection, conn: ClientConnection, socket: WebSocket) {
         mut outbound,
     } = conn;
     let (mut sink, mut stream) = socket.split();
-    let (client_done, mut client_end) = tokio::sync::oneshot::channel();
-    let reader = AbortOnDrop(tokio::spawn(async move {
-        let end = read_loop(&mut stream, &inbound).await;
-        let _ = client_done.send(end);
-    }));
     let end = tokio::select! {
-        biased;
-        // A reader that panicked is a client gone without a word.
-        r = &mut client_end => End::Client(r.unwrap_or(None)),
+        r = read_loop(&mut stream, &inbound) => End::Client(r),
         () = write_loop(&mut sink, &mut outbound) => End::Server,
     };
-    // Either side is done: stop reading (the client connection's inbound half goes with the
-    // task).
-    drop(reader);
     if let End::Client(Some((code, reason))) = end {
         let _ = sink
             .send(Message::Close(Some(CloseFrame {
@@ -674,16 +665,6 @@ async fn pump(open: OpenConnection, conn: ClientConnection, socket: WebSocket) {
             .await;
     }
     let _ = sink.close().await;
-}
-
-/// Cancels a task when dropped: the websocket's reader never outlives its connection, even
-/// should the connection's own task be dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// At most 123 bytes (a close frame's limit), cut at a character boundary.
