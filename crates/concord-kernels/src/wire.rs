@@ -644,6 +644,7 @@ mod tests {
         r#"{"msg_type":"status"}"#,
         r#"{"username":null,"msg_id":1,"session":{"nested":[1,2,{"a":"b"}]}}"#,
         r#"{"username":{"a":["b",{"c":"d"}]},"x":1}"#,
+        r#"{"a":{"username":"nested"},"b":[{"username":"deeper"}],"msg_id":"x"}"#,
         r#"{"username":"a","username":"b","msg_id":"first","msg_id":"second"}"#,
         r#"{"user\u006eame":"escaped key","msg\u005fid":"\u00e9\n\"q\""}"#,
         r#"{"msg_id":"\ud83d\ude00","x":[1.5e3,-0,true,false,null]}"#,
