@@ -7,13 +7,13 @@
 //! reconnect), and nobody else is affected.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
-use crate::wire::{parent_msg_id, Message};
+use crate::wire::{str_member, Message};
 use crate::ws::{encode, Channel, WsFrame, WsProtocol};
 
 /// Something the server should write to a client's websocket.
@@ -48,11 +48,15 @@ pub(crate) enum Route {
     Internal(mpsc::UnboundedSender<Message>),
 }
 
-/// A close request for one attached connection.
+/// A close request for one attached connection. Whoever closes also drops the hub's
+/// sender to the connection's queue (the `Attached` entry goes), so a connection waiting on
+/// an empty queue wakes with `None` and finds the reason here: no separate wake-up is
+/// needed, and a connection with frames queued sees the flag before the next one.
 #[derive(Default)]
 pub(crate) struct CloseSignal {
+    /// Set once a reason is stored: checked per frame without taking the lock.
+    closed: AtomicBool,
     reason: Mutex<Option<(u16, String)>>,
-    notify: Notify,
 }
 
 impl CloseSignal {
@@ -65,11 +69,13 @@ impl CloseSignal {
             }
             *r = Some((code, reason));
         }
-        drop(r);
-        self.notify.notify_one();
+        self.closed.store(true, Ordering::Release);
     }
 
     fn take(&self) -> Option<(u16, String)> {
+        if !self.closed.load(Ordering::Acquire) {
+            return None;
+        }
         lock(&self.reason).take()
     }
 }
@@ -79,10 +85,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One queued message, with its frame already encoded for the client's protocol.
+/// One queued message, with its frame already encoded for the client's protocol. The
+/// message is kept (shared by every client it went to) for the replay buffer, should the
+/// client fall behind before it is written.
 pub(crate) struct Queued {
     channel: Channel,
-    msg: Message,
+    msg: Arc<Message>,
     frame: WsFrame,
 }
 
@@ -96,7 +104,7 @@ struct Attached {
 #[derive(Default)]
 struct Slot {
     attached: Option<Attached>,
-    backlog: VecDeque<(Channel, Message)>,
+    backlog: VecDeque<(Channel, Arc<Message>)>,
     dropped: u64,
     detached_at: Option<Instant>,
 }
@@ -250,7 +258,7 @@ impl Hub {
 
     /// Route a shell/control/stdin message from the kernel to whoever sent its parent.
     pub fn route(&self, channel: Channel, msg: Message) {
-        let Some(parent) = parent_msg_id(&msg.parent_header) else {
+        let Some(parent) = str_member(&msg.parent_header, "msg_id") else {
             tracing::debug!(msg_type = %msg.info.msg_type, "kernel message without parent; dropped");
             return;
         };
@@ -259,15 +267,16 @@ impl Hub {
         // still running, so the entry stays.
         let finished = channel != Channel::Stdin && msg.info.msg_type.ends_with("_reply");
         let route = if finished {
-            st.pending.remove(&parent)
+            st.pending.remove(parent.as_ref())
         } else {
-            None
-        };
-        match route.as_ref().or_else(|| st.pending.get(&parent)) {
-            Some(Route::Client(key)) => {
-                let key = key.clone();
-                self.deliver_locked(&mut st, &key, channel, msg);
+            match st.pending.get(parent.as_ref()) {
+                Some(Route::Client(key)) => Some(Route::Client(key.clone())),
+                Some(Route::Internal(tx)) => Some(Route::Internal(tx.clone())),
+                None => None,
             }
+        };
+        match route {
+            Some(Route::Client(key)) => self.deliver_locked(&mut st, &key, channel, msg),
             Some(Route::Internal(tx)) => {
                 let _ = tx.send(msg);
             }
@@ -278,7 +287,8 @@ impl Hub {
     }
 
     /// Send a message to every client (iopub, status pushes).
-    pub fn broadcast(&self, channel: Channel, msg: &Message) {
+    pub fn broadcast(&self, channel: Channel, msg: Message) {
+        let msg = Arc::new(msg);
         let mut st = lock(&self.state);
         let mut cache: [Option<WsFrame>; 2] = [None, None];
         let mut lagged: Vec<ClientKey> = Vec::new();
@@ -287,23 +297,23 @@ impl Hub {
                 Some(a) => {
                     let idx = usize::from(a.protocol == WsProtocol::V1);
                     let frame = cache[idx]
-                        .get_or_insert_with(|| encode(channel, msg, a.protocol))
+                        .get_or_insert_with(|| encode(channel, &msg, a.protocol))
                         .clone();
                     let q = Queued {
                         channel,
-                        msg: msg.clone(),
+                        msg: Arc::clone(&msg),
                         frame,
                     };
                     if a.tx.try_send(q).is_err() {
                         lagged.push(key.clone());
                     }
                 }
-                None => push_backlog(slot, channel, msg.clone(), self.limits.replay_messages),
+                None => push_backlog(slot, channel, Arc::clone(&msg), self.limits.replay_messages),
             }
         }
         for key in lagged {
             if let Some(slot) = st.slots.get_mut(&key) {
-                self.lag(slot, channel, msg.clone());
+                self.lag(slot, channel, Arc::clone(&msg));
             }
         }
     }
@@ -315,6 +325,7 @@ impl Hub {
     }
 
     fn deliver_locked(&self, st: &mut HubState, key: &ClientKey, channel: Channel, msg: Message) {
+        let msg = Arc::new(msg);
         let Some(slot) = st.slots.get_mut(key) else {
             return;
         };
@@ -338,7 +349,7 @@ impl Hub {
         }
     }
 
-    fn lag(&self, slot: &mut Slot, channel: Channel, msg: Message) {
+    fn lag(&self, slot: &mut Slot, channel: Channel, msg: Arc<Message>) {
         if let Some(a) = slot.attached.take() {
             if !a.tx.is_closed() {
                 self.counters.lagged.fetch_add(1, Ordering::Relaxed);
@@ -354,7 +365,7 @@ impl Hub {
 
     /// Put messages a too-slow client never got back in front of its replay buffer, unless
     /// the session has already reconnected.
-    pub fn requeue(&self, key: &ClientKey, items: Vec<(Channel, Message)>) {
+    pub fn requeue(&self, key: &ClientKey, items: Vec<(Channel, Arc<Message>)>) {
         let mut st = lock(&self.state);
         if let Some(slot) = st.slots.get_mut(key) {
             if slot.attached.is_none() {
@@ -389,7 +400,7 @@ impl Hub {
     }
 }
 
-fn push_backlog(slot: &mut Slot, channel: Channel, msg: Message, limit: usize) {
+fn push_backlog(slot: &mut Slot, channel: Channel, msg: Arc<Message>, limit: usize) {
     if slot.backlog.len() >= limit {
         slot.backlog.pop_front();
         slot.dropped += 1;
@@ -431,22 +442,16 @@ impl ClientOutbound {
         if let Some(f) = self.backlog.pop_front() {
             return Some(f);
         }
-        tokio::select! {
-            biased;
-            _ = self.close.notify.notified() => {
-                let (code, reason) = self
-                    .close
-                    .take()
-                    .unwrap_or((CLOSE_NORMAL, "connection closed".to_string()));
-                Some(self.finish(code, reason))
-            }
-            m = self.rx.recv() => match m {
-                Some(q) => Some(WsOut::Frame(q.frame)),
+        match self.rx.recv().await {
+            Some(q) => Some(WsOut::Frame(q.frame)),
+            // The sender is gone: closed by the hub (the reason is set), or the kernel is.
+            None => match self.close.take() {
+                Some((code, reason)) => Some(self.finish(code, reason)),
                 None => {
                     self.finished = true;
                     None
                 }
-            }
+            },
         }
     }
 
@@ -462,5 +467,128 @@ impl ClientOutbound {
             self._guard.hub.requeue(&self._guard.key, items);
         }
         WsOut::Close { code, reason }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn hub(client_queue: usize) -> Arc<Hub> {
+        Arc::new(Hub::new(
+            HubLimits {
+                client_queue,
+                replay_messages: 100,
+                replay_window: Duration::from_secs(60),
+                max_detached: 10,
+            },
+            Arc::new(HubCounters::default()),
+        ))
+    }
+
+    fn key(session: &str) -> ClientKey {
+        ClientKey {
+            session_id: session.into(),
+            username: "alice".into(),
+        }
+    }
+
+    fn outbound(hub: &Arc<Hub>, key: ClientKey) -> ClientOutbound {
+        let att = hub.attach(key.clone(), WsProtocol::V1);
+        ClientOutbound {
+            backlog: att.backlog,
+            rx: att.rx,
+            close: att.close,
+            finished: false,
+            _guard: DetachGuard {
+                hub: hub.clone(),
+                key,
+                conn_id: att.conn_id,
+            },
+        }
+    }
+
+    fn status(state: &str) -> Message {
+        Message::new_server_message(
+            "status",
+            "k",
+            "",
+            Bytes::from_static(b"{}"),
+            serde_json::json!({ "execution_state": state }),
+        )
+    }
+
+    /// A connection waiting on an empty queue is woken by a close (replaced, kernel gone).
+    #[tokio::test]
+    async fn a_waiting_connection_sees_the_close() {
+        let hub = hub(8);
+        let mut first = outbound(&hub, key("s"));
+        let waiting = tokio::spawn(async move {
+            let out = first.next().await;
+            (out, first.next().await)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _second = outbound(&hub, key("s"));
+        let (out, after) = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .expect("task");
+        assert!(
+            matches!(&out, Some(WsOut::Close { code: CLOSE_NORMAL, reason }) if reason.contains("replaced")),
+            "{out:?}"
+        );
+        assert_eq!(after, None);
+
+        let mut other = outbound(&hub, key("t"));
+        let waiting = tokio::spawn(async move { other.next().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        hub.close_all("kernel shut down");
+        let out = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .expect("task");
+        assert_eq!(
+            out,
+            Some(WsOut::Close {
+                code: CLOSE_NORMAL,
+                reason: "kernel shut down".into()
+            })
+        );
+    }
+
+    /// A close goes before frames still queued; a too-slow client's queue goes back to the
+    /// replay buffer and is replayed, in order, on reconnect.
+    #[tokio::test]
+    async fn a_close_preempts_queued_frames_and_they_are_replayed() {
+        let hub = hub(2);
+        let mut slow = outbound(&hub, key("s"));
+        hub.broadcast(Channel::Iopub, status("busy"));
+        hub.broadcast(Channel::Iopub, status("idle"));
+        // The queue holds 2: the third message finds it full and closes the client.
+        hub.broadcast(Channel::Iopub, status("starting"));
+        let out = slow.next().await;
+        assert!(
+            matches!(
+                out,
+                Some(WsOut::Close {
+                    code: CLOSE_TOO_SLOW,
+                    ..
+                })
+            ),
+            "{out:?}"
+        );
+        assert_eq!(slow.next().await, None);
+        drop(slow);
+        let mut again = outbound(&hub, key("s"));
+        let mut states = Vec::new();
+        while let Some(Some(WsOut::Frame(WsFrame::Binary(b)))) =
+            futures::FutureExt::now_or_never(again.next())
+        {
+            let (_, msg) = crate::ws::decode(&WsFrame::Binary(b), WsProtocol::V1).unwrap();
+            let state = str_member(&msg.content, "execution_state").unwrap();
+            states.push(state.into_owned());
+        }
+        assert_eq!(states, ["busy", "idle", "starting"]);
     }
 }

@@ -466,7 +466,7 @@ impl Kernel {
             Bytes::from_static(b"{}"),
             json!({"execution_state": state}),
         );
-        self.hub.broadcast(Channel::Iopub, &msg);
+        self.hub.broadcast(Channel::Iopub, msg);
     }
 }
 
@@ -1502,21 +1502,24 @@ async fn iopub_task(k: Arc<Kernel>, mut rx: Box<dyn FrameReceiver>, signer: Sign
             let mut st = lock(&k.state);
             st.last_activity = Utc::now();
             if msg.info.msg_type == "status" {
-                if let Ok(v) = serde_json::from_slice::<Value>(&msg.content) {
-                    if let Some(s) = v.get("execution_state").and_then(Value::as_str) {
-                        st.execution_state = s.to_string();
-                        // Readiness wants an idle status: it proves the subscription is
-                        // live and leaves the model in a settled state.
-                        if s == "idle" {
-                            if let Some(p) = crate::wire::parent_msg_id(&msg.parent_header) {
-                                *lock(&k.last_idle_parent) = p;
+                if let Some(s) = crate::wire::str_member(&msg.content, "execution_state") {
+                    if st.execution_state != s {
+                        st.execution_state = s.into_owned();
+                    }
+                    // Readiness wants an idle status: it proves the subscription is
+                    // live and leaves the model in a settled state.
+                    if st.execution_state == "idle" {
+                        if let Some(p) = crate::wire::str_member(&msg.parent_header, "msg_id") {
+                            let mut last = lock(&k.last_idle_parent);
+                            if *last != p {
+                                *last = p.into_owned();
                             }
                         }
                     }
                 }
             }
         }
-        k.hub.broadcast(Channel::Iopub, &msg);
+        k.hub.broadcast(Channel::Iopub, msg);
     }
 }
 

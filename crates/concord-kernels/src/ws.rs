@@ -232,31 +232,33 @@ pub fn encode(channel: Channel, msg: &Message, protocol: WsProtocol) -> WsFrame 
 
 fn encode_v1(channel: Channel, msg: &Message) -> Bytes {
     let channel = channel.as_str().as_bytes();
-    let parts: Vec<&[u8]> = [
-        &msg.header[..],
-        &msg.parent_header[..],
-        &msg.metadata[..],
-        &msg.content[..],
-    ]
-    .into_iter()
-    .chain(msg.buffers.iter().map(|b| &b[..]))
-    .collect();
-    let count = parts.len() + 2;
-    let mut offsets = Vec::with_capacity(count);
-    offsets.push(8 * (count + 1));
-    offsets.push(offsets[0] + channel.len());
-    for p in &parts {
-        let last = offsets[offsets.len() - 1];
-        offsets.push(last + p.len());
-    }
-    let total = offsets[offsets.len() - 1];
+    // Written straight into one buffer of the exact size: no table of parts or offsets.
+    let parts = || {
+        [
+            &msg.header[..],
+            &msg.parent_header[..],
+            &msg.metadata[..],
+            &msg.content[..],
+        ]
+        .into_iter()
+        .chain(msg.buffers.iter().map(|b| &b[..]))
+    };
+    // Offsets: where the channel and each part start, and where the last part ends.
+    let count = 4 + msg.buffers.len() + 2;
+    let table = 8 * (count + 1);
+    let total = table + channel.len() + parts().map(<[u8]>::len).sum::<usize>();
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&(count as u64).to_le_bytes());
-    for o in &offsets {
-        out.extend_from_slice(&(*o as u64).to_le_bytes());
+    let mut at = table;
+    out.extend_from_slice(&(at as u64).to_le_bytes());
+    at += channel.len();
+    out.extend_from_slice(&(at as u64).to_le_bytes());
+    for p in parts() {
+        at += p.len();
+        out.extend_from_slice(&(at as u64).to_le_bytes());
     }
     out.extend_from_slice(channel);
-    for p in parts {
+    for p in parts() {
         out.extend_from_slice(p);
     }
     Bytes::from(out)
@@ -331,6 +333,25 @@ mod tests {
         assert_eq!(back.header, m.header);
         assert_eq!(back.content, m.content);
         assert_eq!(back.buffers, m.buffers);
+    }
+
+    #[test]
+    fn v1_layout_is_count_offsets_channel_parts() {
+        let mut m = msg(vec![Bytes::from_static(b"BUF")]);
+        m.header = Bytes::from_static(b"{\"h\":1}");
+        m.parent_header = Bytes::from_static(b"{}");
+        m.metadata = Bytes::from_static(b"{\"m\":2}");
+        m.content = Bytes::from_static(b"{\"c\":3}");
+        let WsFrame::Binary(b) = encode(Channel::Iopub, &m, WsProtocol::V1) else {
+            panic!("expected binary")
+        };
+        // 7 offsets (channel, 4 JSON parts, 1 buffer, end) after the count: data from 64.
+        let mut expected = Vec::new();
+        for n in [7u64, 64, 69, 76, 78, 85, 92, 95] {
+            expected.extend_from_slice(&n.to_le_bytes());
+        }
+        expected.extend_from_slice(b"iopub{\"h\":1}{}{\"m\":2}{\"c\":3}BUF");
+        assert_eq!(b.as_ref(), &expected[..]);
     }
 
     #[test]

@@ -329,6 +329,50 @@ async fn malformed_frames_close_the_socket_and_nothing_breaks() {
     assert_eq!(r.status(), 400);
 }
 
+/// The server closes a kernel websocket (1000) when the same session connects again and
+/// when the kernel is deleted; the client then reads nothing more and the socket is not
+/// counted any more.
+#[tokio::test]
+async fn the_server_closes_a_replaced_socket_and_the_sockets_of_a_deleted_kernel() {
+    let s = server(&[]);
+    let id = start_kernel(&s, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let end_of = |mut c: KernelClient| async move {
+        loop {
+            match c.recv().await {
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        }
+    };
+    let first = connect(&s.base, TOKEN, &id, "same", true).await.unwrap();
+    let mut second = connect(&s.base, TOKEN, &id, "same", true).await.unwrap();
+    assert_eq!(end_of(first).await, Closed::Code(1000));
+    let (reply, _) = second.execute("x = 1").await;
+    assert_eq!(reply["status"], "ok");
+    let r = s
+        .owner()
+        .delete(s.url(&format!("api/kernels/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(end_of(second).await, Closed::Code(1000));
+    let mut counted = 1;
+    for _ in 0..900 {
+        counted = get_json(&s, "api/status").await.1["connections"]
+            .as_u64()
+            .unwrap();
+        if counted == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted, 0, "closed websockets are no longer counted");
+}
+
 #[tokio::test]
 async fn status_and_metrics_count_kernels_and_connections() {
     let s = server(&[]);

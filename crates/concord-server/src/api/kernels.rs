@@ -622,11 +622,15 @@ pub async fn channels(
         None => ws,
     };
     let max = app.settings.max_body_size;
+    // Counted from here, as the kernel counts it from `connect`: a client that got its 101
+    // finds itself in `/metrics` (the upgrade completes in a task started later). A failed
+    // upgrade drops the closure and the count with it.
+    let open = OpenConnection::new(&app);
     Ok(ws
         .read_buffer_size(super::WS_READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| pump(app, conn, socket)))
+        .on_upgrade(move |socket| pump(open, conn, socket)))
 }
 
 /// How a websocket ended.
@@ -637,9 +641,12 @@ enum End {
     Server,
 }
 
-/// Move frames both ways until either side is done.
-async fn pump(app: App, conn: ClientConnection, socket: WebSocket) {
-    let _open = OpenConnection::new(&app);
+/// Move frames both ways until either side is done. Both halves are polled in this one
+/// task: reading the client's frames in a task of its own (so an outbound frame would not
+/// poll the read half) cost more than it saved: the two tasks hop between the runtime's
+/// workers, and every execute paid two more futex wake-ups and thread switches.
+async fn pump(open: OpenConnection, conn: ClientConnection, socket: WebSocket) {
+    let _open = open;
     let ClientConnection {
         inbound,
         mut outbound,
