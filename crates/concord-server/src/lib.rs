@@ -10,6 +10,7 @@ pub mod config;
 pub mod confine;
 pub mod error;
 pub mod events;
+pub mod math;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;
