@@ -1737,17 +1737,43 @@ impl ContentsManager {
     }
 }
 
+/// A folder's size as jupyter_server's `_human_readable_size` writes it (`1.5 KB`).
 fn human_size(size: u64) -> String {
     if size == 0 {
         return "0 Bytes".into();
     }
     let units = ["Bytes", "KB", "MB", "GB", "TB", "PB"];
-    let order = (((size as f64).log2() / 10.0) as usize).min(units.len() - 1);
+    // Integer log2: the same orders as Python's `int(math.log2(size) / 10)`, without libm.
+    let order = ((size.ilog2() / 10) as usize).min(units.len() - 1);
     format!(
-        "{:.4} {}",
-        size as f64 / (1u64 << (order * 10)) as f64,
+        "{} {}",
+        format_g4(size as f64 / (1u64 << (order * 10)) as f64),
         units[order]
     )
+}
+
+/// Python's `format(value, ".4g")` for a positive finite value: four significant digits,
+/// trailing zeros dropped, exponent notation outside 1e-4..1e4.
+fn format_g4(value: f64) -> String {
+    // `{:.3e}` rounds to four significant digits and gives the exponent after rounding,
+    // which is what %g decides on.
+    let sci = format!("{value:.3e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let trim = |s: &str| {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    if (-4..4).contains(&exp) {
+        let decimals = usize::try_from(3 - exp).unwrap_or(0);
+        trim(&format!("{value:.decimals$}"))
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exp.abs())
+    }
 }
 
 fn truthy(v: &Value) -> bool {
@@ -1797,4 +1823,39 @@ pub fn parse_json_body(body: &[u8]) -> Result<Option<Value>> {
 #[allow(dead_code)]
 fn _kind_is_used(k: ErrorKind) -> u16 {
     k.status_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{format_g4, human_size};
+
+    #[test]
+    fn sizes_read_as_jupyter_server_writes_them() {
+        // Expected strings from jupyter_server's `_human_readable_size`.
+        for (size, text) in [
+            (0, "0 Bytes"),
+            (1, "1 Bytes"),
+            (1000, "1000 Bytes"),
+            (1023, "1023 Bytes"),
+            (1024, "1 KB"),
+            (1536, "1.5 KB"),
+            (1_048_575, "1024 KB"),
+            (123_456_789, "117.7 MB"),
+            (1 << 50, "1 PB"),
+            (5 * (1 << 50) + 3, "5 PB"),
+        ] {
+            assert_eq!(human_size(size), text, "{size}");
+        }
+        // Python's `format(x, ".4g")`.
+        for (value, text) in [
+            (9999.6, "1e+04"),
+            (20000.0, "2e+04"),
+            (0.5, "0.5"),
+            (1.23456, "1.235"),
+            (0.0001, "0.0001"),
+            (0.00001234, "1.234e-05"),
+        ] {
+            assert_eq!(format_g4(value), text, "{value}");
+        }
+    }
 }

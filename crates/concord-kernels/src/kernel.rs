@@ -1582,7 +1582,7 @@ async fn heartbeat_task(
             misses = 0;
             continue;
         }
-        // A REQ socket whose reply never came cannot send again: start afresh.
+        // Connect afresh: the connection may be to a heartbeat socket that is gone.
         probe = None;
         misses += 1;
         tracing::warn!(kernel = %k.id, misses, "kernel heartbeat missed");

@@ -353,6 +353,43 @@ async fn kill_9_is_detected_and_the_kernel_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_a_live_kernel_and_a_hung_one_is_killed_and_restarted() {
+    let env = env_with(|c| {
+        c.heartbeat_interval = Duration::from_millis(400);
+        c.heartbeat_misses = 3;
+    });
+    let id = start(&env.mgr, "alice").await;
+    let pid1 = env.mgr.pid(&id).unwrap().unwrap();
+    // Several heartbeats are answered: nothing is killed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.mgr.pid(&id).unwrap(), Some(pid1));
+    assert_eq!(env.mgr.metrics().kernel_deaths_total, 0);
+    // A stopped process answers nothing (its heartbeat thread included): it is killed and
+    // the restarter brings the kernel back under the same id.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid1),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    wait_gone(pid1).await;
+    let pid2 = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok(Some(p)) = env.mgr.pid(&id) {
+                if p != pid1 {
+                    return p;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the kernel is restarted");
+    assert!(env.mgr.metrics().kernel_deaths_total >= 1);
+    env.mgr.shutdown_all().await;
+    wait_gone(pid2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_sees_outputs_but_cannot_run_code() {
     let env = env_with(|_| {});
     let id = start(&env.mgr, "alice").await;

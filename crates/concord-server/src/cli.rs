@@ -174,8 +174,12 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(options: ServeOptions) -> anyhow::Result<ExitCode> {
+    let allocator_configured = crate::memory::configure();
     let settings = Settings::resolve(options)?;
     init_logging(&settings.log_level);
+    if !allocator_configured {
+        tracing::warn!("the allocator refused a setting; memory is returned less eagerly");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

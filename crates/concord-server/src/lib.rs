@@ -10,6 +10,8 @@ pub mod config;
 pub mod confine;
 pub mod error;
 pub mod events;
+pub mod math;
+pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;

@@ -102,6 +102,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let mut shutdown_requested = app.shutdown.subscribe();
     spawn_policy_reload(policy.clone());
+    crate::memory::spawn_periodic_release();
     print_urls(&settings, local);
     let stop = async move {
         tokio::select! {
