@@ -13,7 +13,7 @@ pub mod pyjson;
 use concord_authz::{Action, Authorize, Identity, Resource};
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::{broadcast, watch};
 
 use pyjson::{write_json_str, PyJson};
@@ -53,7 +53,10 @@ pub struct EventSchema {
     pub id: &'static str,
     /// Its `version` (jupyter_events compares it as a string).
     pub version: String,
-    validator: jsonschema::Validator,
+    schema: Value,
+    /// Compiled when a client first posts an event: the schema compiler is large code that
+    /// a server nobody posts events to need not keep resident (bench `kernels_rss`).
+    validator: OnceLock<Result<jsonschema::Validator, String>>,
 }
 
 impl EventSchema {
@@ -64,19 +67,27 @@ impl EventSchema {
             Some(other) => other.to_string(),
             None => return Err("no version".into()),
         };
-        let validator = jsonschema::draft7::new(&schema).map_err(|e| e.to_string())?;
         Ok(EventSchema {
             id,
             version,
-            validator,
+            schema,
+            validator: OnceLock::new(),
         })
+    }
+
+    fn validator(&self) -> Result<&jsonschema::Validator, String> {
+        self.validator
+            .get_or_init(|| jsonschema::draft7::new(&self.schema).map_err(|e| e.to_string()))
+            .as_ref()
+            // Our own files, compiled by a test: this would be a build mistake.
+            .map_err(|e| format!("event schema {} does not compile: {e}", self.id))
     }
 
     /// Check event data against the schema; the first error in the words of Python's
     /// `jsonschema` (`'action' is a required property`), the first line of jupyter_server's
     /// message (the rest of which is a dump of the schema).
     pub fn validate(&self, data: &Value) -> Result<(), String> {
-        match self.validator.iter_errors(data).next() {
+        match self.validator()?.iter_errors(data).next() {
             None => Ok(()),
             Some(e) => Err(python_validation_message(&e)),
         }
@@ -220,7 +231,7 @@ impl EventBus {
             .filter_map(|(id, text)| match EventSchema::load(id, text) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    // Our own files; a test compiles them, so this is a build mistake.
+                    // Our own files; a test loads them, so this is a build mistake.
                     tracing::error!("event schema {id} does not load: {e}");
                     None
                 }
@@ -301,11 +312,12 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn the_three_schemas_load() {
+    fn the_three_schemas_load_and_compile() {
         let bus = EventBus::new();
         for (id, _) in SCHEMA_FILES {
             let schema = bus.schema(id).expect("registered");
             assert_eq!(schema.version, "1");
+            assert!(schema.validator().is_ok(), "{id}");
         }
     }
 
