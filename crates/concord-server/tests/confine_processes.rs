@@ -35,12 +35,8 @@ struct World {
 }
 
 fn start() -> World {
-    let b = common::server();
-    let policy = b.state().join("policy.toml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let policy = policy.to_str().unwrap().to_string();
-    let b = b
-        .args(&["--auth", "users", "--policy", &policy])
+    let b = common::server()
+        .users_with_policy(POLICY)
         .env("PATH", &path_with_venv());
     b.add_user("alice", "alice-password-1", &[]);
     b.add_user("boss", "boss-password-1", &["admin"]);

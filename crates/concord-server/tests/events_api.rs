@@ -51,12 +51,8 @@ struct Users {
 }
 
 fn start() -> Users {
-    let b = common::server();
-    let policy = b.state().join("policy.toml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let policy = policy.to_str().unwrap().to_string();
-    let b = b
-        .args(&["--auth", "users", "--policy", &policy])
+    let b = common::server()
+        .users_with_policy(POLICY)
         .env("PATH", &path_with_venv());
     b.add_user("root", "root-password-1", &["admin"]);
     for user in ["alice", "bob", "carol", "dave"] {

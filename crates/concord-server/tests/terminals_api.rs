@@ -42,12 +42,8 @@ struct Users {
 }
 
 fn start(args: &[&str]) -> Users {
-    let b = common::server();
-    let policy = b.state().join("policy.toml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let policy = policy.to_str().unwrap().to_string();
-    let b = b
-        .args(&["--auth", "users", "--policy", &policy])
+    let b = common::server()
+        .users_with_policy(POLICY)
         .args(args)
         .env("SHELL", "/bin/bash");
     b.add_user("owner", "owner-password-1", &["team"]);

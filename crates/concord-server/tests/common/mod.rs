@@ -93,6 +93,15 @@ impl ServerBuilder {
     }
 
     /// Add a user with a password and groups.
+    /// Users authenticate as themselves (`--auth users`) and `policy` (TOML) decides what
+    /// they may do; it is written to the state dir as `policy.toml`.
+    pub fn users_with_policy(self, policy: &str) -> Self {
+        let path = self.state().join("policy.toml");
+        std::fs::write(&path, policy).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        self.args(&["--auth", "users", "--policy", &path])
+    }
+
     /// An API token for `user`, issued with `concord user token`.
     pub fn issue_token(&self, user: &str) -> String {
         let (code, out, err) = self.user_cmd(&["token", user, "--note", "test"], None);
