@@ -501,3 +501,37 @@ async fn subscribers_are_closed_when_the_server_stops() {
     assert!(status.success(), "{status:?}");
     assert_eq!(sub.next().await, None);
 }
+
+/// `/metrics` counts an events subscriber once its upgrade is answered, and no longer once it
+/// left (the count is taken in the handler: the upgrade completes in a task of its own).
+#[tokio::test]
+async fn a_subscriber_is_counted_in_metrics_as_soon_as_it_is_connected() {
+    let u = start();
+    let connections = || async {
+        let (status, _) = call(&u.s, &u.admin, "GET", "api/status", None).await;
+        assert_eq!(status, 200);
+        let text = reqwest::Client::new()
+            .get(u.s.url("metrics"))
+            .header("Authorization", format!("token {}", u.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("concord_websocket_connections "))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_string()
+    };
+    for _ in 0..10 {
+        let sub = subscribe(&u.s.base, &u.alice).await.unwrap();
+        assert_eq!(connections().await, "1");
+        drop(sub);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while connections().await != "0" {
+            assert!(std::time::Instant::now() < deadline, "still counted");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}

@@ -59,15 +59,22 @@ pub async fn subscribe(
     let subscription = app.events.subscribe();
     let who = guard.identity().clone();
     tracing::debug!(user = %who.username(), "events subscriber");
+    let open = super::OpenConnection::new(&app);
     Ok(ws
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| pump(app, who, subscription, socket)))
+        .on_upgrade(move |socket| pump(app, open, who, subscription, socket)))
 }
 
 /// Write the events `who` may see until either side is done.
-async fn pump(app: App, who: Identity, mut sub: Subscription, socket: WebSocket) {
-    let _open = crate::api::kernels::OpenConnection::new(&app);
+async fn pump(
+    app: App,
+    open: super::OpenConnection,
+    who: Identity,
+    mut sub: Subscription,
+    socket: WebSocket,
+) {
+    let _open = open;
     let (mut sink, mut stream) = socket.split();
     // The client sends nothing but control frames; reading notices when it leaves.
     let reader = async {

@@ -20,7 +20,6 @@ use concord_kernels::{
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -555,23 +554,6 @@ pub async fn restart(
     }
 }
 
-/// Counts an open websocket in `AppState::connections` while it lives.
-pub struct OpenConnection(App);
-
-impl OpenConnection {
-    /// Count one more connection.
-    pub fn new(app: &App) -> Self {
-        app.connections.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(app.clone())
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// `WS /api/kernels/{kernel_id}/channels?session_id=…`: declared with read on the kernel;
 /// callers who may also execute get [`Permission::Execute`], the others watch.
 pub async fn channels(
@@ -622,10 +604,8 @@ pub async fn channels(
         None => ws,
     };
     let max = app.settings.max_body_size;
-    // Counted from here, as the kernel counts it from `connect`: a client that got its 101
-    // finds itself in `/metrics` (the upgrade completes in a task started later). A failed
-    // upgrade drops the closure and the count with it.
-    let open = OpenConnection::new(&app);
+    // Counted from here, as the kernel counts it from `connect`.
+    let open = super::OpenConnection::new(&app);
     Ok(ws
         .read_buffer_size(super::WS_READ_BUFFER)
         .max_message_size(max)
@@ -645,7 +625,7 @@ enum End {
 /// task: reading the client's frames in a task of its own (so an outbound frame would not
 /// poll the read half) cost more than it saved: the two tasks hop between the runtime's
 /// workers, and every execute paid two more futex wake-ups and thread switches.
-async fn pump(open: OpenConnection, conn: ClientConnection, socket: WebSocket) {
+async fn pump(open: super::OpenConnection, conn: ClientConnection, socket: WebSocket) {
     let _open = open;
     let ClientConnection {
         inbound,

@@ -25,6 +25,29 @@ use crate::error::ApiError;
 /// grows to the frame), in more reads.
 pub const WS_READ_BUFFER: usize = 4 * 1024;
 
+/// Counts an open websocket (kernel, terminal, events) in `AppState::connections` while it
+/// lives. Created in the handler, before the upgrade: a client that got its 101 finds
+/// itself in `/metrics` (the upgrade completes in a task started later), and a failed
+/// upgrade drops it with the closure.
+pub struct OpenConnection(crate::state::App);
+
+impl OpenConnection {
+    /// Count one more connection.
+    pub fn new(app: &crate::state::App) -> Self {
+        app.connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenConnection(app.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A JSON request body, parsed whatever `Content-Type` the client sent (JupyterLab sends
 /// `text/plain;charset=UTF-8`), with jupyter_server's errors: 400 for bad JSON, 413 when
 /// the body is larger than the configured limit.

@@ -286,12 +286,10 @@ pub async fn websocket(
         .attach(name_param(&params), guard.identity().username(), permission)
         .map_err(api_error)?;
     let upgrade = upgrade.read_buffer_size(super::WS_READ_BUFFER);
+    let open = super::OpenConnection::new(&app);
     Ok(upgrade.on_upgrade(move |socket| async move {
-        app.connections
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _open = open;
         pump(socket, client).await;
-        app.connections
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }))
 }
 
