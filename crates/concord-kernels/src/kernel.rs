@@ -23,7 +23,7 @@ use crate::hub::{
 use crate::kernelspec::{
     resolve_python, InterruptMode, KernelSpec, KernelSpecError, KernelSpecManager,
 };
-use crate::transport::{FrameReceiver, FrameSender, Transport, ZmqTransport};
+use crate::transport::{FrameReceiver, FrameSender, Transport, ZmtpTransport};
 use crate::wire::{Message, Signer};
 use crate::ws::{decode, Channel, CodecError, WsFrame, WsProtocol};
 
@@ -512,10 +512,10 @@ fn substitute(arg: &str, conn_file: &Path, resource_dir: &Path) -> String {
 }
 
 impl KernelManager {
-    /// A manager using the `zeromq` transport. When culling is configured, call this inside a
+    /// A manager using our ZMTP transport. When culling is configured, call this inside a
     /// tokio runtime (the culler is a task).
     pub fn new(config: KernelManagerConfig, specs: KernelSpecManager) -> Self {
-        let transport = ZmqTransport {
+        let transport = ZmtpTransport {
             connect_timeout: config.kernel_info_timeout,
         };
         Self::with_transport(config, specs, Arc::new(transport))

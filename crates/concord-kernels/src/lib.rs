@@ -12,6 +12,7 @@ mod sessions;
 pub mod transport;
 pub mod wire;
 pub mod ws;
+pub mod zmtp;
 
 pub use hub::{ClientOutbound, WsOut, CLOSE_NORMAL, CLOSE_TOO_SLOW};
 pub use kernel::{
