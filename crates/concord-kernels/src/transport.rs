@@ -43,14 +43,16 @@ impl From<zmtp::ZmtpError> for TransportError {
 /// Sends multipart messages on one channel.
 #[async_trait]
 pub trait FrameSender: Send {
-    /// Send one multipart message.
+    /// Send one multipart message. Not cancel-safe: a send dropped half-way leaves part of
+    /// a message on the stream, and the channel must then be dropped.
     async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), TransportError>;
 }
 
 /// Receives multipart messages from one channel.
 #[async_trait]
 pub trait FrameReceiver: Send {
-    /// Receive the next multipart message.
+    /// Receive the next multipart message. Cancel-safe: a receive dropped while waiting
+    /// loses nothing.
     async fn recv(&mut self) -> Result<Vec<Bytes>, TransportError>;
 }
 
@@ -240,24 +242,27 @@ impl Connection {
     }
 
     /// Read what is available into `buf` (at least `want` bytes of room); `Ok(0)` at the end.
+    /// Cancel-safe: `buf` only grows by what was read, and no await lies between the read
+    /// and the bookkeeping.
     async fn read_some(&self, buf: &mut BytesMut, want: usize) -> Result<usize, TransportError> {
         let room = want.clamp(READ_CHUNK, READ_MAX);
-        let start = buf.len();
-        buf.resize(start + room, 0);
-        let result = loop {
-            let mut ready = match self.stream.readable().await {
-                Ok(r) => r,
-                Err(e) => break Err(e),
+        loop {
+            let mut ready = self.stream.readable().await?;
+            let start = buf.len();
+            buf.resize(start + room, 0);
+            let result = ready.try_io(|s| s.get_ref().read(&mut buf[start..]));
+            let n = match &result {
+                Ok(Ok(n)) => *n,
+                _ => 0,
             };
-            match ready.try_io(|s| s.get_ref().read(&mut buf[start..])) {
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(result) => break result,
-                Err(_would_block) => continue,
+            buf.truncate(start + n);
+            match result {
+                Ok(Ok(n)) => return Ok(n),
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_would_block) => {}
             }
-        };
-        let n = *result.as_ref().unwrap_or(&0);
-        buf.truncate(start + n);
-        Ok(result?)
+        }
     }
 }
 
@@ -616,6 +621,25 @@ mod tests {
             quick().dealer(&nowhere, b"").await.is_err(),
             "empty identity"
         );
+    }
+
+    #[tokio::test]
+    async fn a_receive_given_up_on_loses_nothing() {
+        let (_dir, l, endpoint) = listener();
+        let peer = tokio::spawn(async move { accept_as_router(&l).await });
+        let (_tx, mut rx) = quick().dealer(&endpoint, b"me").await.unwrap();
+        let mut s = peer.await.unwrap();
+        for round in 0..3u8 {
+            // Waiting with nothing to read, then dropped (as a timeout drops it).
+            let waited = tokio::time::timeout(Duration::from_millis(20), rx.recv()).await;
+            assert!(waited.is_err(), "nothing was sent yet");
+            s.write_all(&[0x00, 0x01, round]).await.unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, vec![Bytes::copy_from_slice(&[round])]);
+        }
     }
 
     #[tokio::test]
