@@ -195,6 +195,9 @@ fn register(stream: Stream, interest: Interest) -> io::Result<AsyncFd<Stream>> {
 /// One ZMTP connection: the stream registered for reading only.
 struct Connection {
     stream: AsyncFd<Stream>,
+    /// Held while a message or command is written, so that a PONG sent by the reading side
+    /// never lands inside a message.
+    writing: tokio::sync::Mutex<()>,
 }
 
 /// Smallest read: most kernel messages fit, and a connection's buffer stays small.
@@ -206,11 +209,14 @@ impl Connection {
     fn new(stream: Stream) -> io::Result<Self> {
         Ok(Connection {
             stream: register(stream, Interest::READABLE)?,
+            writing: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// Write every byte of `bufs`, waiting for room when the peer is not reading.
+    /// Write every byte of `bufs` (one message or command), waiting for room when the peer
+    /// is not reading.
     async fn write_all(&self, mut bufs: &mut [IoSlice<'_>]) -> Result<(), TransportError> {
+        let _writing = self.writing.lock().await;
         // Registered only for as long as a write is blocked: see the module's doc.
         let mut waiting: Option<AsyncFd<Stream>> = None;
         while !bufs.is_empty() {
@@ -257,7 +263,15 @@ impl Connection {
             };
             buf.truncate(start + n);
             match result {
-                Ok(Ok(n)) => return Ok(n),
+                Ok(Ok(n)) => {
+                    // A short read emptied the socket: the next read waits for the next
+                    // event instead of first failing with WouldBlock. (Cleared only if no
+                    // event came since this readiness was reported.)
+                    if n > 0 && n < room {
+                        ready.clear_ready();
+                    }
+                    return Ok(n);
+                }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(Err(e)) => return Err(e.into()),
                 Err(_would_block) => {}
@@ -278,6 +292,11 @@ impl Reader {
     async fn next(&mut self) -> Result<Decoded, TransportError> {
         loop {
             if let Some(item) = self.decoder.decode(&mut self.buf)? {
+                // After a large frame the buffer's allocation is large: do not keep it (nor
+                // let what is left in it pin the messages sliced from it).
+                if self.buf.capacity() > 2 * READ_MAX && self.buf.len() <= READ_MAX {
+                    self.buf = BytesMut::from(&self.buf[..]);
+                }
                 return Ok(item);
             }
             let want = self.decoder.wanted(&self.buf);
@@ -287,13 +306,32 @@ impl Reader {
         }
     }
 
-    /// The next message; commands after the handshake (none are expected at 3.0) are skipped.
+    /// The next message. Commands after the handshake are answered (PING) or skipped;
+    /// messages above the size limits are dropped with a warning.
     async fn message(&mut self) -> Result<Vec<Bytes>, TransportError> {
         loop {
             match self.next().await? {
                 Decoded::Message(frames) => return Ok(frames),
                 Decoded::Command { name, body } if &name[..] == b"ERROR" => {
                     return Err(zmtp::ZmtpError::Refused(zmtp::error_reason(&body)).into());
+                }
+                Decoded::Command { name, body } if &name[..] == b"PING" => {
+                    // Written by a task of its own: a receive stays cancel-safe, and the
+                    // PONG waits for a message being written to be finished.
+                    let connection = self.connection.clone();
+                    let pong = zmtp::encode_pong(&body);
+                    tokio::spawn(async move {
+                        let _ = connection.write_all(&mut [IoSlice::new(&pong)]).await;
+                    });
+                }
+                Decoded::Dropped { bytes, frames } => {
+                    tracing::warn!(
+                        bytes,
+                        frames,
+                        "dropped a kernel message above the limits ({} MiB, {} frames)",
+                        zmtp::MAX_MESSAGE >> 20,
+                        zmtp::MAX_FRAMES
+                    );
                 }
                 _ => {}
             }
@@ -353,7 +391,7 @@ async fn open(
                         String::from_utf8_lossy(&name)
                     )));
                 }
-                Decoded::Message(_) => {
+                Decoded::Message(_) | Decoded::Dropped { .. } => {
                     return Err(TransportError(format!(
                         "{endpoint}: a message before the handshake"
                     )));

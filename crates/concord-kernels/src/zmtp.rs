@@ -15,9 +15,21 @@ use bytes::{Buf, Bytes, BytesMut};
 /// Length of a ZMTP 3 greeting.
 pub const GREETING_LEN: usize = 64;
 
-/// Largest frame accepted from a peer. Far above anything a kernel sends (its outputs are
-/// JSON and buffers); a size beyond it is a corrupt stream, not something to allocate for.
-pub const MAX_FRAME: u64 = 1 << 32;
+/// Largest frame size taken as a size at all: beyond it the stream is corrupt.
+pub const MAX_FRAME: u64 = 1 << 40;
+
+/// Largest message (the sum of its frames) kept. A larger one is read and dropped as it
+/// arrives, never held: one kernel's output must not exhaust the memory of a server that
+/// others share. Far above what a front end can display.
+pub const MAX_MESSAGE: u64 = 256 << 20;
+
+/// Largest command accepted (READY with its properties, ERROR, PING): a larger one is a
+/// corrupt stream.
+pub const MAX_COMMAND: u64 = 64 * 1024;
+
+/// Most frames in one message (a Jupyter message is its identities, six frames and its
+/// buffers); a message with more is dropped like an oversized one.
+pub const MAX_FRAMES: usize = 65_536;
 
 const FLAG_MORE: u8 = 0x01;
 const FLAG_LONG: u8 = 0x02;
@@ -142,6 +154,17 @@ pub fn encode_ready(socket_type: SocketType, identity: Option<&[u8]>) -> Vec<u8>
     out
 }
 
+/// The PONG command answering a PING whose body (after its name) is `ping`: a two-byte
+/// TTL, then up to 16 bytes of context that the PONG echoes.
+pub fn encode_pong(ping: &[u8]) -> Vec<u8> {
+    let context = ping.get(2..).unwrap_or_default();
+    let context = &context[..context.len().min(16)];
+    let mut out = vec![FLAG_COMMAND, (5 + context.len()) as u8, 4];
+    out.extend_from_slice(b"PONG");
+    out.extend_from_slice(context);
+    out
+}
+
 /// The flags and size of one frame, written before its body.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameHead {
@@ -205,6 +228,13 @@ pub enum Decoded {
     },
     /// A complete multipart message.
     Message(Vec<Bytes>),
+    /// A message above [`MAX_MESSAGE`] or [`MAX_FRAMES`] was read and dropped.
+    Dropped {
+        /// Its size as far as it was counted (at least the limit it went over).
+        bytes: u64,
+        /// Its frames.
+        frames: usize,
+    },
 }
 
 /// Messages up to this size are copied out of the read buffer into their own allocation;
@@ -213,17 +243,32 @@ pub enum Decoded {
 const COPY_BELOW: usize = 64 * 1024;
 
 /// Turns the bytes of one connection into greeting, commands and messages.
+///
+/// The frames of the message being assembled stay in the buffer until its last frame has
+/// arrived; the decoder remembers how far it has checked them, so each byte is scanned once
+/// however many reads a message takes. A command may arrive between two frames of a message
+/// (libzmq sends its heartbeat PING whenever its timer fires): it is taken out and returned
+/// on its own.
 #[derive(Debug, Default)]
 pub struct Decoder {
     greeted: bool,
+    /// Bytes at the front of the buffer that are complete frames of the current message.
+    scanned: usize,
+    /// Those frames, and the sum of their sizes.
+    frames: usize,
+    body: u64,
+    /// Set while the current message is being dropped (over a limit).
+    dropping: Option<Dropping>,
 }
 
-/// Where the next item in a buffer ends, as far as the buffer tells.
-enum Extent {
-    /// A whole message or command of this many bytes (a command when `command`).
-    Complete { len: usize, command: bool },
-    /// Incomplete: at least this many more bytes are needed (0 when unknown).
-    Needs(u64),
+#[derive(Debug)]
+struct Dropping {
+    bytes: u64,
+    frames: usize,
+    /// Bytes of the current frame still to be skipped.
+    rest_of_frame: u64,
+    /// Whether the current frame is the message's last.
+    last: bool,
 }
 
 impl Decoder {
@@ -238,8 +283,15 @@ impl Decoder {
         if !self.greeted {
             return GREETING_LEN.saturating_sub(buf.len());
         }
-        match extent(buf) {
-            Ok(Extent::Needs(n)) => usize::try_from(n).unwrap_or(usize::MAX),
+        if let Some(d) = &self.dropping {
+            return usize::try_from(d.rest_of_frame).unwrap_or(usize::MAX);
+        }
+        let at = self.scanned.min(buf.len());
+        match frame_size(&buf[at..]) {
+            Ok(Some((head, size))) => {
+                let end = at as u64 + head as u64 + size;
+                usize::try_from(end.saturating_sub(buf.len() as u64)).unwrap_or(usize::MAX)
+            }
             _ => 0,
         }
     }
@@ -259,60 +311,139 @@ impl Decoder {
             self.greeted = true;
             return Ok(Some(Decoded::Greeting));
         }
-        let (len, command) = match extent(buf)? {
-            Extent::Complete { len, command } => (len, command),
-            Extent::Needs(_) => return Ok(None),
-        };
-        let region = buf.split_to(len);
-        let region = if len < COPY_BELOW {
-            Bytes::copy_from_slice(&region)
-        } else {
-            region.freeze()
-        };
-        let mut frames = Vec::new();
-        let mut at = 0;
-        while at < region.len() {
-            let Some((head, size)) = frame_size(&region[at..])? else {
-                return Err(ZmtpError::BadFrame("truncated".into()));
+        loop {
+            if self.dropping.is_some() {
+                match self.drop_some(buf)? {
+                    Some(item) => return Ok(Some(item)),
+                    None if self.dropping.is_some() => return Ok(None),
+                    None => continue,
+                }
+            }
+            let at = self.scanned;
+            let Some((head, size)) = frame_size(&buf[at..])? else {
+                return Ok(None);
             };
-            let start = at + head;
-            at = start + size as usize;
-            frames.push(region.slice(start..at));
+            let flags = buf[at];
+            let end = at as u64 + head as u64 + size;
+            if flags & FLAG_COMMAND != 0 {
+                if (buf.len() as u64) < end {
+                    return Ok(None);
+                }
+                return take_command(buf, at, head, end as usize).map(Some);
+            }
+            if self.frames >= MAX_FRAMES || self.body + size > MAX_MESSAGE {
+                // Forget what was kept of it; the rest is skipped as it arrives.
+                buf.advance(at);
+                self.dropping = Some(Dropping {
+                    bytes: self.body,
+                    frames: self.frames,
+                    rest_of_frame: 0,
+                    last: false,
+                });
+                self.reset();
+                continue;
+            }
+            if (buf.len() as u64) < end {
+                return Ok(None);
+            }
+            self.scanned = end as usize;
+            self.frames += 1;
+            self.body += size;
+            if flags & FLAG_MORE == 0 {
+                let len = self.scanned;
+                self.reset();
+                return split_message(buf, len).map(Some);
+            }
         }
-        if command {
-            return frames
-                .pop()
-                .ok_or_else(|| ZmtpError::BadCommand("missing".into()))
-                .and_then(parse_command)
-                .map(Some);
+    }
+
+    fn reset(&mut self) {
+        self.scanned = 0;
+        self.frames = 0;
+        self.body = 0;
+    }
+
+    /// Skip what has arrived of a message being dropped; `Dropped` once its last frame is
+    /// gone, or a command that came between its frames.
+    fn drop_some(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, ZmtpError> {
+        let Some(d) = self.dropping.as_mut() else {
+            return Ok(None);
+        };
+        loop {
+            if d.rest_of_frame > 0 {
+                let n = d.rest_of_frame.min(buf.len() as u64);
+                buf.advance(n as usize);
+                d.rest_of_frame -= n;
+                d.bytes += n;
+                if d.rest_of_frame > 0 {
+                    return Ok(None);
+                }
+            }
+            if d.last {
+                let (bytes, frames) = (d.bytes, d.frames);
+                self.dropping = None;
+                return Ok(Some(Decoded::Dropped { bytes, frames }));
+            }
+            let Some((head, size)) = frame_size(buf)? else {
+                return Ok(None);
+            };
+            let flags = buf[0];
+            if flags & FLAG_COMMAND != 0 {
+                let end = head + size as usize;
+                if buf.len() < end {
+                    return Ok(None);
+                }
+                return take_command(buf, 0, head, end).map(Some);
+            }
+            buf.advance(head);
+            d.frames += 1;
+            d.rest_of_frame = size;
+            d.last = flags & FLAG_MORE == 0;
         }
-        Ok(Some(Decoded::Message(frames)))
     }
 }
 
-/// Scan the frame heads at the start of `buf` to the end of the first message or command.
-fn extent(buf: &[u8]) -> Result<Extent, ZmtpError> {
-    let mut at = 0usize;
-    loop {
-        let Some((head, size)) = frame_size(&buf[at..])? else {
-            return Ok(Extent::Needs(0));
+/// Take the command frame at `at..end` (its head `head` bytes) out of `buf`.
+fn take_command(
+    buf: &mut BytesMut,
+    at: usize,
+    head: usize,
+    end: usize,
+) -> Result<Decoded, ZmtpError> {
+    let body = if at == 0 {
+        let mut frame = buf.split_to(end);
+        frame.advance(head);
+        frame.freeze()
+    } else {
+        // Between two frames of a message: keep the frames before and after it.
+        let body = Bytes::copy_from_slice(&buf[at + head..end]);
+        let mut rest = buf.split_off(at);
+        rest.advance(end - at);
+        buf.unsplit(rest);
+        body
+    };
+    parse_command(body)
+}
+
+/// Split the complete message of `len` bytes (frames only) off the front of `buf`.
+fn split_message(buf: &mut BytesMut, len: usize) -> Result<Decoded, ZmtpError> {
+    let region = buf.split_to(len);
+    let region = if len < COPY_BELOW {
+        Bytes::copy_from_slice(&region)
+    } else {
+        region.freeze()
+    };
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at < region.len() {
+        let Some((head, size)) = frame_size(&region[at..])? else {
+            return Err(ZmtpError::BadFrame("truncated".into()));
         };
-        let flags = buf[at];
-        let command = flags & FLAG_COMMAND != 0;
-        if command && at > 0 {
-            return Err(ZmtpError::BadFrame(
-                "a command in the middle of a multipart message".into(),
-            ));
-        }
-        let end = at as u64 + head as u64 + size;
-        if (buf.len() as u64) < end {
-            return Ok(Extent::Needs(end - buf.len() as u64));
-        }
-        at = end as usize;
-        if command || flags & FLAG_MORE == 0 {
-            return Ok(Extent::Complete { len: at, command });
-        }
+        let start = at + head;
+        at = start + size as usize;
+        frames.push(region.slice(start..at));
     }
+    Ok(Decoded::Message(frames))
 }
 
 /// The head length and body size of the frame starting `buf`, once its head is complete.
@@ -325,7 +456,8 @@ fn frame_size(buf: &[u8]) -> Result<Option<(usize, u64)>, ZmtpError> {
             "reserved flag bits set ({flags:#04x})"
         )));
     }
-    if flags & FLAG_COMMAND != 0 && flags & FLAG_MORE != 0 {
+    let command = flags & FLAG_COMMAND != 0;
+    if command && flags & FLAG_MORE != 0 {
         return Err(ZmtpError::BadFrame("a command with the MORE flag".into()));
     }
     if flags & FLAG_LONG == 0 {
@@ -337,7 +469,7 @@ fn frame_size(buf: &[u8]) -> Result<Option<(usize, u64)>, ZmtpError> {
     let mut be = [0u8; 8];
     be.copy_from_slice(size);
     let size = u64::from_be_bytes(be);
-    if size > MAX_FRAME {
+    if size > MAX_FRAME || command && size > MAX_COMMAND {
         return Err(ZmtpError::BadFrame(format!("a frame of {size} bytes")));
     }
     Ok(Some((9, size)))
@@ -534,6 +666,134 @@ mod tests {
     }
 
     #[test]
+    fn a_ping_between_two_frames_is_taken_out_and_the_message_completes() {
+        let ping = [&[FLAG_COMMAND, 7, 4][..], b"PING", &[0, 10]].concat();
+        let stream = [
+            peer_greeting(b"NULL", 3),
+            vec![FLAG_MORE, 3],
+            b"one".to_vec(),
+            ping,
+            vec![0, 3],
+            b"two".to_vec(),
+        ]
+        .concat();
+        for piece in [1, 3, stream.len()] {
+            let mut d = Decoder::new();
+            let mut buf = BytesMut::new();
+            let mut items = Vec::new();
+            for chunk in stream.chunks(piece) {
+                buf.extend_from_slice(chunk);
+                while let Some(item) = d.decode(&mut buf).unwrap() {
+                    items.push(item);
+                }
+            }
+            assert_eq!(
+                items,
+                vec![
+                    Decoded::Greeting,
+                    Decoded::Command {
+                        name: Bytes::from_static(b"PING"),
+                        body: Bytes::from_static(&[0, 10]),
+                    },
+                    Decoded::Message(vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")]),
+                ],
+                "pieces of {piece}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pong_echoes_the_pings_context() {
+        assert_eq!(
+            encode_pong(&[0, 10]),
+            [&[FLAG_COMMAND, 5, 4][..], b"PONG"].concat()
+        );
+        assert_eq!(
+            encode_pong(b"\x00\x0aabc"),
+            [&[FLAG_COMMAND, 8, 4][..], b"PONGabc"].concat()
+        );
+        // At most 16 bytes of context; a body too short for its TTL is no context.
+        assert_eq!(encode_pong(&[7u8; 40]).len(), 2 + 5 + 16);
+        assert_eq!(encode_pong(&[1]).len(), 2 + 5);
+    }
+
+    /// Decode `stream` fed in pieces of `piece` bytes, never holding more than the decoder
+    /// keeps; returns the items and the largest buffer seen.
+    fn decode_in_pieces(stream: impl Iterator<Item = Vec<u8>>) -> (Vec<Decoded>, usize) {
+        let mut d = Decoder::new();
+        let mut buf = BytesMut::new();
+        let mut items = Vec::new();
+        let mut largest = 0;
+        for chunk in stream {
+            buf.extend_from_slice(&chunk);
+            largest = largest.max(buf.len());
+            while let Some(item) = d.decode(&mut buf).unwrap() {
+                items.push(item);
+            }
+        }
+        (items, largest)
+    }
+
+    #[test]
+    fn an_oversized_message_is_dropped_as_it_arrives_and_the_stream_stays_in_step() {
+        let size = MAX_MESSAGE + 1;
+        let head = [
+            peer_greeting(b"NULL", 3),
+            encode_heads(&[Bytes::from_static(b"id")])[0]
+                .as_slice()
+                .to_vec(),
+        ]
+        .concat();
+        let mut first = head;
+        first[64] |= FLAG_MORE;
+        first.extend_from_slice(b"id");
+        first.push(FLAG_LONG);
+        first.extend_from_slice(&size.to_be_bytes());
+        let chunk = vec![5u8; 1 << 20];
+        let body = (0..size / (1 << 20)).map(|_| chunk.clone());
+        let tail = vec![
+            vec![5u8; (size % (1 << 20)) as usize],
+            encode_message(&[Bytes::from_static(b"next")]),
+        ];
+        let (items, largest) = decode_in_pieces(std::iter::once(first).chain(body).chain(tail));
+        assert_eq!(
+            items,
+            vec![
+                Decoded::Greeting,
+                Decoded::Dropped {
+                    bytes: size + 2,
+                    frames: 2
+                },
+                Decoded::Message(vec![Bytes::from_static(b"next")]),
+            ]
+        );
+        assert!(largest <= 2 << 20, "held {largest} bytes");
+    }
+
+    #[test]
+    fn a_message_of_too_many_frames_is_dropped() {
+        let frames = vec![Bytes::new(); MAX_FRAMES + 1];
+        let stream = [
+            peer_greeting(b"NULL", 3),
+            encode_message(&frames),
+            encode_message(&[Bytes::from_static(b"next")]),
+        ]
+        .concat();
+        let (items, _) = decode_in_pieces(stream.chunks(8192).map(<[u8]>::to_vec));
+        assert_eq!(
+            items,
+            vec![
+                Decoded::Greeting,
+                Decoded::Dropped {
+                    bytes: 0,
+                    frames: MAX_FRAMES + 1
+                },
+                Decoded::Message(vec![Bytes::from_static(b"next")]),
+            ]
+        );
+    }
+
+    #[test]
     fn frame_heads_use_the_long_form_above_255_bytes() {
         let heads = encode_heads(&[Bytes::from(vec![0; 255]), Bytes::from(vec![0; 256])]);
         assert_eq!(heads[0].as_slice(), [FLAG_MORE, 255]);
@@ -568,8 +828,8 @@ mod tests {
                 [&[FLAG_LONG][..], &u64::MAX.to_be_bytes()].concat(),
             ),
             (
-                "command inside a multipart message",
-                [&[FLAG_MORE, 1, b'a'][..], &[0x04, 1, 0]].concat(),
+                "a command above the command limit",
+                [&[0x06][..], &(MAX_COMMAND + 1).to_be_bytes()].concat(),
             ),
         ];
         for (what, tail) in cases {

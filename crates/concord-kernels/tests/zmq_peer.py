@@ -8,11 +8,16 @@ prints the endpoint it bound, then behaves as `mode` says until stdin closes.
 - pub: an XPUB that waits for a subscription, then publishes COUNT messages of `n` and a
   final `done` (COUNT from the environment, default 1000), plus one 2 MiB message first.
 - rep-echo: a REP that answers each request with its own content.
-- push: a PUSH socket (which a DEALER or SUB may not talk to)."""
+- push: a PUSH socket (which a DEALER or SUB may not talk to).
+
+HEARTBEAT_MS in the environment turns on ZMTP heartbeats (PING every HEARTBEAT_MS, the
+connection dropped when nothing comes back within 3 times that); DELAY_S makes `pub` wait
+that long after the subscription before publishing."""
 
 import os
 import sys
 import threading
+import time
 
 import zmq
 
@@ -24,6 +29,9 @@ def main():
             "push": zmq.PUSH}[mode]
     sock = ctx.socket(kind)
     sock.linger = 0
+    if os.environ.get("HEARTBEAT_MS"):
+        sock.heartbeat_ivl = int(os.environ["HEARTBEAT_MS"])
+        sock.heartbeat_timeout = 3 * int(os.environ["HEARTBEAT_MS"])
     if kind == zmq.XPUB:
         sock.sndhwm = 0  # never drop: the test counts every message
     if endpoint.endswith(":0"):
@@ -45,6 +53,7 @@ def main():
         count = int(os.environ.get("COUNT", "1000"))
         event = sock.recv()
         assert event[:1] == b"\x01", event
+        time.sleep(float(os.environ.get("DELAY_S", "0")))
         sock.send_multipart([b"big", b"x" * (2 << 20)])
         for i in range(count):
             sock.send_multipart([b"topic", str(i).encode()])

@@ -151,6 +151,40 @@ async fn a_subscriber_gets_every_message_a_libzmq_xpub_publishes() {
     tokio::time::timeout(PATIENCE, all).await.unwrap();
 }
 
+/// libzmq sends ZMTP PINGs when a socket has heartbeats on, and drops a peer that does not
+/// answer; a subscriber never sends anything else, so only its PONGs keep it connected.
+#[tokio::test]
+async fn zmtp_heartbeats_are_answered_while_a_channel_is_idle() {
+    let p = peer(
+        "pub",
+        "tcp://127.0.0.1:0",
+        &[("HEARTBEAT_MS", "50"), ("DELAY_S", "1"), ("COUNT", "10")],
+    );
+    let mut rx = transport().subscriber(&p.endpoint).await.unwrap();
+    let all = async {
+        assert_eq!(rx.recv().await.unwrap()[0], Bytes::from_static(b"big"));
+        for i in 0..10 {
+            assert_eq!(rx.recv().await.unwrap()[1], Bytes::from(i.to_string()));
+        }
+    };
+    tokio::time::timeout(PATIENCE, all).await.unwrap();
+
+    let p = peer(
+        "router-echo",
+        "tcp://127.0.0.1:0",
+        &[("HEARTBEAT_MS", "50")],
+    );
+    let (mut tx, mut rx) = transport().dealer(&p.endpoint, b"idle").await.unwrap();
+    // Waiting to receive, as the kernel's reader tasks always are, while nothing is sent.
+    let echo = tokio::spawn(async move { tokio::time::timeout(PATIENCE, rx.recv()).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tx.send(vec![Bytes::from_static(b"still here")])
+        .await
+        .unwrap();
+    let echo = echo.await.unwrap().unwrap();
+    assert_eq!(echo.unwrap(), vec![Bytes::from_static(b"still here")]);
+}
+
 #[tokio::test]
 async fn the_heartbeat_is_answered_by_a_rep_and_by_a_router() {
     for mode in ["rep-echo", "router-echo"] {
