@@ -23,7 +23,7 @@ use crate::hub::{
 use crate::kernelspec::{
     resolve_python, InterruptMode, KernelSpec, KernelSpecError, KernelSpecManager,
 };
-use crate::transport::{FrameReceiver, FrameSender, Transport, ZmtpTransport};
+use crate::transport::{FrameReceiver, FrameSender, Transport, TransportError, ZmtpTransport};
 use crate::wire::{Message, Signer};
 use crate::ws::{decode, Channel, CodecError, WsFrame, WsProtocol};
 
@@ -1228,8 +1228,21 @@ impl KernelManager {
             }
         };
         lock(&k.last_idle_parent).clear();
+        let liveness = match lock(&k.incarnation).as_ref() {
+            Some(inc) => Liveness {
+                pid: inc.pid,
+                exited: exited.clone(),
+                intentional: inc.intentional.clone(),
+            },
+            None => return Err(KernelError::StartFailed("the kernel was stopped".into())),
+        };
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(iopub_task(k.clone(), iopub, signer.clone())));
+        tasks.push(tokio::spawn(iopub_task(
+            k.clone(),
+            iopub,
+            signer.clone(),
+            liveness.clone(),
+        )));
         for (i, (channel, (tx, rx))) in [
             (Channel::Shell, shell),
             (Channel::Control, control),
@@ -1243,6 +1256,7 @@ impl KernelManager {
                 channel,
                 rx,
                 signer.clone(),
+                liveness.clone(),
             )));
             tasks.push(tokio::spawn(writer_task(
                 k.inboxes[i].clone(),
@@ -1482,14 +1496,54 @@ fn remove_files(files: &[PathBuf]) {
     }
 }
 
-async fn iopub_task(k: Arc<Kernel>, mut rx: Box<dyn FrameReceiver>, signer: Signer) {
+/// What a channel's reader needs to tell a broken channel from a kernel that is exiting.
+#[derive(Clone)]
+struct Liveness {
+    /// The incarnation's process (group leader).
+    pid: i32,
+    /// Becomes true when that process has exited.
+    exited: watch::Receiver<bool>,
+    /// Set when the server is stopping or restarting it.
+    intentional: Arc<AtomicBool>,
+}
+
+/// How long a channel that ended waits for its kernel's exit to be seen before deciding the
+/// kernel lives on without it (a kernel that exits closes its sockets first).
+const CHANNEL_EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// A kernel channel ended. When the process is exiting (or being stopped), nothing to do:
+/// the exit watcher takes over. When it lives on (it closed the socket, or sent what is not
+/// ZMTP), it cannot be used any more, and no one would know: it is killed, and the restarter
+/// brings it back as after a crash, telling the clients.
+async fn channel_ended(k: &Kernel, channel: Channel, error: &TransportError, mut live: Liveness) {
+    tracing::debug!(kernel = %k.id, channel = channel.as_str(), "channel ended: {error}");
+    if live.intentional.load(Ordering::SeqCst) {
+        return;
+    }
+    let exit = tokio::time::timeout(CHANNEL_EXIT_GRACE, live.exited.wait_for(|e| *e)).await;
+    // Err(_) inside: the exit watcher is gone, so is the process.
+    if exit.is_ok() || live.intentional.load(Ordering::SeqCst) {
+        return;
+    }
+    tracing::error!(
+        kernel = %k.id,
+        channel = channel.as_str(),
+        "the kernel's {} channel failed ({error}) while it runs; killing it so that it restarts",
+        channel.as_str()
+    );
+    let _ = killpg(Pid::from_raw(live.pid), Signal::SIGKILL);
+}
+
+async fn iopub_task(
+    k: Arc<Kernel>,
+    mut rx: Box<dyn FrameReceiver>,
+    signer: Signer,
+    live: Liveness,
+) {
     loop {
         let frames = match rx.recv().await {
             Ok(f) => f,
-            Err(e) => {
-                tracing::debug!(kernel = %k.id, "iopub closed: {e}");
-                return;
-            }
+            Err(e) => return channel_ended(&k, Channel::Iopub, &e, live).await,
         };
         let msg = match Message::from_frames(frames, &signer) {
             Ok(m) => m,
@@ -1528,14 +1582,12 @@ async fn reader_task(
     channel: Channel,
     mut rx: Box<dyn FrameReceiver>,
     signer: Signer,
+    live: Liveness,
 ) {
     loop {
         let frames = match rx.recv().await {
             Ok(f) => f,
-            Err(e) => {
-                tracing::debug!(kernel = %k.id, channel = channel.as_str(), "channel closed: {e}");
-                return;
-            }
+            Err(e) => return channel_ended(&k, channel, &e, live).await,
         };
         match Message::from_frames(frames, &signer) {
             Ok(msg) => k.hub.route(channel, msg),

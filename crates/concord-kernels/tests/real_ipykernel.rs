@@ -913,3 +913,65 @@ async fn an_idle_kernel_is_culled_and_the_shutdown_reported() {
     assert_eq!(culled.owner.username, "alice");
     assert!(env.mgr.get(&id).is_err());
 }
+
+/// A kernel whose iopub socket closes while the process runs on (here a minimal kernel that
+/// does it on purpose) is useless and would look healthy: it is killed and restarted, as
+/// after a crash, and the restarted one works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_that_loses_a_channel_is_killed_and_restarted() {
+    let v = venv();
+    let specs = tempfile::tempdir().unwrap();
+    let marker = specs.path().join("iopub-closed-once");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/channel_closing_kernel.py");
+    std::fs::create_dir_all(specs.path().join("closing")).unwrap();
+    std::fs::write(
+        specs.path().join("closing/kernel.json"),
+        json!({
+            "argv": [v.join("bin/python"), script, "{connection_file}", marker],
+            "display_name": "closes its iopub",
+            "language": "test",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let runtime = tempfile::tempdir().unwrap();
+    let cfg = KernelManagerConfig::new(root.path(), runtime.path().join("rt"));
+    let mgr = KernelManager::new(
+        cfg,
+        KernelSpecManager {
+            kernel_dirs: vec![specs.path().to_path_buf()],
+        },
+    );
+    let mut actions = mgr.subscribe_actions();
+    let id = mgr
+        .start(StartKernel {
+            name: Some("closing".into()),
+            path: None,
+            env: vec![],
+            kernel_id: None,
+            owner: owner("alice"),
+        })
+        .await
+        .expect("kernel starts")
+        .model
+        .id;
+    assert_eq!(
+        summary(&next_action(&mut actions).await),
+        (KernelActionKind::Start, true, Some(id.clone()))
+    );
+    let pid1 = mgr.pid(&id).unwrap().unwrap();
+    // Its iopub closes; the process is killed and the restarter starts a new one.
+    wait_gone(pid1).await;
+    assert_eq!(
+        summary(&next_action(&mut actions).await),
+        (KernelActionKind::Restart, true, Some(id.clone()))
+    );
+    assert!(marker.exists(), "the first incarnation closed its iopub");
+    let pid2 = mgr.pid(&id).unwrap().unwrap();
+    assert_ne!(pid1, pid2);
+    assert!(alive(pid2));
+    assert!(mgr.metrics().kernel_deaths_total >= 1);
+    mgr.shutdown_all().await;
+    wait_gone(pid2).await;
+}
