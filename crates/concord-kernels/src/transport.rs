@@ -292,9 +292,13 @@ impl Reader {
     async fn next(&mut self) -> Result<Decoded, TransportError> {
         loop {
             if let Some(item) = self.decoder.decode(&mut self.buf)? {
-                // After a large frame the buffer's allocation is large: do not keep it (nor
-                // let what is left in it pin the messages sliced from it).
-                if self.buf.capacity() > 2 * READ_MAX && self.buf.len() <= READ_MAX {
+                if self.buf.is_empty() {
+                    // Nothing pending (the usual case between messages): an idle channel
+                    // keeps no buffer.
+                    self.buf = BytesMut::new();
+                } else if self.buf.capacity() > 2 * READ_MAX && self.buf.len() <= READ_MAX {
+                    // After a large frame the allocation is large: do not keep it (nor let
+                    // what is left in it pin the messages sliced from it).
                     self.buf = BytesMut::from(&self.buf[..]);
                 }
                 return Ok(item);
