@@ -603,6 +603,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_send_waiting_for_a_kernel_that_dies_fails_instead_of_hanging() {
+        let (_dir, l, endpoint) = listener();
+        let peer = tokio::spawn(async move { accept_as_router(&l).await });
+        let (mut tx, _rx) = quick().dealer(&endpoint, b"me").await.unwrap();
+        let s = peer.await.unwrap();
+        let big = Bytes::from(vec![1u8; 16 << 20]);
+        let sending = tokio::spawn(async move { tx.send(vec![big]).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(s);
+        let result = tokio::time::timeout(Duration::from_secs(10), sending)
+            .await
+            .expect("the send ends")
+            .unwrap();
+        assert!(result.is_err(), "a send to a closed peer cannot succeed");
+    }
+
+    #[tokio::test]
     async fn handshake_failures_are_clear_errors() {
         async fn failure(answer: Vec<u8>) -> String {
             let (_dir, l, endpoint) = listener();
