@@ -67,6 +67,18 @@ def _decode_v1(b):
     return (part(0).decode(), json.loads(part(1)), json.loads(part(2)), json.loads(part(4)))
 
 
+def _execute_progress(msg_id, msg, replied, idle):
+    """(replied, idle) for the execute `msg_id` once `msg` (channel, header, parent,
+    content) has arrived."""
+    channel, header, parent, content = msg
+    if parent.get("msg_id") == msg_id:
+        if channel == "shell" and header["msg_type"] == "execute_reply":
+            replied = True
+        elif header["msg_type"] == "status" and content["execution_state"] == "idle":
+            idle = True
+    return replied, idle
+
+
 class _Client:
     """A v1 kernel websocket client."""
 
@@ -103,15 +115,9 @@ class _Client:
     async def execute(self, code):
         msg_id = await self.send("execute_request", {"code": code, "silent": False,
                                                      "store_history": False})
-        replied = idle = False
-        while not (replied and idle):
-            channel, header, parent, content = await self.recv()
-            if parent.get("msg_id") != msg_id:
-                continue
-            if channel == "shell" and header["msg_type"] == "execute_reply":
-                replied = True
-            elif header["msg_type"] == "status" and content["execution_state"] == "idle":
-                idle = True
+        done = (False, False)
+        while not all(done):
+            done = _execute_progress(msg_id, await self.recv(), *done)
 
     async def wait_ready(self):
         msg_id = await self.send("kernel_info_request", {})
@@ -150,15 +156,9 @@ class _BlockingClient:
     def execute(self, code):
         msg_id = self.send("execute_request", {"code": code, "silent": False,
                                                "store_history": False})
-        replied = idle = False
-        while not (replied and idle):
-            channel, header, parent, content = self.recv()
-            if parent.get("msg_id") != msg_id:
-                continue
-            if channel == "shell" and header["msg_type"] == "execute_reply":
-                replied = True
-            elif header["msg_type"] == "status" and content["execution_state"] == "idle":
-                idle = True
+        done = (False, False)
+        while not all(done):
+            done = _execute_progress(msg_id, self.recv(), *done)
 
     def wait_ready(self):
         msg_id = self.send("kernel_info_request", {})

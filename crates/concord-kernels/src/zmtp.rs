@@ -623,15 +623,7 @@ mod tests {
         stream.extend(encode_message(&[Bytes::from_static(b"second")]));
         // Fed in pieces of every few sizes, the decoder yields the same items.
         for piece in [1, 2, 7, 64, 1000, stream.len()] {
-            let mut d = Decoder::new();
-            let mut buf = BytesMut::new();
-            let mut items = Vec::new();
-            for chunk in stream.chunks(piece) {
-                buf.extend_from_slice(chunk);
-                while let Some(item) = d.decode(&mut buf).unwrap() {
-                    items.push(item);
-                }
-            }
+            let (items, _) = decode_in_pieces(stream.chunks(piece).map(<[u8]>::to_vec));
             assert_eq!(
                 items,
                 vec![
@@ -678,15 +670,7 @@ mod tests {
         ]
         .concat();
         for piece in [1, 3, stream.len()] {
-            let mut d = Decoder::new();
-            let mut buf = BytesMut::new();
-            let mut items = Vec::new();
-            for chunk in stream.chunks(piece) {
-                buf.extend_from_slice(chunk);
-                while let Some(item) = d.decode(&mut buf).unwrap() {
-                    items.push(item);
-                }
-            }
+            let (items, _) = decode_in_pieces(stream.chunks(piece).map(<[u8]>::to_vec));
             assert_eq!(
                 items,
                 vec![
@@ -717,8 +701,8 @@ mod tests {
         assert_eq!(encode_pong(&[1]).len(), 2 + 5);
     }
 
-    /// Decode `stream` fed in pieces of `piece` bytes, never holding more than the decoder
-    /// keeps; returns the items and the largest buffer seen.
+    /// Decode `stream` fed piece by piece, never holding more than the decoder keeps;
+    /// returns the items and the largest buffer seen.
     fn decode_in_pieces(stream: impl Iterator<Item = Vec<u8>>) -> (Vec<Decoded>, usize) {
         let mut d = Decoder::new();
         let mut buf = BytesMut::new();

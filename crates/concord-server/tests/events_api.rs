@@ -468,15 +468,7 @@ async fn a_subscriber_that_never_reads_holds_nobody_up() {
     // Carol's stalled subscription is dropped (and counted); alice's stays.
     let mut dropped = false;
     for _ in 0..300 {
-        let metrics = reqwest::Client::new()
-            .get(s.url("metrics"))
-            .header("Authorization", format!("token {}", u.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = s.metrics(&u.admin).await;
         if metrics.contains("concord_event_subscribers_lagged_total 1")
             && metrics.contains("concord_event_subscribers 1\n")
         {
@@ -510,15 +502,7 @@ async fn a_subscriber_is_counted_in_metrics_as_soon_as_it_is_connected() {
     let connections = || async {
         let (status, _) = call(&u.s, &u.admin, "GET", "api/status", None).await;
         assert_eq!(status, 200);
-        let text = reqwest::Client::new()
-            .get(u.s.url("metrics"))
-            .header("Authorization", format!("token {}", u.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = u.s.metrics(&u.admin).await;
         text.lines()
             .find_map(|l| l.strip_prefix("concord_websocket_connections "))
             .unwrap_or_else(|| panic!("{text}"))

@@ -338,6 +338,20 @@ impl Server {
     }
 }
 
+impl Server {
+    /// The `/metrics` text, as seen by the holder of `token`.
+    pub async fn metrics(&self, token: &str) -> String {
+        token_client(token)
+            .get(self.url("metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.terminate(5);
