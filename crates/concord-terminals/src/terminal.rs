@@ -399,20 +399,9 @@ impl Terminal {
         if limit == 0 {
             return;
         }
-        // A single chunk larger than the whole history keeps only its end.
-        let mut start = text.len().saturating_sub(limit);
-        while !text.is_char_boundary(start) {
-            start += 1;
-        }
-        let kept = &text[start..];
-        state.history_bytes += kept.len();
-        state.history.push_back(kept.to_string());
-        while state.history_bytes > limit {
-            match state.history.pop_front() {
-                Some(old) => state.history_bytes -= old.len(),
-                None => break,
-            }
-        }
+        state.history_bytes += text.len();
+        state.history.push_back(text.to_string());
+        keep_last(&mut state.history, &mut state.history_bytes, limit);
     }
 
     /// terminado's rule: the PTY takes the smallest size among clients (here: among the
@@ -467,6 +456,33 @@ impl Terminal {
                 kind: CloseKind::TerminalEnded,
                 message: format!("Terminal {} has ended", self.name),
             });
+        }
+    }
+}
+
+/// Drop the oldest output of `history` (chunks as the shell wrote them, `bytes` in all) until
+/// at most `limit` bytes are left: whole chunks, then the front of the oldest one kept (at a
+/// character boundary), so that the replay is the most recent output even when a line spans
+/// two chunks.
+fn keep_last(history: &mut VecDeque<String>, bytes: &mut usize, limit: usize) {
+    while *bytes > limit {
+        let excess = *bytes - limit;
+        let Some(front) = history.front_mut() else {
+            break;
+        };
+        if front.len() <= excess {
+            *bytes -= front.len();
+            history.pop_front();
+            continue;
+        }
+        let mut cut = excess;
+        while !front.is_char_boundary(cut) {
+            cut += 1;
+        }
+        front.drain(..cut);
+        *bytes -= cut;
+        if front.is_empty() {
+            history.pop_front();
         }
     }
 }
@@ -628,5 +644,38 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !done() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remember_all(chunks: &[&str], limit: usize) -> String {
+        let (mut history, mut bytes) = (VecDeque::new(), 0);
+        for chunk in chunks {
+            bytes += chunk.len();
+            history.push_back(chunk.to_string());
+            keep_last(&mut history, &mut bytes, limit);
+            assert_eq!(bytes, history.iter().map(String::len).sum::<usize>());
+            assert!(bytes <= limit);
+            assert!(history.iter().all(|c| !c.is_empty()));
+        }
+        history.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn the_history_is_the_most_recent_output_even_across_chunks() {
+        // "LAST4" split over two reads, the first mostly older output: the replay keeps all
+        // of it (dropping whole chunks used to leave only "ST4", as the bash test saw).
+        let read = format!("{}\r\nLA", "y".repeat(3000));
+        let replay = remember_all(&[&read, "ST4\r\n$ "], 16);
+        assert_eq!(replay, "yyyyy\r\nLAST4\r\n$ ");
+        // One chunk larger than the limit keeps its end.
+        assert_eq!(remember_all(&["abcdef"], 3), "def");
+        // Never half a character.
+        assert_eq!(remember_all(&["aé", "b"], 2), "b");
+        assert_eq!(remember_all(&["é", "bc"], 3), "bc");
+        assert_eq!(remember_all(&["é", "bc"], 4), "ébc");
     }
 }
