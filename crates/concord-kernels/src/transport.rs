@@ -171,10 +171,13 @@ async fn connect(endpoint: &str, timeout: Duration) -> Result<Stream, TransportE
         };
         match attempt {
             Ok(stream) => return Ok(stream),
+            // Nothing bound yet, not listening yet, or (a Unix socket) its backlog is full.
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    io::ErrorKind::NotFound
+                        | io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::WouldBlock
                 ) && tokio::time::Instant::now() + pause < deadline =>
             {
                 tokio::time::sleep(pause).await;
@@ -699,6 +702,40 @@ mod tests {
                 .unwrap();
             assert_eq!(got, vec![Bytes::copy_from_slice(&[round])]);
         }
+    }
+
+    #[tokio::test]
+    async fn connecting_retries_while_the_kernels_backlog_is_full() {
+        let (_dir, l, endpoint) = listener();
+        let path = endpoint.trim_start_matches("ipc://").to_string();
+        // Connections nobody accepts, until the listener's backlog refuses more.
+        let mut fillers = Vec::new();
+        loop {
+            match UnixStream::connect(&path).await {
+                Ok(s) => fillers.push(s),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(fillers.len() < 100_000, "the backlog never filled");
+        }
+        // The kernel catches up a moment later: every pending connection is accepted, and
+        // ours (the one that speaks) completes its handshake.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    s.write_all(&zmtp::greeting()).await?;
+                    s.write_all(&command("READY", &[("Socket-Type", b"ROUTER")]))
+                        .await?;
+                    let mut rest = [0u8; 256];
+                    while s.read(&mut rest).await? > 0 {}
+                    Ok::<_, io::Error>(())
+                });
+            }
+        });
+        quick().dealer(&endpoint, b"me").await.unwrap();
+        drop(fillers);
     }
 
     #[tokio::test]
