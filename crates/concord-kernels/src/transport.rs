@@ -579,12 +579,23 @@ mod tests {
         s
     }
 
+    /// A DEALER connected to a hand-driven ROUTER peer: (its directory, our halves, the
+    /// peer's end of the stream).
+    async fn dealer_to_a_router() -> (
+        tempfile::TempDir,
+        Box<dyn FrameSender>,
+        Box<dyn FrameReceiver>,
+        UnixStream,
+    ) {
+        let (dir, l, endpoint) = listener();
+        let peer = tokio::spawn(async move { accept_as_router(&l).await });
+        let (tx, rx) = quick().dealer(&endpoint, b"me").await.unwrap();
+        (dir, tx, rx, peer.await.unwrap())
+    }
+
     #[tokio::test]
     async fn a_send_waits_while_the_kernel_does_not_read_then_completes() {
-        let (_dir, l, endpoint) = listener();
-        let peer = tokio::spawn(async move { accept_as_router(&l).await });
-        let (mut tx, _rx) = quick().dealer(&endpoint, b"me").await.unwrap();
-        let mut s = peer.await.unwrap();
+        let (_dir, mut tx, _rx, mut s) = dealer_to_a_router().await;
         // Far more than a socket buffer holds: the write must wait for the reader.
         let big = Bytes::from((0..16u32 << 20).map(|i| i as u8).collect::<Vec<u8>>());
         let sending = tokio::spawn({
@@ -607,10 +618,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_send_waiting_for_a_kernel_that_dies_fails_instead_of_hanging() {
-        let (_dir, l, endpoint) = listener();
-        let peer = tokio::spawn(async move { accept_as_router(&l).await });
-        let (mut tx, _rx) = quick().dealer(&endpoint, b"me").await.unwrap();
-        let s = peer.await.unwrap();
+        let (_dir, mut tx, _rx, s) = dealer_to_a_router().await;
         let big = Bytes::from(vec![1u8; 16 << 20]);
         let sending = tokio::spawn(async move { tx.send(vec![big]).await });
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -687,10 +695,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_receive_given_up_on_loses_nothing() {
-        let (_dir, l, endpoint) = listener();
-        let peer = tokio::spawn(async move { accept_as_router(&l).await });
-        let (_tx, mut rx) = quick().dealer(&endpoint, b"me").await.unwrap();
-        let mut s = peer.await.unwrap();
+        let (_dir, _tx, mut rx, mut s) = dealer_to_a_router().await;
         for round in 0..3u8 {
             // Waiting with nothing to read, then dropped (as a timeout drops it).
             let waited = tokio::time::timeout(Duration::from_millis(20), rx.recv()).await;
@@ -740,10 +745,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_kernel_that_dies_mid_message_ends_the_receive() {
-        let (_dir, l, endpoint) = listener();
-        let peer = tokio::spawn(async move { accept_as_router(&l).await });
-        let (_tx, mut rx) = quick().dealer(&endpoint, b"me").await.unwrap();
-        let mut s = peer.await.unwrap();
+        let (_dir, _tx, mut rx, mut s) = dealer_to_a_router().await;
         // One frame with MORE, then half of a second frame, then the process is gone.
         s.write_all(b"\x01\x03abc\x00\x10half").await.unwrap();
         drop(s);

@@ -498,12 +498,13 @@ pub fn ready_property(mut body: &[u8], property: &str) -> Result<Option<Bytes>, 
         let len = body.get(len_at..len_at + 4).ok_or_else(bad)?;
         let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
         let value_at = len_at + 4;
-        let value = body.get(value_at..value_at + len).ok_or_else(bad)?;
+        let end = value_at.checked_add(len).ok_or_else(bad)?;
+        let value = body.get(value_at..end).ok_or_else(bad)?;
         // Property names are case-insensitive.
         if name.eq_ignore_ascii_case(property.as_bytes()) {
             return Ok(Some(Bytes::copy_from_slice(value)));
         }
-        body = &body[value_at + len..];
+        body = &body[end..];
     }
     Ok(None)
 }

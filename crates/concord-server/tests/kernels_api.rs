@@ -244,15 +244,7 @@ async fn kill_9_of_a_kernel_is_detected_and_restarted() {
     let (status, model) = get_json(&s, &format!("api/kernels/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(model["id"], id.as_str());
-    let metrics = s
-        .owner()
-        .get(s.url("metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics(TOKEN).await;
     assert!(
         metrics.contains("concord_kernel_auto_restarts_total 1"),
         "{metrics}"
@@ -306,15 +298,7 @@ async fn malformed_frames_close_the_socket_and_nothing_breaks() {
     let (reply, out) = c.execute("print('still here')").await;
     assert_eq!(reply["status"], "ok");
     assert_eq!(KernelClient::stdout(&out), "still here\n");
-    let metrics = s
-        .owner()
-        .get(s.url("metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics(TOKEN).await;
     assert!(
         metrics.contains("concord_kernel_frames_malformed_total"),
         "{metrics}"
@@ -360,17 +344,7 @@ async fn the_server_closes_a_replaced_socket_and_the_sockets_of_a_deleted_kernel
         .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(end_of(second).await, Closed::Code(1000));
-    let mut counted = 1;
-    for _ in 0..900 {
-        counted = get_json(&s, "api/status").await.1["connections"]
-            .as_u64()
-            .unwrap();
-        if counted == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(counted, 0, "closed websockets are no longer counted");
+    wait_for_no_connections(&s, "closed websockets are no longer counted").await;
 }
 
 #[tokio::test]
@@ -384,15 +358,7 @@ async fn status_and_metrics_count_kernels_and_connections() {
     let (_, status) = get_json(&s, "api/status").await;
     assert_eq!(status["kernels"], 1);
     assert_eq!(status["connections"], 1);
-    let metrics = s
-        .owner()
-        .get(s.url("metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics(TOKEN).await;
     assert!(
         metrics.contains("concord_websocket_connections 1"),
         "{metrics}"
@@ -400,17 +366,7 @@ async fn status_and_metrics_count_kernels_and_connections() {
     assert!(metrics.contains("concord_kernels{state="), "{metrics}");
     assert!(metrics.contains("route=\"/api/kernels\""), "{metrics}");
     c.close().await;
-    let mut counted = 1;
-    for _ in 0..900 {
-        counted = get_json(&s, "api/status").await.1["connections"]
-            .as_u64()
-            .unwrap();
-        if counted == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(counted, 0, "a closed websocket is no longer counted");
+    wait_for_no_connections(&s, "a closed websocket is no longer counted").await;
 }
 
 #[tokio::test]
@@ -495,4 +451,19 @@ async fn no_kernel_is_left_after_sigterm() {
     for pid in pids.iter().chain([&child]) {
         eventually("kernel processes end", || !alive(*pid)).await;
     }
+}
+
+/// Wait (up to 90 s) until `/api/status` counts no open connection; `why` on failure.
+async fn wait_for_no_connections(s: &common::Server, why: &str) {
+    let mut counted = 1;
+    for _ in 0..900 {
+        counted = get_json(s, "api/status").await.1["connections"]
+            .as_u64()
+            .unwrap();
+        if counted == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted, 0, "{why}");
 }
