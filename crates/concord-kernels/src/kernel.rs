@@ -140,7 +140,8 @@ pub struct KernelManagerConfig {
     pub replay_messages: usize,
     /// How long a disconnected session's buffer is kept.
     pub replay_window: Duration,
-    /// Environment variable names a request may set (`*` at the end matches a prefix).
+    /// Environment variable names a request may set (`*` at the end matches a prefix);
+    /// reserved names ([`crate::env`]) are refused whatever this says.
     pub env_allowlist: Vec<String>,
 }
 
@@ -166,7 +167,10 @@ impl KernelManagerConfig {
             client_queue: 4096,
             replay_messages: 10_000,
             replay_window: Duration::from_secs(300),
-            env_allowlist: vec!["JPY_SESSION_NAME".into()],
+            env_allowlist: crate::env::DEFAULT_ALLOWED
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }
@@ -499,13 +503,6 @@ impl std::fmt::Debug for KernelManager {
     }
 }
 
-fn env_allowed(allow: &[String], name: &str) -> bool {
-    allow.iter().any(|a| match a.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => a == name,
-    })
-}
-
 fn substitute(arg: &str, conn_file: &Path, resource_dir: &Path) -> String {
     arg.replace("{connection_file}", &conn_file.to_string_lossy())
         .replace("{resource_dir}", &resource_dir.to_string_lossy())
@@ -723,13 +720,8 @@ impl KernelManager {
             .clone()
             .unwrap_or_else(|| self.inner.config.default_kernel_name.clone());
         let spec = self.inner.specs.get(&name)?;
-        for (k, _) in &req.env {
-            if !env_allowed(&self.inner.config.env_allowlist, k) {
-                return Err(KernelError::BadRequest(format!(
-                    "environment variable {k:?} may not be set for a kernel"
-                )));
-            }
-        }
+        crate::env::check_request(&self.inner.config.env_allowlist, &req.env)
+            .map_err(KernelError::BadRequest)?;
         let id = id.to_string();
         let cwd = self.cwd_for(req.path.as_ref())?;
         let limits = HubLimits {
@@ -1099,11 +1091,13 @@ impl KernelManager {
             .process_group(0)
             .kill_on_drop(true)
             .env("JPY_PARENT_PID", std::process::id().to_string());
-        for (name, value) in k.spec.env() {
-            cmd.env(name, expand_env(&value));
-        }
+        // The request's variables first: the kernelspec's, then the confinement's, win
+        // (as jupyter_client lets the spec's `env` override the caller's).
         for (name, value) in &k.env {
             cmd.env(name, value);
+        }
+        for (name, value) in k.spec.env() {
+            cmd.env(name, expand_env(&value));
         }
         if let Some(plan) = &k.confinement {
             // Built in the parent; the child only enforces it. The kernel may read its own

@@ -5,6 +5,7 @@
 //! This crate never sees HTTP: the server authorizes, then hands websocket frames to a
 //! [`ClientConnection`] and writes back what it yields. See `docs/kernels.md`.
 
+pub mod env;
 mod hub;
 mod kernel;
 pub mod kernelspec;

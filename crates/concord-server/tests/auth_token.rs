@@ -222,7 +222,23 @@ async fn xsrf_matrix() {
 async fn cross_origin_and_foreign_host_are_refused() {
     let s = common::server().token("tok-o").start();
     let owner = s.owner();
+    // A token cannot be forged by another site: its requests skip the Origin check (as
+    // jupyter_server); a browser's cookie can, so those are held to it.
     let r = owner
+        .get(s.url("api/status"))
+        .header("Origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let browser = s.browser();
+    let r = browser
+        .get(s.url("api/status?token=tok-o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = browser
         .get(s.url("api/status"))
         .header("Origin", "http://evil.example")
         .send()

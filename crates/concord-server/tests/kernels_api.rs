@@ -6,7 +6,7 @@ mod common;
 mod kernels_support;
 
 use kernels_support::{
-    alive, connect, eventually, path_with_venv, pids_with, Closed, KernelClient,
+    alive, connect, eventually, path_with_venv, pids_with, upgrade_status, Closed, KernelClient,
 };
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -466,4 +466,171 @@ async fn wait_for_no_connections(s: &common::Server, why: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(counted, 0, "{why}");
+}
+
+/// The `name=value` pairs a server sets when it is visited with `?token=` (its login
+/// cookie), as one `Cookie` header.
+async fn login_cookies(base: &str, token: &str) -> String {
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{base}api/status?token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pairs: Vec<String> = r
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|c| c.split(';').next().map(str::to_string))
+        .collect();
+    assert!(!pairs.is_empty(), "a login cookie: {pairs:?}");
+    pairs.join("; ")
+}
+
+/// A kernel websocket and an API request from another site (`Origin` not this server), as
+/// node and editor clients of `@jupyterlab/services` send them: with a token (header or
+/// `?token=`) they are served, with a login cookie they are refused; the same answers as
+/// jupyter_server's.
+#[tokio::test]
+async fn foreign_origin_is_refused_only_without_a_token_differential() {
+    let s = server(&[]);
+    let jroot = tempfile::tempdir().unwrap();
+    let j = common::jupyter::Jupyter::start(jroot.path(), &[]);
+    let foreign = "http://evil.example".to_string();
+    let mut answers = Vec::new();
+    for (base, token) in [(s.base.clone(), TOKEN), (j.base.clone(), j.token.as_str())] {
+        let client = common::token_client(token);
+        let r = client
+            .post(format!("{base}api/kernels"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{base}");
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let ws = format!(
+            "{}api/kernels/{id}/channels",
+            base.replacen("http://", "ws://", 1)
+        );
+        let host = base.trim_start_matches("http://").trim_end_matches('/');
+        let same = format!("http://{host}");
+        let cookies = login_cookies(&base, token).await;
+        let header_token = ("Authorization", format!("token {token}"));
+        let origin = |o: &String| ("Origin", o.clone());
+        let cookie = ("Cookie", cookies.clone());
+        let case = [
+            upgrade_status(&ws, &[header_token.clone(), origin(&foreign)]).await,
+            upgrade_status(&format!("{ws}?token={token}"), &[origin(&foreign)]).await,
+            upgrade_status(&ws, &[cookie.clone(), origin(&foreign)]).await,
+            upgrade_status(&ws, &[cookie.clone(), origin(&same)]).await,
+            client
+                .get(format!("{base}api/kernels"))
+                .header("Origin", &foreign)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            reqwest::Client::new()
+                .get(format!("{base}api/kernels"))
+                .header("Origin", &foreign)
+                .header("Cookie", &cookies)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        ];
+        let r = client
+            .delete(format!("{base}api/kernels/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        answers.push(case);
+    }
+    assert_eq!(answers[0], [101, 101, 403, 101, 200, 404], "concord");
+    assert_eq!(answers[0], answers[1], "concord, then jupyter_server");
+}
+
+/// What jupyter_server's gateway client sends in `env` (every `KERNEL_*` of its environment,
+/// `KERNEL_LAUNCH_TIMEOUT` and `KERNEL_WORKING_DIR` always) starts a kernel with concord's
+/// default options and reaches it; a reserved, unlisted or malformed name is a 400 that
+/// says why, and an allow-list entry that would reach reserved names stops the server.
+#[tokio::test]
+async fn kernel_env_takes_gateway_variables_and_never_reserved_ones() {
+    let s = server(&[]);
+    let env = json!({
+        "KERNEL_USERNAME": "alice",
+        "KERNEL_LAUNCH_TIMEOUT": "40",
+        "KERNEL_WORKING_DIR": "/home/alice/work",
+        "KERNEL_EXTRA_OPTS": "a b=c",
+        "JPY_SESSION_NAME": "x.ipynb",
+    });
+    let id = start_kernel(&s, json!({"name": "python3", "env": env})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut c = connect(&s.base, TOKEN, &id, "env", false).await.unwrap();
+    let (reply, out) = c
+        .execute(
+            "import os, json; print(json.dumps({k: v for k, v in os.environ.items() \
+             if k.startswith('KERNEL_') or k == 'JPY_SESSION_NAME'}))",
+        )
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let seen: Value = serde_json::from_str(KernelClient::stdout(&out).trim()).unwrap();
+    assert_eq!(seen, env);
+    c.close().await;
+    for (name, value, why) in [
+        ("HOME", "/tmp/x", "reserved"),
+        ("TMPDIR", "/tmp/x", "reserved"),
+        ("JUPYTER_RUNTIME_DIR", "/tmp/x", "reserved"),
+        ("LD_PRELOAD", "/tmp/x.so", "reserved"),
+        ("PATH", "/tmp", "reserved"),
+        ("PYTHONPATH", "/tmp", "reserved"),
+        ("MY_VAR", "1", "may not be set"),
+        ("KERNEL-X", "1", "invalid"),
+        ("KERNEL_X", "a\u{0}b", "NUL"),
+    ] {
+        let r = s
+            .owner()
+            .post(s.url("api/kernels"))
+            .json(&json!({"env": {name: value}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{name}");
+        let body: Value = r.json().await.unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(why), "{name}: {message}");
+    }
+    let state = tempfile::tempdir().unwrap();
+    let root = state.path().to_str().unwrap();
+    let (code, _, err) = common::run_cli(
+        &[
+            "serve",
+            "--port",
+            "0",
+            "--root-dir",
+            root,
+            "--state-dir",
+            root,
+            "--kernel-env-allow",
+            "LD_*",
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--kernel-env-allow") && err.contains("reserved"),
+        "{err}"
+    );
 }

@@ -80,8 +80,9 @@ pub struct KernelsOptions {
     /// Automatic restarts of a crashed kernel before it is declared dead (default 5).
     #[arg(long, env = "CONCORD_RESTART_LIMIT")]
     pub restart_limit: Option<u32>,
-    /// Environment variables a `POST /api/kernels` body may set (`NAME` or `PREFIX*`);
-    /// `JPY_SESSION_NAME` is always allowed.
+    /// More environment variables a `POST /api/kernels` body may set (`NAME` or `PREFIX*`),
+    /// besides `JPY_SESSION_NAME` and `KERNEL_*`; reserved names (HOME, TMPDIR, JUPYTER_*,
+    /// LD_*, PYTHON*, *PATH, …) are refused.
     #[arg(
         long = "kernel-env-allow",
         env = "CONCORD_KERNEL_ENV_ALLOW",
@@ -149,9 +150,11 @@ pub fn build(settings: &crate::config::Settings) -> anyhow::Result<KernelService
         .clone()
         .or(file.kernel_env_allow.clone())
     {
-        config
-            .env_allowlist
-            .extend(extra.into_iter().filter(|e| !e.is_empty()));
+        for entry in extra.into_iter().filter(|e| !e.is_empty()) {
+            concord_kernels::env::check_allow_entry(&entry)
+                .map_err(|e| anyhow::anyhow!("--kernel-env-allow: {e}"))?;
+            config.env_allowlist.push(entry);
+        }
     }
     let extra_dirs: Vec<PathBuf> = cli
         .kernel_dir
