@@ -1226,7 +1226,8 @@ impl ContentsManager {
     }
 
     /// Copy a file or directory `from` into the directory `to` (as `name-Copy1.ext`), or to
-    /// the new path `to`. Needs read on the source and write on the destination.
+    /// the new path `to`. Needs read on the source (for a folder, on everything in it) and
+    /// write on the destination.
     pub fn copy(
         &self,
         caller: &Caller<'_>,
@@ -1242,6 +1243,9 @@ impl ContentsManager {
         let src_meta = fs::metadata(&src.os).map_err(|_| missing())?;
         if !src_meta.is_file() && !src_meta.is_dir() {
             return Err(missing());
+        }
+        if src.resolved.parent().is_none() {
+            return Err(ContentsError::bad_request("Cannot copy the root folder"));
         }
         let to_loc = self.locate(to)?;
         let from_name = from.name();
@@ -1312,21 +1316,30 @@ impl ContentsManager {
         self.model_for(caller, &dest, &GetOptions::metadata_only())
     }
 
+    /// Copy the folder `src` to the new folder `dest`, as jupyter_server's `shutil.copytree`
+    /// does (missing parents of `dest` created, `dest` may lie inside `src`), except that
+    /// the whole tree must be readable by the caller: a folder holding anything they may
+    /// not read is not copied at all (copying around it would silently lose files).
     fn copy_dir(&self, caller: &Caller<'_>, src: &Located, dest: &Located) -> Result<()> {
-        if dest.resolved.is_within(&src.resolved) {
-            return Err(ContentsError::bad_request(format!(
-                "Cannot copy {} into itself",
-                src.request.api_path()
-            )));
-        }
-        let size = self.dir_size(&src.os);
-        if size > self.config.max_copy_folder_bytes {
-            return Err(ContentsError::bad_request(format!(
-                "Can't copy folders larger than {}MB, \"{}\" is {}",
+        let too_large = |size: u64| {
+            // jupyter_server's message, indentation and line breaks included.
+            ContentsError::bad_request(format!(
+                "\n                    Can't copy folders larger than {}MB,\n                    \"{}\" is {}\n                ",
                 self.config.max_copy_folder_bytes / (1024 * 1024),
                 src.request.api_path(),
                 human_size(size)
-            )));
+            ))
+        };
+        let size = disk_usage(&src.os);
+        if size > self.config.max_copy_folder_bytes {
+            return Err(too_large(size));
+        }
+        // The whole tree is read before anything is written: the copy is the folder as it
+        // was, even when `dest` lies inside it.
+        let tree = self.copy_plan(caller, src)?;
+        let bytes: u64 = tree.iter().map(|e| e.len).sum();
+        if bytes > self.config.max_copy_folder_bytes {
+            return Err(too_large(bytes));
         }
         let fail = |_| {
             ContentsError::bad_request(format!(
@@ -1335,69 +1348,123 @@ impl ContentsManager {
                 dest.request.api_path()
             ))
         };
-        self.copy_tree(caller, &src.os, &src.resolved, &dest.os)
-            .map_err(fail)
-    }
-
-    /// Copy a tree, following only symlinks that stay inside the root and copying only what
-    /// the caller may read.
-    fn copy_tree(
-        &self,
-        caller: &Caller<'_>,
-        src: &Path,
-        src_path: &CanonicalPath,
-        dest: &Path,
-    ) -> io::Result<()> {
-        fs::create_dir(dest)?;
-        for entry in fs::read_dir(src)?.flatten() {
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            let Ok(mut child) = src_path.child(&name) else {
-                continue;
-            };
-            let mut os = entry.path();
-            if entry.file_type()?.is_symlink() {
-                let Ok(target) = fs::canonicalize(&os) else {
-                    continue;
-                };
-                let Some(canonical) = self.to_canonical(&target) else {
-                    continue;
-                };
-                child = canonical;
-                os = target;
+        self.create_missing_parents(caller, dest)?;
+        fs::create_dir(&dest.os).map_err(fail)?;
+        let copied = tree.iter().try_for_each(|entry| {
+            let to = dest.os.join(&entry.relative);
+            match &entry.source {
+                None => fs::create_dir(&to),
+                Some(from) => fsio::copy_with_times(from, &to).map(|_| ()),
             }
-            if !caller.access.may_read(&child) {
-                continue;
-            }
-            let meta = fs::metadata(&os)?;
-            if meta.is_dir() {
-                if dest.starts_with(&os) {
-                    continue;
-                }
-                self.copy_tree(caller, &os, &child, &dest.join(&name))?;
-            } else if meta.is_file() {
-                fsio::copy_with_times(&os, &dest.join(&name))?;
-            }
+        });
+        if let Err(e) = copied {
+            // Nothing half-copied is left behind.
+            let _ = fs::remove_dir_all(&dest.os);
+            return Err(fail(e));
         }
         Ok(())
     }
 
-    fn dir_size(&self, dir: &Path) -> u64 {
-        let mut total = 0;
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
-                if let Ok(meta) = entry.metadata() {
-                    if meta.is_dir() {
-                        stack.push(entry.path());
-                    } else {
-                        total += meta.blocks() * 512;
+    /// Every folder and file below `src`, parents first, with the file each copy is read
+    /// from. Symlinks are followed when they stay inside the root (and leave out when they
+    /// do not, or dangle: those are not part of the tree the API shows); a link back to a
+    /// folder being copied is left out (it would never end). Refused when the caller may
+    /// not read one of the entries.
+    fn copy_plan(&self, caller: &Caller<'_>, src: &Located) -> Result<Vec<CopyEntry>> {
+        let unreadable = || {
+            ContentsError::forbidden(format!(
+                "Cannot copy {}: it contains files or folders you may not read",
+                src.request.api_path()
+            ))
+        };
+        let failed = |_: io::Error| {
+            ContentsError::bad_request(format!(
+                "Cannot copy {}: it could not be read",
+                src.request.api_path()
+            ))
+        };
+        let mut plan = Vec::new();
+        // (os path, canonical path, path relative to `src`, folders from `src` down to it)
+        let mut stack = vec![(
+            src.os.clone(),
+            src.resolved.clone(),
+            PathBuf::new(),
+            vec![src.resolved.clone()],
+        )];
+        while let Some((dir_os, dir_path, relative, ancestors)) = stack.pop() {
+            let mut entries: Vec<fs::DirEntry> =
+                fs::read_dir(&dir_os).map_err(failed)?.flatten().collect();
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                let Ok(name) = entry.file_name().into_string() else {
+                    return Err(unreadable());
+                };
+                let Ok(mut child) = dir_path.child(&name) else {
+                    return Err(unreadable());
+                };
+                let mut os = entry.path();
+                if entry.file_type().map_err(failed)?.is_symlink() {
+                    let Some((target, canonical)) = fs::canonicalize(&os)
+                        .ok()
+                        .and_then(|t| self.to_canonical(&t).map(|c| (t, c)))
+                    else {
+                        continue;
+                    };
+                    child = canonical;
+                    os = target;
+                }
+                if !caller.access.may_read(&child) {
+                    return Err(unreadable());
+                }
+                let meta = fs::metadata(&os).map_err(failed)?;
+                let rel = relative.join(&name);
+                if meta.is_dir() {
+                    if ancestors.iter().any(|a| a.is_within(&child)) {
+                        continue;
                     }
+                    plan.push(CopyEntry {
+                        relative: rel.clone(),
+                        source: None,
+                        len: 0,
+                    });
+                    let mut below = ancestors.clone();
+                    below.push(child.clone());
+                    stack.push((os, child, rel, below));
+                } else if meta.is_file() {
+                    plan.push(CopyEntry {
+                        relative: rel,
+                        source: Some(os),
+                        len: meta.len(),
+                    });
                 }
             }
         }
-        total
+        Ok(plan)
+    }
+
+    /// Create the missing folders above `dest` (shutil.copytree's `makedirs`), each one a
+    /// write the caller must be allowed.
+    fn create_missing_parents(&self, caller: &Caller<'_>, dest: &Located) -> Result<()> {
+        let mut missing = Vec::new();
+        let mut next = dest.request.parent();
+        while let Some(dir) = next {
+            let loc = self.locate(&dir)?;
+            if fs::symlink_metadata(&loc.os).is_ok() {
+                break;
+            }
+            next = dir.parent();
+            missing.push(loc);
+        }
+        for loc in missing.iter().rev() {
+            self.ensure_may_write(caller, loc)?;
+            fs::create_dir(&loc.os).map_err(|_| {
+                ContentsError::bad_request(format!(
+                    "Can't create folder '{}'",
+                    loc.request.api_path()
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     // ---------------------------------------------------------------- PATCH
@@ -1735,6 +1802,40 @@ impl ContentsManager {
             .sign(caller.username, &nb)
             .map_err(|e| ContentsError::internal(format!("Recording trust failed: {e}")))
     }
+}
+
+/// One entry of a folder copy: a folder to create (`source` none) or a file to copy.
+struct CopyEntry {
+    /// Where it goes, relative to the copy.
+    relative: PathBuf,
+    /// The file read (a symlink's target), for files.
+    source: Option<PathBuf>,
+    /// The file's size.
+    len: u64,
+}
+
+/// What `du -s --block-size=1` says of `dir` (jupyter_server's measure before a copy): the
+/// blocks of every entry, the folder itself included, symlinks not followed, a file with
+/// several links counted once.
+fn disk_usage(dir: &Path) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut total = fs::symlink_metadata(dir).map_or(0, |m| m.blocks() * 512);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
+                continue;
+            }
+            total += meta.blocks() * 512;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    total
 }
 
 /// A folder's size as jupyter_server's `_human_readable_size` writes it (`1.5 KB`).

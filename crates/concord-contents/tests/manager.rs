@@ -555,7 +555,20 @@ fn copies_are_named_like_jupyter() {
             "No such parent directory: no/dir to copy file in".into()
         )
     );
-    assert_eq!(copy("sub", "sub").unwrap_err().0, ErrorKind::BadRequest);
+    // Folders as shutil.copytree: into themselves, into a folder of their own (the folder
+    // as it was: no endless nesting), into folders that do not exist yet. A link out of
+    // the root is not part of the tree and is not followed.
+    symlink(std::env::temp_dir(), f.root.join("sub/outside")).unwrap();
+    assert_eq!(copy("sub", "sub").unwrap(), "sub/sub");
+    assert!(f.root.join("sub/sub/keep.txt").exists());
+    assert!(!f.root.join("sub/sub/sub").exists());
+    assert!(fs::symlink_metadata(f.root.join("sub/sub/outside")).is_err());
+    assert_eq!(copy("sub", "sub/sub").unwrap(), "sub/sub/sub");
+    assert!(f.root.join("sub/sub/sub/sub/keep.txt").exists());
+    assert!(!f.root.join("sub/sub/sub/sub/sub").exists());
+    assert_eq!(copy("sub", "new/deep").unwrap(), "new/deep/sub");
+    assert!(f.root.join("new/deep/sub/sub/sub/keep.txt").exists());
+    assert_eq!(copy("/", "new").unwrap_err().0, ErrorKind::BadRequest);
     let copied = get(&f, "nb-Copy1.ipynb").unwrap();
     assert_eq!(
         copied["content"]["metadata"]["custom"],
@@ -940,6 +953,22 @@ fn per_path_access_filters_listings_writable_and_body_paths() {
     f.cm.post(&carol, &p("/mine"), Some(json!({"copy_from": "pub/a.txt"})))
         .unwrap();
     assert!(f.root.join("mine/a.txt").exists());
+    // A folder holding something the caller may not read (here a link into secret) is not
+    // copied at all, rather than copied without it.
+    let e =
+        f.cm.post(&carol, &p("/mine"), Some(json!({"copy_from": "pub"})))
+            .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Forbidden);
+    assert_eq!(
+        e.message,
+        "Cannot copy pub: it contains files or folders you may not read"
+    );
+    assert!(!f.root.join("mine/pub").exists());
+    fs::remove_file(f.root.join("pub/link.txt")).unwrap();
+    f.cm.post(&carol, &p("/mine"), Some(json!({"copy_from": "pub"})))
+        .unwrap();
+    assert!(f.root.join("mine/pub/a.txt").exists());
+    symlink(f.root.join("secret/c.txt"), f.root.join("pub/link.txt")).unwrap();
     // Rename needs write on both ends.
     let e =
         f.cm.patch(

@@ -404,17 +404,20 @@ pub fn strip_token_param(path_and_query: &str) -> String {
     let Some((path, query)) = path_and_query.split_once('?') else {
         return path_and_query.to_string();
     };
-    let kept: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .filter(|(k, _)| k != "token")
+    // The other parameters stay as the client wrote them (as jupyter_server's `next`).
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or("");
+            form_urlencoded::parse(key.as_bytes())
+                .next()
+                .is_none_or(|(k, _)| k != "token")
+        })
         .collect();
     if kept.is_empty() {
         return path.to_string();
     }
-    let query = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(kept)
-        .finish();
-    format!("{path}?{query}")
+    format!("{path}?{}", kept.join("&"))
 }
 
 #[cfg(test)]

@@ -492,7 +492,7 @@ fn login_redirect(app: &App, req: &Request) -> Response {
         .path_and_query()
         .map(|pq| crate::auth::strip_token_param(pq.as_str()))
         .unwrap_or_else(|| app.settings.base_url.clone());
-    let encoded: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    let encoded = crate::api::query_escape(&next);
     crate::error::found(&format!("{}login?next={encoded}", app.settings.base_url))
 }
 

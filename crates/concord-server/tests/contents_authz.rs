@@ -178,6 +178,14 @@ async fn contents_authorization_matrix() {
             Some(json!({"copy_from": "mine/b.txt"})),
             403,
         ),
+        // A folder holding something alice may not read (a link into secret) is not
+        // copied at all.
+        (
+            Method::POST,
+            "api/contents/mine",
+            Some(json!({"copy_from": "pub"})),
+            403,
+        ),
         (
             Method::PATCH,
             "api/contents/mine/b.txt",

@@ -44,6 +44,8 @@ fn fixture(root: &Path) {
         concord_contents::notebook::notebook_file_text(&invalid).as_bytes(),
     );
     write("sub/inner.txt", b"inner");
+    write("my-dir.d/f-1.txt", b"f");
+    write("my-dir.d/in~side/x_y.txt", b"x");
     write("sub/deeper/x.md", b"# x");
     write(".hidden/secret.txt", b"s");
     write(".dotfile", b"d");
@@ -104,8 +106,11 @@ enum Compare {
 }
 
 impl Pair {
+    /// Send to both; answers normalised. A `Location` header must be the same on both
+    /// (paths are compared by clients), else a failure is recorded.
     async fn send(&self, method: Method, url_path: &str, body: Option<Value>) -> [(u16, Value); 2] {
         let mut out = Vec::new();
+        let mut locations = Vec::new();
         for (client, url) in [
             (&self.ours, self.s.url(url_path)),
             (&self.theirs, self.j.url(url_path)),
@@ -119,11 +124,22 @@ impl Pair {
             }
             let resp = req.send().await.unwrap();
             let status = resp.status().as_u16();
+            locations.push(
+                resp.headers()
+                    .get("location")
+                    .map(|v| v.to_str().unwrap().to_string()),
+            );
             let text = resp.text().await.unwrap();
             let mut value = serde_json::from_str(&text).unwrap_or(Value::String(text));
             let roots: Vec<&str> = self.roots.iter().map(String::as_str).collect();
             normalise(&mut value, &roots);
             out.push((status, value));
+        }
+        if locations[0] != locations[1] {
+            self.failures.lock().unwrap().push(format!(
+                "Location differs: {method} {url_path}\n ours:   {:?}\n theirs: {:?}",
+                locations[0], locations[1]
+            ));
         }
         [out[0].clone(), out[1].clone()]
     }
@@ -291,6 +307,21 @@ async fn contents_api_matches_jupyter_server() {
     ] {
         p.check(M::POST, "api/contents/sub", body, All).await;
     }
+    // Locations keep unreserved characters (`-`, `.`, `~`, `_`) as they are.
+    p.check(
+        M::POST,
+        "api/contents/my-dir.d/in~side",
+        Some(json!({"type": "notebook"})),
+        All,
+    )
+    .await;
+    p.check(
+        M::PUT,
+        "api/contents/my-dir.d/a_b-c.txt",
+        Some(json!({"type": "file", "format": "text", "content": "x"})),
+        All,
+    )
+    .await;
     p.check(M::POST, "api/contents/nowhere", None, All).await;
     p.check(M::POST, "api/contents/hello.txt", None, All).await;
     p.check(M::GET, "api/contents/sub/Untitled.ipynb", None, All)
@@ -417,11 +448,29 @@ async fn contents_api_matches_jupyter_server() {
         ("api/contents/no/dir/x", "hello.txt"),
         ("api/contents", ".hidden/secret.txt"),
         ("api/contents/.hidden", "hello.txt"),
+        // Directories: beside themselves, into themselves, into another folder, into one
+        // that does not exist yet (created, as shutil.copytree does).
+        ("api/contents", "my-dir.d"),
+        ("api/contents/my-dir.d", "my-dir.d"),
+        ("api/contents/sub", "my-dir.d/in~side"),
+        ("api/contents/fresh/new", "my-dir.d"),
+        ("api/contents/my-dir.d", "/my-dir.d/"),
     ] {
         p.check(M::POST, to, Some(json!({"copy_from": from})), All)
             .await;
     }
-    p.check(M::GET, "api/contents/sub-Copy1", None, All).await;
+    for copied in [
+        "api/contents/sub-Copy1",
+        "api/contents/my-dir-Copy1.d",
+        "api/contents/my-dir.d/my-dir.d",
+        "api/contents/my-dir.d/my-dir.d/in~side",
+        "api/contents/my-dir.d/my-dir-Copy1.d",
+        "api/contents/my-dir.d/my-dir-Copy1.d/my-dir.d",
+        "api/contents/sub/in~side",
+        "api/contents/fresh/new/my-dir.d/in~side",
+    ] {
+        p.check(M::GET, copied, None, All).await;
+    }
 
     // Renames.
     for (from, body) in [
@@ -532,6 +581,31 @@ async fn contents_api_matches_jupyter_server() {
                 .push(format!("{q}: ours {:?} theirs {:?}", got[0], got[1]));
         }
     }
+    // An anonymous page request is sent to the login page with `next` encoded alike.
+    for q in ["files/a%20b~c*d-e.txt", "view/x_y.txt?p=1&q=~"] {
+        let mut got = Vec::new();
+        for url in [p.s.url(q), p.j.url(q)] {
+            let r = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .get(url)
+                .send()
+                .await
+                .unwrap();
+            let location = r.headers().get("location").map(|v| {
+                let v = v.to_str().unwrap();
+                v[v.find("/login").unwrap_or(0)..].to_string()
+            });
+            got.push((r.status().as_u16(), location));
+        }
+        if got[0] != got[1] {
+            p.failures
+                .lock()
+                .unwrap()
+                .push(format!("{q}: ours {:?} theirs {:?}", got[0], got[1]));
+        }
+    }
     let failures = p.failures.lock().unwrap();
     assert!(
         failures.is_empty(),
@@ -569,5 +643,45 @@ async fn invalid_notebook_save_is_refused_where_jupyter_accepts_it() {
 impl Pair {
     fn j_root(&self) -> std::path::PathBuf {
         std::path::PathBuf::from(&self.roots[1])
+    }
+}
+
+/// A folder above `max_copy_folder_size_mb` is not copied, with jupyter_server's message
+/// (its size as `du` counts it), and nothing is left behind.
+#[tokio::test]
+async fn directory_copy_over_the_size_limit_matches_jupyter_server() {
+    let b = common::server()
+        .token("copy-token")
+        .args(&["--max-copy-folder-size-mb", "0"]);
+    let jroot = tempfile::tempdir().unwrap();
+    for root in [b.root(), jroot.path()] {
+        std::fs::create_dir_all(root.join("big/inner")).unwrap();
+        std::fs::write(root.join("big/inner/a.txt"), "x".repeat(5000)).unwrap();
+        std::fs::create_dir(root.join("into")).unwrap();
+    }
+    let s = b.start();
+    let j = Jupyter::start(
+        jroot.path(),
+        &["--FileContentsManager.max_copy_folder_size_mb=0"],
+    );
+    let mut answers = Vec::new();
+    for (client, url) in [
+        (s.owner(), s.url("api/contents/into")),
+        (j.client(), j.url("api/contents/into")),
+    ] {
+        let r = client
+            .post(url)
+            .body(json!({"copy_from": "big"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        answers.push((status, body["message"].clone()));
+    }
+    assert_eq!(answers[0].0, 400);
+    assert_eq!(answers[0], answers[1]);
+    for root in [s.root(), jroot.path()] {
+        assert_eq!(std::fs::read_dir(root.join("into")).unwrap().count(), 0);
     }
 }

@@ -32,7 +32,13 @@ async fn start_kernel(s: &common::Server, body: Value) -> Value {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    r.json().await.unwrap()
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let model: Value = r.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/api/kernels/{}", model["id"].as_str().unwrap())
+    );
+    model
 }
 
 async fn get_json(s: &common::Server, path: &str) -> (u16, Value) {
@@ -435,7 +441,12 @@ async fn no_kernel_is_left_after_sigterm() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
     let session: Value = r.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/api/sessions/{}", session["id"].as_str().unwrap())
+    );
     let b = session["kernel"]["id"].as_str().unwrap().to_string();
     // A kernel that leaves a child behind: it must go too.
     let mut c = connect(&s.base, TOKEN, &a, "t", false).await.unwrap();

@@ -22,7 +22,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::query_pairs;
+use super::{query_pairs, url_escape};
 use crate::error::{ApiError, ApiResult};
 use crate::events::{contents_event, Event};
 use crate::pipeline::{Guard, TargetPath};
@@ -150,15 +150,6 @@ where
 fn http_date(t: std::time::SystemTime) -> String {
     let dt: chrono::DateTime<chrono::Utc> = t.into();
     dt.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
-}
-
-fn url_escape(path: &str) -> String {
-    path.split('/')
-        .map(|s| {
-            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 fn model_response(app: &App, status: StatusCode, model: &Model, location: bool) -> Response {

@@ -479,23 +479,13 @@ fn created(app: &App, info: KernelInfo) -> Response {
     let location = format!(
         "{}api/kernels/{}",
         app.settings.base_url,
-        utf8_escape(&info.model.id)
+        super::url_escape(&info.model.id)
     );
     let mut response = (StatusCode::CREATED, Json(info.model)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
     }
     response
-}
-
-/// Percent-encode an id for a URL as jupyter_server's `url_escape` does (`-._~` kept).
-fn utf8_escape(s: &str) -> String {
-    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
 
 fn kernel_id(params: &RouteParams) -> String {

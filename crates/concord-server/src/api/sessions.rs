@@ -166,7 +166,11 @@ pub async fn create(
         }
         Err(e) => return Err(session_error(e)),
     };
-    let location = format!("{}api/sessions/{}", app.settings.base_url, info.id);
+    let location = format!(
+        "{}api/sessions/{}",
+        app.settings.base_url,
+        super::url_escape(&info.id)
+    );
     let mut response = (StatusCode::CREATED, Json(info.model)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
