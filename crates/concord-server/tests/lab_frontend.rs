@@ -691,3 +691,63 @@ async fn jupyterlab_is_found_through_the_python_on_path() {
         .unwrap();
     assert_eq!(r.status(), 200, "jupyter_server's favicons are found too");
 }
+
+/// `/api/config/{section}` against jupyter_server: PUT answers 204 and stores the body,
+/// PATCH merges with jupyter_server's `recursive_update` (null removes a key, an object
+/// left empty is pruned), GET reads through it; the same answers, request by request.
+#[tokio::test]
+async fn config_sections_match_jupyter_server() {
+    let s = common::server()
+        .token("config-token")
+        .args(&lab_args().iter().map(String::as_str).collect::<Vec<_>>())
+        .start();
+    let jroot = tempfile::tempdir().unwrap();
+    let j = common::jupyter::Jupyter::start(jroot.path(), &[]);
+    let steps: Vec<(&str, Option<String>)> = vec![
+        ("GET", None),
+        (
+            "PUT",
+            Some(json!({"a": {"x": 1, "y": {"z": 2}}, "b": 1, "n": null, "e": {}}).to_string()),
+        ),
+        ("GET", None),
+        ("PATCH", Some(json!({"a": {"y": {"z": null}}}).to_string())),
+        (
+            "PATCH",
+            Some(json!({"a": {"x": null}, "c": {}}).to_string()),
+        ),
+        (
+            "PATCH",
+            Some(json!({"b": null, "d": [1, {"e": null}], "f": "s"}).to_string()),
+        ),
+        ("GET", None),
+        ("PUT", Some("{oops".to_string())),
+        ("PUT", Some(json!({}).to_string())),
+        ("GET", None),
+    ];
+    let mut answers = Vec::new();
+    for (client, base) in [(s.owner(), s.url("")), (j.client(), j.url(""))] {
+        let mut seen = Vec::new();
+        for (method, body) in &steps {
+            let mut req = client.request(
+                method.parse().unwrap(),
+                format!("{base}api/config/concordtest"),
+            );
+            if let Some(b) = body {
+                req = req.body(b.clone());
+            }
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            let value = if status < 400 {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            } else {
+                Value::Null
+            };
+            seen.push((*method, status, value));
+        }
+        answers.push(seen);
+    }
+    assert_eq!(answers[0], answers[1], "concord, then jupyter_server");
+    assert_eq!(answers[0][1].1, 204);
+    assert_eq!(answers[0][6].2, json!({"d": [1, {"e": null}], "f": "s"}));
+}

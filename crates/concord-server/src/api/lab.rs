@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tower::ServiceExt;
 
-use super::lab_install::{recursive_update, LabInstall};
+use super::lab_install::LabInstall;
 use super::lab_store::{Item, LabStore, Stored};
 use super::{query_pairs, JsonBody};
 use crate::auth::Caller;
@@ -1057,36 +1057,47 @@ fn valid_section(section: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// One stored layer of a section, as jupyter_server reads a config file: through
+/// [`config_update`] from `{}`, so `null`s and empty objects a `PUT` stored are dropped.
 fn read_section(lab: &Lab, user: Option<&str>, section: &str) -> ApiResult<Value> {
     let stored = lab
         .store
         .read(user, Item::Config, section)
         .map_err(|e| io_error("reading config", e))?;
-    Ok(stored
-        .and_then(|s| serde_json::from_str::<Value>(&s.text).ok())
-        .filter(Value::is_object)
-        .unwrap_or_else(|| json!({})))
+    let mut layer = json!({});
+    if let Some(value) = stored.and_then(|s| serde_json::from_str::<Value>(&s.text).ok()) {
+        config_update(&mut layer, &value);
+    }
+    Ok(layer)
 }
 
-/// jupyter_server's `ConfigManager` update: objects merge, `null` removes a key.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    match (target.as_object_mut(), patch.as_object()) {
-        (Some(t), Some(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else if let (Some(existing), true) = (t.get_mut(k), v.is_object()) {
-                    if existing.is_object() {
-                        merge_patch(existing, v);
-                    } else {
-                        *existing = v.clone();
-                    }
-                } else {
-                    t.insert(k.clone(), v.clone());
+/// jupyter_server's `recursive_update` of config sections (`PATCH`, and the layers merged
+/// by `GET`): an object merges into the object under its key, which is dropped when that
+/// leaves it empty; `null` removes the key; anything else replaces it. (Where jupyter_server
+/// fails on an object merged into a non-object, 500, the non-object is replaced.)
+fn config_update(target: &mut Value, update: &Value) {
+    let (Some(target), Some(update)) = (target.as_object_mut(), update.as_object()) else {
+        return;
+    };
+    for (key, value) in update {
+        match value {
+            Value::Object(_) => {
+                let entry = target.entry(key.clone()).or_insert_with(|| json!({}));
+                if !entry.is_object() {
+                    *entry = json!({});
+                }
+                config_update(entry, value);
+                if entry.as_object().is_some_and(Map::is_empty) {
+                    target.remove(key);
                 }
             }
+            Value::Null => {
+                target.remove(key);
+            }
+            other => {
+                target.insert(key.clone(), other.clone());
+            }
         }
-        _ => *target = patch.clone(),
     }
 }
 
@@ -1136,7 +1147,7 @@ pub async fn get_config(
             Some("user") => read_section(lab, Some(&user), &section)?,
             None => {
                 let mut merged = read_section(lab, None, &section)?;
-                recursive_update(&mut merged, &read_section(lab, Some(&user), &section)?);
+                config_update(&mut merged, &read_section(lab, Some(&user), &section)?);
                 merged
             }
             Some(other) => {
@@ -1173,15 +1184,21 @@ async fn write_config(
     blocking(move || {
         let lab = lab(&app)?;
         let layer_user = (!server).then_some(user.as_str());
-        let mut value = if replace {
-            json!({})
+        // As jupyter_server: PUT stores the body as it is and answers 204; PATCH merges
+        // with `recursive_update` and answers the updated section.
+        let value = if replace {
+            patch
         } else {
-            read_section(lab, layer_user, &section)?
+            let mut value = read_section(lab, layer_user, &section)?;
+            config_update(&mut value, &patch);
+            value
         };
-        merge_patch(&mut value, &patch);
         lab.store
             .write(layer_user, Item::Config, &section, &value.to_string())
             .map_err(|e| io_error("saving config", e))?;
+        if replace {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
         Ok(axum::Json(value).into_response())
     })
     .await
@@ -1238,13 +1255,17 @@ mod tests {
     }
 
     #[test]
-    fn config_patch_merges_and_removes() {
-        let mut v = json!({"a": {"x": 1, "y": 2}, "b": 1});
-        merge_patch(
+    fn config_patch_merges_removes_and_prunes() {
+        let mut v = json!({"a": {"x": 1, "y": 2}, "b": 1, "e": {"f": 1}, "g": 5});
+        config_update(
             &mut v,
-            &json!({"a": {"y": null, "z": 3}, "b": null, "c": true}),
+            &json!({"a": {"y": null, "z": 3}, "b": null, "c": true, "d": {},
+                    "e": {"f": null}, "g": {"h": 1}, "l": [null, {"m": null}]}),
         );
-        assert_eq!(v, json!({"a": {"x": 1, "z": 3}, "c": true}));
+        assert_eq!(
+            v,
+            json!({"a": {"x": 1, "z": 3}, "c": true, "g": {"h": 1}, "l": [null, {"m": null}]})
+        );
     }
 
     #[test]
