@@ -43,7 +43,7 @@ def run(concord, confine, n):
     try:
         for _ in range(200):
             try:
-                status = call("GET", base + "api/status", token)
+                status = call("GET", base + "api/concord/status", token)
                 break
             except Exception:
                 time.sleep(0.1)

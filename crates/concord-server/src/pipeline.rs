@@ -301,7 +301,10 @@ fn authorize_request(
             return Err(Box::new(e.into_response()));
         }
     }
-    if route.pattern != "/api/status" && route.pattern != "/metrics" {
+    if !matches!(
+        route.pattern,
+        "/api/status" | "/api/concord/status" | "/metrics"
+    ) {
         app.touch();
     }
 

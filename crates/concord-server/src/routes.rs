@@ -144,6 +144,8 @@ pub fn table() -> Vec<Route> {
         // --- server and identity -----------------------------------------------------------------
         row(Get,    "/api",                         Public,                 api::core::version),
         row(Get,    "/api/status",                  needs(Read, Api),       api::core::status),
+        row(Get,    "/api/spec.yaml",               needs(Read, Api),       api::core::spec),
+        row(Get,    "/api/concord/status",          needs(Read, Api),       api::core::concord_status),
         row(Get,    "/api/me",                      Identified,             api::core::me),
         row(Patch,  "/api/me",                      Identified,             api::core::update_me),
         row(Post,   "/api/shutdown",                needs(Write, Server),   api::core::shutdown),

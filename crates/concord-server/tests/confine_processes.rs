@@ -152,7 +152,7 @@ async fn kernels_are_confined_to_what_their_user_may_touch() {
     admin.close().await;
 
     let status: Value = api(&w.admin)
-        .get(w.s.url("api/status"))
+        .get(w.s.url("api/concord/status"))
         .send()
         .await
         .unwrap()

@@ -1,4 +1,5 @@
-//! `/api/me` and `/api/me?permissions=` compared with a real jupyter_server's answers.
+//! `/api/me`, `/api/me?permissions=`, `/api/status` and `/api/spec.yaml` compared with a real
+//! jupyter_server's answers.
 
 mod common;
 
@@ -59,4 +60,52 @@ async fn api_me_matches_jupyter_server() {
         let theirs: Value = theirs.json().await.unwrap();
         assert_eq!(ours["message"], theirs["message"], "{bad}");
     }
+}
+
+/// `/api/status` is exactly jupyter_server's model (concord's additions live at
+/// `/api/concord/status`), and `/api/spec.yaml` is served as jupyter_server serves it.
+#[tokio::test]
+async fn status_and_api_spec_match_jupyter_server() {
+    let s = common::server().token("status-token").start();
+    let j = Jupyter::start(s.root(), &[]);
+    let get = |client: reqwest::Client, url: String| async move {
+        let r = client.get(url).send().await.unwrap();
+        let status = r.status().as_u16();
+        let ctype = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        (status, ctype, r.text().await.unwrap())
+    };
+    let ours = get(s.owner(), s.url("api/status")).await;
+    let theirs = get(j.client(), j.url("api/status")).await;
+    assert_eq!((ours.0, &ours.1), (theirs.0, &theirs.1));
+    let ours: Value = serde_json::from_str(&ours.2).unwrap();
+    let theirs: Value = serde_json::from_str(&theirs.2).unwrap();
+    assert_eq!(keys(&ours), keys(&theirs));
+
+    let ours = get(s.owner(), s.url("api/spec.yaml")).await;
+    let theirs = get(j.client(), j.url("api/spec.yaml")).await;
+    assert_eq!(ours.0, 200);
+    assert_eq!(ours, theirs);
+    let anonymous = reqwest::Client::new();
+    let r = anonymous.get(s.url("api/spec.yaml")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+
+    let r = s
+        .owner()
+        .get(s.url("api/concord/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let concord: Value = r.json().await.unwrap();
+    assert_eq!(keys(&concord), ["confinement"]);
+    assert!(concord["confinement"]["applies"].is_string(), "{concord}");
+    let r = anonymous
+        .get(s.url("api/concord/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
 }

@@ -1,4 +1,5 @@
-//! `/api`, `/api/status`, `/api/me`, `/api/shutdown`, `/metrics`.
+//! `/api`, `/api/status`, `/api/spec.yaml`, `/api/concord/status`, `/api/me`,
+//! `/api/shutdown`, `/metrics`.
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -21,7 +22,7 @@ pub async fn version() -> Json<Value> {
     Json(json!({ "version": JUPYTER_SERVER_API_VERSION }))
 }
 
-/// `GET /api/status`.
+/// `GET /api/status`: exactly jupyter_server's model (strict clients reject other keys).
 pub async fn status(State(app): State<App>) -> Json<Value> {
     let (kernels, connections) = (app.kernel_status)();
     Json(json!({
@@ -29,8 +30,23 @@ pub async fn status(State(app): State<App>) -> Json<Value> {
         "last_activity": isoformat(app.last_activity()),
         "kernels": kernels,
         "connections": connections,
+    }))
+}
+
+/// `GET /api/concord/status`: what concord adds to `/api/status` (the confinement of
+/// kernels and terminals), with the same access.
+pub async fn concord_status(State(app): State<App>) -> Json<Value> {
+    Json(json!({
         "confinement": app.confinement.as_ref().map(|c| c.to_json()),
     }))
+}
+
+/// The API description jupyter_server serves (concord speaks its API), unchanged.
+const API_SPEC: &str = include_str!("../../schemas/api/api.yaml");
+
+/// `GET /api/spec.yaml`: the description of the REST API, as jupyter_server serves it.
+pub async fn spec() -> Response {
+    ([(header::CONTENT_TYPE, "text/x-yaml")], API_SPEC).into_response()
 }
 
 /// `GET /api/me[?permissions={"resource": ["action", ...]}]`: the caller's identity and
