@@ -181,6 +181,39 @@ pub struct Settings {
 }
 
 impl ServeOptions {
+    /// Make every path option absolute, relative to `cwd` (the directory concord started
+    /// in): kernels, terminals and the confinement receive these paths, and a kernel runs
+    /// in another directory, where a relative path would name something else.
+    pub fn make_paths_absolute(&mut self, cwd: &Path) {
+        let one = |p: &mut Option<PathBuf>| {
+            if let Some(path) = p {
+                *path = absolute(cwd, path);
+            }
+        };
+        let many = |p: &mut Option<Vec<PathBuf>>| {
+            for path in p.iter_mut().flatten() {
+                *path = absolute(cwd, path);
+            }
+        };
+        one(&mut self.config);
+        one(&mut self.root_dir);
+        one(&mut self.policy);
+        one(&mut self.cedar_policy);
+        one(&mut self.state_dir);
+        one(&mut self.runtime_dir);
+        if let Some(log) = self.audit_log.as_mut().filter(|log| log.as_str() != "-") {
+            *log = absolute(cwd, Path::new(log.as_str()))
+                .to_string_lossy()
+                .into_owned();
+        }
+        one(&mut self.contents.trash_dir);
+        one(&mut self.lab.lab_app_dir);
+        many(&mut self.lab.labextensions_dir);
+        many(&mut self.kernels.kernel_dir);
+        many(&mut self.confine.exec_paths);
+        many(&mut self.confine.write_paths);
+    }
+
     /// Read a config file; unknown keys are an error naming the file and line.
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -209,11 +242,15 @@ macro_rules! pick {
 
 impl Settings {
     /// Merge command line/environment options over the config file and the defaults.
-    pub fn resolve(cli: ServeOptions) -> anyhow::Result<Settings> {
-        let file = match &cli.config {
+    pub fn resolve(mut cli: ServeOptions) -> anyhow::Result<Settings> {
+        // Paths are made absolute once, here, relative to where concord was started.
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        cli.make_paths_absolute(&cwd);
+        let mut file = match &cli.config {
             Some(path) => ServeOptions::from_file(path)?,
             None => ServeOptions::default(),
         };
+        file.make_paths_absolute(&cwd);
         let root_dir = pick!(cli, file, root_dir, PathBuf::from("."));
         let root_dir = std::fs::canonicalize(&root_dir)
             .with_context(|| format!("root directory {} does not exist", root_dir.display()))?;
@@ -232,7 +269,7 @@ impl Settings {
             Some(t) => (t, false),
             None => (hex::encode(rand::random::<[u8; 24]>()), true),
         };
-        let state_dir = pick!(cli, file, state_dir, default_state_dir());
+        let state_dir = absolute(&cwd, &pick!(cli, file, state_dir, default_state_dir()));
         let runtime_dir = pick!(cli, file, runtime_dir, state_dir.join("runtime"));
         Ok(Settings {
             ip: pick!(cli, file, ip, IpAddr::from([127, 0, 0, 1])),
@@ -288,6 +325,15 @@ pub fn normalize_base_url(raw: &str) -> anyhow::Result<String> {
     })
 }
 
+/// `path` if it is absolute, else `cwd/path`.
+fn absolute(cwd: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        cwd.join(path)
+    }
+}
+
 /// `$XDG_DATA_HOME/concord`, else `~/.local/share/concord`.
 pub fn default_state_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
@@ -331,6 +377,58 @@ mod tests {
         std::fs::write(&path, "port = 9999\n\nbogus = 1\n").unwrap();
         let err = ServeOptions::from_file(&path).unwrap_err().to_string();
         assert!(err.contains(":3:"), "{err}");
+    }
+
+    #[test]
+    fn every_path_option_is_made_absolute_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("concord.toml");
+        std::fs::write(
+            &path,
+            "runtime_dir = \"file-rt\"\ncedar_policy = \"c.cedar\"\n\
+             [kernels]\nkernel_dir = [\"file-k\"]\n",
+        )
+        .unwrap();
+        let rel = |s: &str| Some(PathBuf::from(s));
+        let mut cli = ServeOptions {
+            config: Some(path),
+            root_dir: Some(dir.path().to_path_buf()),
+            state_dir: rel("st"),
+            policy: rel("p.toml"),
+            audit_log: Some("logs/audit.jsonl".into()),
+            ..Default::default()
+        };
+        cli.contents.trash_dir = rel("trash");
+        cli.lab.lab_app_dir = rel("lab");
+        cli.lab.labextensions_dir = Some(vec!["ext".into(), "/abs/ext".into()]);
+        cli.confine.exec_paths = Some(vec!["x".into()]);
+        cli.confine.write_paths = Some(vec!["w".into()]);
+        let s = Settings::resolve(cli).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(s.state_dir, cwd.join("st"));
+        assert_eq!(s.runtime_dir, cwd.join("file-rt"));
+        assert_eq!(s.policy, Some(cwd.join("p.toml")));
+        assert_eq!(s.cedar_policy, Some(cwd.join("c.cedar")));
+        assert_eq!(
+            s.audit_log.as_deref(),
+            cwd.join("logs/audit.jsonl").to_str()
+        );
+        assert_eq!(s.cli.contents.trash_dir, Some(cwd.join("trash")));
+        assert_eq!(s.cli.lab.lab_app_dir, Some(cwd.join("lab")));
+        assert_eq!(
+            s.cli.lab.labextensions_dir,
+            Some(vec![cwd.join("ext"), "/abs/ext".into()])
+        );
+        assert_eq!(s.cli.confine.exec_paths, Some(vec![cwd.join("x")]));
+        assert_eq!(s.cli.confine.write_paths, Some(vec![cwd.join("w")]));
+        assert_eq!(s.file.kernels.kernel_dir, Some(vec![cwd.join("file-k")]));
+        let stdout = ServeOptions {
+            audit_log: Some("-".into()),
+            ..Default::default()
+        };
+        let mut kept = stdout.clone();
+        kept.make_paths_absolute(&cwd);
+        assert_eq!(kept.audit_log.as_deref(), Some("-"));
     }
 
     #[test]

@@ -645,3 +645,39 @@ async fn kernel_env_takes_gateway_variables_and_never_reserved_ones() {
         "{err}"
     );
 }
+
+/// Relative path options (root, state, audit log) are taken relative to the directory
+/// concord started in, once: kernels, which run in another directory, still start.
+#[tokio::test]
+async fn a_kernel_starts_with_relative_state_and_root_dirs() {
+    let b = common::server()
+        .token(TOKEN)
+        .relative_dirs()
+        .args(&["--audit-log", "audit-relative.jsonl"])
+        .env("PATH", &path_with_venv());
+    std::fs::create_dir(b.root().join("sub")).unwrap();
+    let audit = b.root().parent().unwrap().join("audit-relative.jsonl");
+    let s = b.start();
+    let id = start_kernel(&s, json!({"path": "sub"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut c = connect(&s.base, TOKEN, &id, "rel", false).await.unwrap();
+    let (reply, out) = c.execute("import os; print(os.getcwd())").await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(
+        KernelClient::stdout(&out).trim(),
+        std::fs::canonicalize(s.root().join("sub"))
+            .unwrap()
+            .to_str()
+            .unwrap()
+    );
+    c.close().await;
+    assert!(
+        s.state().join("runtime").is_dir(),
+        "the runtime dir is under the state dir"
+    );
+    drop(s);
+    assert!(audit.exists(), "the audit log is where it was asked to be");
+    std::fs::remove_file(audit).unwrap();
+}

@@ -51,9 +51,17 @@ pub struct ServerBuilder {
     root: tempfile::TempDir,
     state: tempfile::TempDir,
     token: Option<String>,
+    relative_dirs: bool,
 }
 
 impl ServerBuilder {
+    /// Start the server in the directory above its root and state directories and name
+    /// them relative to it (`--root-dir NAME --state-dir NAME`).
+    pub fn relative_dirs(mut self) -> Self {
+        self.relative_dirs = true;
+        self
+    }
+
     /// Add command-line arguments.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|s| s.to_string()));
@@ -127,10 +135,24 @@ impl ServerBuilder {
         if !self.args.iter().any(|a| a == "--port") {
             cmd.arg("--port").arg("0");
         }
+        let (root, state) = if self.relative_dirs {
+            let parent = self.root.path().parent().unwrap();
+            assert_eq!(Some(parent), self.state.path().parent());
+            cmd.current_dir(parent);
+            (
+                PathBuf::from(self.root.path().file_name().unwrap()),
+                PathBuf::from(self.state.path().file_name().unwrap()),
+            )
+        } else {
+            (
+                self.root.path().to_path_buf(),
+                self.state.path().to_path_buf(),
+            )
+        };
         cmd.arg("--root-dir")
-            .arg(self.root.path())
+            .arg(root)
             .arg("--state-dir")
-            .arg(self.state.path())
+            .arg(state)
             .args(&self.args)
             .env_remove("JUPYTER_TOKEN")
             .env_remove("CONCORD_TOKEN")
@@ -225,6 +247,7 @@ pub fn server() -> ServerBuilder {
         root: tempfile::tempdir().unwrap(),
         state: tempfile::tempdir().unwrap(),
         token: None,
+        relative_dirs: false,
     }
 }
 
