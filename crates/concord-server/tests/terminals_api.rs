@@ -419,3 +419,67 @@ async fn no_process_left_after_delete_or_sigterm() {
         assert!(!exists(pid), "process survived SIGTERM: {}", describe(pid));
     }
 }
+
+/// A user whose terminal permission covers only some folders cannot start a terminal
+/// elsewhere (JupyterLab's Launcher at the root sends no `cwd`): a clear 403, and no
+/// terminal they could neither see nor close left running against their limit.
+#[tokio::test]
+async fn a_terminal_outside_the_folders_of_the_grant_is_refused() {
+    let b = common::server()
+        .users_with_policy(
+            r#"
+[roles.browse]
+permissions = ["contents:read"]
+
+[roles.shell]
+permissions = ["terminals:*:own"]
+
+[[bindings]]
+role = "browse"
+users = ["limited"]
+
+[[bindings]]
+role = "shell"
+users = ["limited"]
+paths = ["/sub/**"]
+"#,
+        )
+        .args(&["--max-terminals-per-user", "1"])
+        .env("SHELL", "/bin/bash");
+    b.add_user("limited", "limited-password-1", &[]);
+    let token = b.issue_token("limited");
+    std::fs::create_dir(b.root().join("sub")).unwrap();
+    std::fs::create_dir(b.root().join("other")).unwrap();
+    let s = b.start();
+    for (body, folder) in [
+        (json!({}), "/"),
+        (json!({"cwd": ""}), "/"),
+        (json!({"cwd": "other"}), "/other"),
+        (json!({"cwd": "missing"}), "/"),
+    ] {
+        let r = create(&s, &token, body.clone()).await;
+        assert_eq!(r.status(), 403, "{body}");
+        let message = r.json::<Value>().await.unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.starts_with(&format!("You may not open a terminal in {folder}:")),
+            "{body}: {message}"
+        );
+    }
+    assert!(list(&s, &token).await.is_empty(), "no ghost terminal");
+    let r = create(&s, &token, json!({"cwd": "sub"})).await;
+    assert_eq!(r.status(), 200, "the limit was not used up by the refusals");
+    let name = r.json::<Value>().await.unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(list(&s, &token).await, [name.clone()]);
+    let r = api(&token)
+        .delete(s.url(&format!("api/terminals/{name}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}

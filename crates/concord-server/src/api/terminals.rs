@@ -132,18 +132,20 @@ impl Terminals {
     /// A terminal as an authorization resource: owned by its creator, with its working
     /// directory as path when that is inside the root.
     pub fn resource(&self, info: &TerminalInfo) -> Resource {
-        let path = info
-            .cwd
-            .strip_prefix(&self.root)
-            .ok()
-            .and_then(Path::to_str)
-            .and_then(|relative| CanonicalPath::parse(relative).ok());
         Resource::owned(
             ResourceType::Terminals,
             Some(info.name.clone()),
             info.owner.clone(),
-            path,
+            self.path_of(&info.cwd),
         )
+    }
+
+    /// The contents path of a working directory, when it is inside the root.
+    fn path_of(&self, cwd: &Path) -> Option<CanonicalPath> {
+        cwd.strip_prefix(&self.root)
+            .ok()
+            .and_then(Path::to_str)
+            .and_then(|relative| CanonicalPath::parse(relative).ok())
     }
 }
 
@@ -199,6 +201,23 @@ pub async fn create(
     let terminals = service(&app)?;
     let cwd = requested_cwd(&app, &guard, &body)?;
     let owner = Owner::of(guard.identity());
+    // The new terminal as the policy will judge it, with the directory it will run in (the
+    // root when none is asked): as kernels are, it is started only where its creator may
+    // use, see and close it, or it would run on unseen, counting against their limit.
+    let dir = cwd.as_deref().unwrap_or(&terminals.root);
+    let path = terminals.path_of(dir);
+    let new_terminal = Resource::owned(ResourceType::Terminals, None, owner.clone(), path.clone());
+    for action in [Action::Execute, Action::Read, Action::Write] {
+        if !guard.decide(action, &new_terminal).allowed {
+            let folder = path
+                .as_ref()
+                .map_or_else(|| "/".to_string(), |p| p.to_string());
+            return Err(ApiError::forbidden(format!(
+                "You may not open a terminal in {folder}: your terminal permission does not \
+                 cover that folder. Open the terminal from a folder where you may use terminals."
+            )));
+        }
+    }
     let info = terminals
         .manager
         .create(owner, cwd.as_deref())
