@@ -475,7 +475,7 @@ paths = ["/sub/**"]
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(list(&s, &token).await, [name.clone()]);
+    assert_eq!(list(&s, &token).await, vec![name.clone()]);
     let r = api(&token)
         .delete(s.url(&format!("api/terminals/{name}")))
         .send()
