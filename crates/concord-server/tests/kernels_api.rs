@@ -681,3 +681,117 @@ async fn a_kernel_starts_with_relative_state_and_root_dirs() {
     assert!(audit.exists(), "the audit log is where it was asked to be");
     std::fs::remove_file(audit).unwrap();
 }
+
+/// A real jupyter_server whose kernels are concord's (`--GatewayClient.url`, concord with
+/// its default options): through jupyter_server's own REST and websocket API, a kernel
+/// starts (with the `KERNEL_*` variables the gateway client sends), executes, is
+/// interrupted, restarted and shut down, and each step happens in concord.
+#[tokio::test]
+async fn jupyter_server_runs_its_kernels_on_concord_as_its_gateway() {
+    let s = server(&[]);
+    let jroot = tempfile::tempdir().unwrap();
+    let j = common::jupyter::Jupyter::start(
+        jroot.path(),
+        &[
+            &format!("--GatewayClient.url={}", s.base.trim_end_matches('/')),
+            &format!("--GatewayClient.auth_token={TOKEN}"),
+        ],
+    );
+    let jc = j.client();
+    // As JupyterLab does first: the kernelspecs (jupyter_server's gateway client sets
+    // KERNEL_LAUNCH_TIMEOUT in its environment on its first request to the gateway).
+    let r = jc.get(j.url("api/kernelspecs")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let specs: Value = r.json().await.unwrap();
+    assert_eq!(
+        specs["default"], "python3",
+        "concord's kernelspecs: {specs}"
+    );
+    let r = jc
+        .post(j.url("api/kernels"))
+        .json(&json!({"name": "python3", "path": "nb.ipynb"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, model) = get_json(&s, &format!("api/kernels/{id}")).await;
+    assert_eq!((status, model["name"].as_str()), (200, Some("python3")));
+
+    let mut c = connect(&j.base, &j.token, &id, "gw", false).await.unwrap();
+    let (reply, out) = c
+        .execute(
+            "import os; print(6 * 7, os.environ.get('KERNEL_LAUNCH_TIMEOUT'), \
+             os.path.basename(os.environ.get('KERNEL_WORKING_DIR', '')))",
+        )
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(
+        KernelClient::stdout(&out).trim(),
+        format!(
+            "42 40 {}",
+            jroot.path().file_name().unwrap().to_str().unwrap()
+        )
+    );
+    let pid = kernel_pid(&mut c).await;
+    assert_eq!(
+        s.owner()
+            .get(s.url("api/kernels"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()[0]["connections"],
+        1,
+        "jupyter_server's websocket is a connection to concord's kernel"
+    );
+
+    // Interrupt a running cell through jupyter_server.
+    let exec = c
+        .send(
+            "shell",
+            "execute_request",
+            json!({"code": "import time\nprint('started', flush=True)\ntime.sleep(120)", "silent": false}),
+        )
+        .await;
+    c.recv_until(|m| m.msg_type() == "stream" && m.parent_id() == exec)
+        .await;
+    let r = jc
+        .post(j.url(&format!("api/kernels/{id}/interrupt")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let seen = c
+        .recv_until(|m| m.msg_type() == "execute_reply" && m.parent_id() == exec)
+        .await;
+    assert_eq!(seen.last().unwrap().content["ename"], "KeyboardInterrupt");
+
+    // Restart: a new process under the same id; state is gone.
+    c.execute("x = 41").await;
+    let r = jc
+        .post(j.url(&format!("api/kernels/{id}/restart")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let (reply, _) = c.execute("print(x)").await;
+    assert_eq!(reply["ename"], "NameError", "{reply}");
+    let new_pid = kernel_pid(&mut c).await;
+    assert_ne!(pid, new_pid);
+
+    // Shut down through jupyter_server: the kernel is gone from concord too.
+    let r = jc
+        .delete(j.url(&format!("api/kernels/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (status, _) = get_json(&s, &format!("api/kernels/{id}")).await;
+    assert_eq!(status, 404);
+    eventually("the kernel process ends", || !alive(new_pid)).await;
+}
