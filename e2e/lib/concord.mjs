@@ -38,9 +38,10 @@ export function notebook(cells) {
 }
 
 /**
- * Start concord.
+ * Start concord: named users (`o.users`), or token mode with `o.token`.
  * @param {object} o
- * @param {Record<string,{password:string,groups?:string[]}>} o.users
+ * @param {Record<string,{password:string,groups?:string[]}>} [o.users]
+ * @param {string} [o.token] token mode with this token (no users, no policy)
  * @param {string} [o.policy] TOML policy text (else o.preset)
  * @param {string} [o.preset]
  * @param {Record<string,string>} [o.files] root-relative path → content
@@ -59,22 +60,25 @@ export async function startConcord(o) {
   }
   const bin = concordBin();
   if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: build it with cargo build -p concord-server`);
-  for (const [name, u] of Object.entries(o.users)) {
+  for (const [name, u] of Object.entries(o.users || {})) {
     const args = ['user', 'add', name, '--state-dir', state];
     if (u.groups?.length) args.push('--groups', u.groups.join(','));
     const r = spawnSync(bin, args, { input: `${u.password}\n`, encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`concord user add ${name}: ${r.stdout} ${r.stderr}`);
   }
-  const args = ['serve', '--ip', '127.0.0.1', '--port', '0', '--auth', 'users',
-    '--root-dir', root, '--state-dir', state];
-  if (o.policy) {
+  const args = ['serve', '--ip', '127.0.0.1', '--port', '0',
+    '--auth', o.token ? 'token' : 'users', '--root-dir', root, '--state-dir', state];
+  const env = envWithVenv();
+  if (o.token) {
+    env.CONCORD_TOKEN = o.token;
+  } else if (o.policy) {
     const policyPath = path.join(tmp, 'policy.toml');
     fs.writeFileSync(policyPath, o.policy);
     args.push('--policy', policyPath);
   } else {
     args.push('--preset', o.preset || 'owner-only');
   }
-  const child = spawn(bin, args, { env: envWithVenv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const log = [];
   child.stderr.on('data', (d) => log.push(d.toString()));
   const base = await new Promise((resolve, reject) => {
