@@ -51,9 +51,17 @@ pub struct ServerBuilder {
     root: tempfile::TempDir,
     state: tempfile::TempDir,
     token: Option<String>,
+    run_as: Option<(u32, u32)>,
 }
 
 impl ServerBuilder {
+    /// Run the server as this uid and gid (the test runs as root); its directories are
+    /// given to that user when it starts.
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
+        self.run_as = Some((uid, gid));
+        self
+    }
+
     /// Add command-line arguments.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|s| s.to_string()));
@@ -143,6 +151,19 @@ impl ServerBuilder {
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
+        if let Some((uid, gid)) = self.run_as {
+            use std::os::unix::process::CommandExt;
+            for dir in [self.root.path(), self.state.path()] {
+                let status = Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{uid}:{gid}"))
+                    .arg(dir)
+                    .status()
+                    .expect("chown");
+                assert!(status.success(), "chown {}", dir.display());
+            }
+            cmd.uid(uid).gid(gid).env("HOME", self.state.path());
+        }
         let mut child = cmd.spawn().expect("spawn concord serve");
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
@@ -225,6 +246,7 @@ pub fn server() -> ServerBuilder {
         root: tempfile::tempdir().unwrap(),
         state: tempfile::tempdir().unwrap(),
         token: None,
+        run_as: None,
     }
 }
 
