@@ -532,3 +532,91 @@ async fn users_are_isolated_on_the_tcp_transport_with_concord_not_root() {
         isolated_from_each_other("tcp", None).await;
     }
 }
+
+/// After a SIGKILL of concord, nothing its kernels and terminals started lives on (not even
+/// a job that left the session with setsid or nohup), and the next start leaves no stale
+/// file in the runtime directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_leaves_no_process_and_its_successor_no_stale_file() {
+    let s = common::server().env("PATH", &path_with_venv()).start();
+    let owner = s.token.clone().unwrap();
+    let resp = api(&owner)
+        .post(s.url("api/kernels"))
+        .json(&json!({"name": "python3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut kernel = connect(&s.url(""), &owner, &id, "crash-test", false)
+        .await
+        .unwrap();
+    // Marks unique to this test: the processes are found by their command lines.
+    let mark = uuid_like(&id);
+    let code = format!(
+        "import subprocess, os\nsubprocess.Popen(['sleep', '3{mark}1'])\nos.system('setsid nohup sleep 3{mark}2 >/dev/null 2>&1 &')\nprint('started')"
+    );
+    let (_, outputs) = kernel.execute(&code).await;
+    assert!(KernelClient::stdout(&outputs).contains("started"));
+
+    let resp = api(&owner)
+        .post(s.url("api/terminals"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let name = resp.json::<Value>().await.unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = s
+        .url(&format!("terminals/websocket/{name}"))
+        .replacen("http://", "ws://", 1);
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", format!("token {owner}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let line = format!(
+        "nohup sleep 3{mark}3 >/dev/null 2>&1 & disown; setsid sleep 3{mark}4 & echo JOBS-$((6*7))\r"
+    );
+    ws.send(Message::Text(json!(["stdin", line]).to_string().into()))
+        .await
+        .unwrap();
+    read_until(&mut ws, "JOBS-42").await;
+    let sleepers: Vec<String> = (1..=4).map(|n| format!("sleep 3{mark}{n}")).collect();
+    kernels_support::eventually("every job running", || {
+        sleepers.iter().all(|s| !pids_with(s).is_empty())
+    })
+    .await;
+    let kernel_pids = pids_with(&id);
+    assert!(!kernel_pids.is_empty());
+    let runtime = s.state().join("runtime");
+    assert!(std::fs::read_dir(&runtime).unwrap().count() > 1);
+
+    let builder = s.kill_keeping_dirs();
+    kernels_support::eventually("no process of the killed server left", || {
+        sleepers.iter().all(|s| pids_with(s).is_empty())
+            && kernel_pids.iter().all(|p| !kernels_support::alive(*p))
+    })
+    .await;
+
+    // Its successor cleans what the killed server could not.
+    let _next = builder.env("PATH", &path_with_venv()).start();
+    let left: Vec<String> = std::fs::read_dir(&runtime)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".concord-runtime"))
+        .collect();
+    assert!(left.is_empty(), "stale files: {left:?}");
+}
+
+/// Eight digits from a kernel id, to make command lines unique to one test run.
+fn uuid_like(id: &str) -> String {
+    id.chars().filter(|c| c.is_ascii_digit()).take(8).collect::<String>() + "0"
+}

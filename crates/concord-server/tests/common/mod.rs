@@ -343,6 +343,24 @@ impl Server {
         nix::sys::signal::kill(pid, sig).unwrap();
     }
 
+    /// SIGKILL the server (nothing of it runs any more) and give back its directories, to
+    /// start another server on them.
+    pub fn kill_keeping_dirs(mut self) -> ServerBuilder {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let placeholder = || tempfile::tempdir().unwrap();
+        ServerBuilder {
+            args: Vec::new(),
+            envs: Vec::new(),
+            root: std::mem::replace(&mut self.root, placeholder()),
+            state: std::mem::replace(&mut self.state, placeholder()),
+            token: self.token.clone(),
+            run_as: None,
+        }
+    }
+
     /// SIGTERM and wait up to `secs` for the exit; returns the exit status.
     pub fn terminate(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
