@@ -618,5 +618,9 @@ async fn a_killed_server_leaves_no_process_and_its_successor_no_stale_file() {
 
 /// Eight digits from a kernel id, to make command lines unique to one test run.
 fn uuid_like(id: &str) -> String {
-    id.chars().filter(|c| c.is_ascii_digit()).take(8).collect::<String>() + "0"
+    id.chars()
+        .filter(|c| c.is_ascii_digit())
+        .take(8)
+        .collect::<String>()
+        + "0"
 }
