@@ -346,17 +346,28 @@ pub fn print_check(engine: &PolicyEngine, who: &Identity) {
         .and_then(|v| v.parse().ok())
         .unwrap_or_default();
     let status = concord_confine::status();
-    let missing: Vec<String> = if status.available {
-        Vec::new()
-    } else {
-        vec![status.detail.clone()]
+    let mut missing: Vec<String> = Vec::new();
+    if !status.available {
+        missing.push(status.detail.clone());
+    }
+    // The state directory is not known here: the probe hides nothing.
+    let supervision = Supervision::concord(Some(Namespaces::for_current_user(Vec::new())));
+    let namespaces = match concord_confine::probe_namespaces(&supervision) {
+        Ok(()) => true,
+        Err(why) => {
+            missing.push(format!("no namespaces for kernels and terminals ({why})"));
+            false
+        }
     };
     let applies = applies(enabled, policy, &missing);
     println!(
         "confinement: {} ({}; unconfined_policy = {policy})",
         applies.as_str(),
-        status.detail
+        describe_mechanisms(&status, namespaces, false)
     );
+    for why in &missing {
+        println!("  missing: {why}");
+    }
     if applies == Applies::Confined {
         let view = engine.filesystem_view(who);
         let lines = concord_confine::describe_view(&view);

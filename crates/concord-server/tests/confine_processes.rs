@@ -158,6 +158,9 @@ async fn kernels_are_confined_to_what_their_user_may_touch() {
         .await
         .unwrap();
     assert_eq!(status["confinement"]["applies"], "confined", "{status}");
+    let isolation = &status["confinement"]["isolation"];
+    assert_eq!(isolation["namespaces"], true, "{status}");
+    assert_eq!(isolation["missing"], json!([]), "{status}");
 }
 
 type Socket =
