@@ -626,6 +626,11 @@ impl KernelManager {
         self.inner.config.runtime_dir.join(format!("k-{short}"))
     }
 
+    /// Where a kernel's connection file is (for `jupyter console --existing` and friends).
+    pub fn connection_file(&self, id: &str) -> PathBuf {
+        self.kernel_dir(id).join(format!("kernel-{id}.json"))
+    }
+
     fn remove_kernel_dir(&self, id: &str) {
         let dir = self.kernel_dir(id);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -1103,7 +1108,7 @@ impl KernelManager {
         let (mut info, mut files) = self.endpoints(&k.id, generation)?;
         info["kernel_name"] = json!(k.name);
         let key = info["key"].as_str().unwrap_or_default().to_string();
-        let conn_file = kernel_dir.join(format!("kernel-{}.json", k.id));
+        let conn_file = self.connection_file(&k.id);
         write_private_file(&conn_file, info.to_string().as_bytes())?;
         files.push(conn_file.clone());
 
