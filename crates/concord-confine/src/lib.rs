@@ -17,11 +17,14 @@ use std::str::FromStr;
 
 use concord_authz::{FilesystemView, FsGrant};
 
+mod launch;
 mod plan;
 mod status;
+pub mod supervisor;
 
+pub use launch::{probe_namespaces, Namespaces, PreExec, PreparedLaunch, Sandbox, Supervision};
 pub use plan::{PlanRule, RuleAccess};
-pub use status::{status, LandlockStatus, MIN_ABI, NET_ABI};
+pub use status::{status, LandlockStatus, MIN_ABI, NET_ABI, SCOPE_ABI};
 
 /// Why confinement could not be planned, prepared or applied.
 #[derive(Debug, thiserror::Error)]
@@ -260,6 +263,9 @@ pub struct LaunchExtras {
     pub bind_tcp: Vec<u16>,
     /// Directories where it may create Unix sockets, and nothing else (IPC transport).
     pub socket_dirs: Vec<PathBuf>,
+    /// Paths inside concord's hidden directories that this process must still see (a
+    /// kernel's own directory in the runtime directory), when it runs in namespaces.
+    pub visible: Vec<PathBuf>,
 }
 
 impl ConfinementPlan {
@@ -318,6 +324,20 @@ impl fmt::Debug for PreparedConfinement {
 }
 
 impl PreparedConfinement {
+    /// The ruleset's descriptor, for a supervisor to enforce on its target.
+    pub fn into_fd(mut self) -> Option<std::os::fd::OwnedFd> {
+        #[cfg(target_os = "linux")]
+        {
+            self.ruleset
+                .take()
+                .and_then(Option::<std::os::fd::OwnedFd>::from)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            None
+        }
+    }
+
     /// Enforce the ruleset on the calling process (and everything it will execute). Meant for
     /// `pre_exec`: it only sets `no_new_privs` and calls `landlock_restrict_self`, with no
     /// allocation. Calling it twice is an error (the ruleset is consumed).

@@ -287,14 +287,48 @@ pub(crate) fn rules(plan: &ConfinementPlan) -> Vec<PlanRule> {
     out
 }
 
+/// The Landlock rights of `access` on a kernel with Landlock `abi`.
+#[cfg(target_os = "linux")]
+fn access_flags(access: RuleAccess, abi: u32) -> landlock::BitFlags<landlock::AccessFs> {
+    use landlock::{make_bitflags, AccessFs, BitFlags};
+    let ioctl: BitFlags<AccessFs> = if abi >= 5 {
+        AccessFs::IoctlDev.into()
+    } else {
+        BitFlags::EMPTY
+    };
+    let read = make_bitflags!(AccessFs::{ReadFile | ReadDir});
+    let exec = read | AccessFs::Execute;
+    let write = make_bitflags!(AccessFs::{WriteFile | Truncate | MakeReg | MakeDir | MakeSym
+        | MakeFifo | MakeSock | RemoveFile | RemoveDir | Refer});
+    match access {
+        RuleAccess::ReadOnly => read,
+        RuleAccess::ReadExec => exec,
+        RuleAccess::ReadWrite => exec | write,
+        RuleAccess::WriteOnly => write,
+        RuleAccess::Device => read | AccessFs::WriteFile | AccessFs::Truncate | ioctl,
+        RuleAccess::MakeSocket => AccessFs::MakeSock.into(),
+    }
+}
+
+/// The raw Landlock bits of `access` on this kernel (for rules the supervisor adds).
+#[cfg(target_os = "linux")]
+pub(crate) fn access_bits(access: RuleAccess) -> u64 {
+    access_flags(access, crate::status().abi).bits()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn access_bits(_access: RuleAccess) -> u64 {
+    0
+}
+
 #[cfg(target_os = "linux")]
 pub(crate) fn prepare(
     plan: &ConfinementPlan,
     extras: &LaunchExtras,
 ) -> Result<PreparedConfinement, ConfineError> {
     use landlock::{
-        make_bitflags, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort,
-        PathBeneath, Ruleset, RulesetAttr, RulesetCreatedAttr, ABI,
+        Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, Ruleset,
+        RulesetAttr, RulesetCreatedAttr, Scope, ABI,
     };
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
@@ -314,22 +348,20 @@ pub(crate) fn prepare(
     // Only ask for what the kernel has, and insist on all of it (hard requirement): a
     // silently weaker sandbox is worse than an error.
     let abi = if status.abi >= 5 { ABI::V5 } else { ABI::V3 };
-    let ioctl: BitFlags<AccessFs> = if status.abi >= 5 {
-        AccessFs::IoctlDev.into()
-    } else {
-        BitFlags::EMPTY
-    };
-    let read = make_bitflags!(AccessFs::{ReadFile | ReadDir});
-    let exec = read | AccessFs::Execute;
-    let write = make_bitflags!(AccessFs::{WriteFile | Truncate | MakeReg | MakeDir | MakeSym
-        | MakeFifo | MakeSock | RemoveFile | RemoveDir | Refer});
-    let device = read | AccessFs::WriteFile | AccessFs::Truncate | ioctl;
     let err = |e: landlock::RulesetError| ConfineError::Ruleset(e.to_string());
 
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)
         .handle_access(AccessFs::from_all(abi))
         .map_err(err)?;
+    if status.abi >= crate::SCOPE_ABI {
+        // Signals and abstract Unix sockets stay within the process's own domain: no signal
+        // to other users' processes or to concord, no connection to another domain's
+        // abstract sockets.
+        ruleset = ruleset
+            .scope(Scope::Signal | Scope::AbstractUnixSocket)
+            .map_err(err)?;
+    }
     if restrict_net {
         ruleset = ruleset
             .handle_access(AccessNet::from_all(ABI::V4))
@@ -369,14 +401,7 @@ pub(crate) fn prepare(
             .metadata()
             .map_err(io("cannot inspect", &rule.path))?
             .is_dir();
-        let mut access = match rule.access {
-            RuleAccess::ReadOnly => read,
-            RuleAccess::ReadExec => exec,
-            RuleAccess::ReadWrite => exec | write,
-            RuleAccess::WriteOnly => write,
-            RuleAccess::Device => device,
-            RuleAccess::MakeSocket => AccessFs::MakeSock.into(),
-        };
+        let mut access = access_flags(rule.access, status.abi);
         if !is_dir {
             access &= AccessFs::from_file(abi);
         }

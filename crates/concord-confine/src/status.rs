@@ -9,6 +9,10 @@ pub const MIN_ABI: u32 = 3;
 /// The first ABI that restricts TCP bind and connect (Linux 6.7).
 pub const NET_ABI: u32 = 4;
 
+/// The first ABI with scopes (Linux 6.12): signals and abstract Unix sockets stay within a
+/// process's Landlock domain.
+pub const SCOPE_ABI: u32 = 6;
+
 /// What the running kernel offers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LandlockStatus {

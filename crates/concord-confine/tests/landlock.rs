@@ -9,7 +9,10 @@ use std::process::{Command, Output, Stdio};
 use concord_authz::{Identity, PolicyEngine, User};
 use concord_confine::{status, ConfineConfig, ConfinementPlan, LaunchExtras, NetRule, RuleAccess};
 
-const PYTHON: &str = "/work/main/.venv/bin/python";
+mod supervised;
+
+/// The project's venv interpreter (the README's set-up makes it).
+const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python");
 
 const POLICY: &str = r#"
 [roles.all]
@@ -172,6 +175,7 @@ fn python_of_a_user_who_may_write_projects_a_only() {
         read_files: vec![w.state.join("runtime/kernel-1.json")],
         bind_tcp: vec![],
         socket_dirs: vec![],
+        ..LaunchExtras::default()
     };
     let r = w.python(&plan, &extras);
     for ok in [
@@ -443,6 +447,7 @@ attempt("bind_other", lambda: bind(0))
         read_files: vec![],
         bind_tcp: vec![allowed_bind],
         socket_dirs: vec![],
+        ..LaunchExtras::default()
     };
     let out = w.run(&plan, &extras, &[PYTHON, "-c", &script]);
     let stdout = String::from_utf8_lossy(&out.stdout);

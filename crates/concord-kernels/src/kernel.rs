@@ -143,6 +143,10 @@ pub struct KernelManagerConfig {
     /// Environment variable names a request may set (`*` at the end matches a prefix);
     /// reserved names ([`crate::env`]) are refused whatever this says.
     pub env_allowlist: Vec<String>,
+    /// Variables of the server's environment kernels must not inherit (its secrets).
+    pub env_remove: Vec<String>,
+    /// TCP ports a kernel must never listen on (those confined processes may connect to).
+    pub reserved_ports: Vec<u16>,
 }
 
 impl KernelManagerConfig {
@@ -171,6 +175,8 @@ impl KernelManagerConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            env_remove: Vec::new(),
+            reserved_ports: Vec::new(),
         }
     }
 }
@@ -427,8 +433,8 @@ struct Kernel {
     incarnation: Mutex<Option<Incarnation>>,
     lifecycle: tokio::sync::Mutex<()>,
     last_idle_parent: Mutex<String>,
-    /// Operating-system confinement applied to every incarnation (restarts too).
-    confinement: Option<Arc<concord_confine::ConfinementPlan>>,
+    /// How every incarnation is started (restarts too): confinement, supervisor, namespaces.
+    sandbox: concord_confine::Sandbox,
 }
 
 impl Kernel {
@@ -475,6 +481,8 @@ impl Kernel {
 }
 
 struct ManagerInner {
+    /// Held for the manager's life: this server owns the runtime directory.
+    _runtime_lock: Option<nix::fcntl::Flock<std::fs::File>>,
     config: KernelManagerConfig,
     specs: KernelSpecManager,
     transport: Arc<dyn Transport>,
@@ -485,11 +493,10 @@ struct ManagerInner {
     actions: tokio::sync::broadcast::Sender<KernelAction>,
 }
 
-/// Gives the confinement of a kernel its owner starts (`None`: unconfined), or why none
-/// can be given (the start is then refused). Set by the server, which knows the policy.
-pub type ConfinementProvider = Arc<
-    dyn Fn(&Owner) -> Result<Option<Arc<concord_confine::ConfinementPlan>>, String> + Send + Sync,
->;
+/// Gives the sandbox of a kernel its owner starts, or why none can be given (the start is
+/// then refused). Set by the server, which knows the policy.
+pub type ConfinementProvider =
+    Arc<dyn Fn(&Owner) -> Result<concord_confine::Sandbox, String> + Send + Sync>;
 
 /// Starts, tracks and stops kernels. Cheap to clone.
 #[derive(Clone)]
@@ -524,8 +531,10 @@ impl KernelManager {
         specs: KernelSpecManager,
         transport: Arc<dyn Transport>,
     ) -> Self {
+        let runtime_lock = claim_runtime_dir(&config.runtime_dir);
         let mgr = KernelManager {
             inner: Arc::new(ManagerInner {
+                _runtime_lock: runtime_lock,
                 config,
                 specs,
                 transport,
@@ -607,6 +616,27 @@ impl KernelManager {
         });
     }
 
+    /// A kernel's own directory in the runtime directory: its connection file and, with the
+    /// IPC transport, its sockets. Short: Unix socket paths are limited to 107 bytes.
+    fn kernel_dir(&self, id: &str) -> PathBuf {
+        let short: String = id.chars().filter(|c| *c != '-').take(12).collect();
+        self.inner.config.runtime_dir.join(format!("k-{short}"))
+    }
+
+    /// Where a kernel's connection file is (for `jupyter console --existing` and friends).
+    pub fn connection_file(&self, id: &str) -> PathBuf {
+        self.kernel_dir(id).join(format!("kernel-{id}.json"))
+    }
+
+    fn remove_kernel_dir(&self, id: &str) {
+        let dir = self.kernel_dir(id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(kernel = %id, "cannot remove {}: {e}", dir.display());
+            }
+        }
+    }
+
     fn kernel(&self, id: &str) -> Result<Arc<Kernel>, KernelError> {
         lock(&self.inner.kernels)
             .get(id)
@@ -652,18 +682,18 @@ impl KernelManager {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let confinement = match provider {
+        let sandbox = match provider {
             Some(provide) => match provide(&req.owner) {
-                Ok(plan) => plan,
+                Ok(sandbox) => sandbox,
                 Err(e) => {
                     let e = KernelError::StartFailed(e);
                     self.report_failed_start(&req, req.kernel_id.as_deref(), &e);
                     return Err(e);
                 }
             },
-            None => None,
+            None => concord_confine::Sandbox::direct(),
         };
-        self.start_confined(req, confinement).await
+        self.start_confined(req, sandbox).await
     }
 
     /// Confine every kernel started from now on with `provider`'s plan for its owner
@@ -676,12 +706,11 @@ impl KernelManager {
             .unwrap_or_else(|e| e.into_inner()) = provider;
     }
 
-    /// Start a kernel confined by `confinement` (Landlock, applied between fork and exec
-    /// of this and every restarted incarnation); `None` starts it unconfined.
+    /// Start a kernel in `sandbox` (this and every restarted incarnation).
     pub async fn start_confined(
         &self,
         req: StartKernel,
-        confinement: Option<Arc<concord_confine::ConfinementPlan>>,
+        sandbox: concord_confine::Sandbox,
     ) -> Result<KernelInfo, KernelError> {
         // The id comes first so that a failed start is reported with it, as jupyter_server.
         let id = match &req.kernel_id {
@@ -695,7 +724,7 @@ impl KernelManager {
             },
             None => uuid::Uuid::new_v4().hyphenated().to_string(),
         };
-        match self.prepare_start(&req, &id, confinement) {
+        match self.prepare_start(&req, &id, sandbox) {
             Ok(kernel) => {
                 let result = self.launch_new(kernel.clone()).await;
                 self.report(KernelActionKind::Start, &kernel, &result);
@@ -713,7 +742,7 @@ impl KernelManager {
         &self,
         req: &StartKernel,
         id: &str,
-        confinement: Option<Arc<concord_confine::ConfinementPlan>>,
+        sandbox: concord_confine::Sandbox,
     ) -> Result<Arc<Kernel>, KernelError> {
         let name = req
             .name
@@ -763,7 +792,7 @@ impl KernelManager {
             incarnation: Mutex::new(None),
             lifecycle: tokio::sync::Mutex::new(()),
             last_idle_parent: Mutex::new(String::new()),
-            confinement,
+            sandbox,
         });
         {
             let mut kernels = lock(&self.inner.kernels);
@@ -785,6 +814,7 @@ impl KernelManager {
             Err(e) => {
                 lock(&self.inner.kernels).remove(&kernel.id);
                 lock(&kernel.state).removed = true;
+                self.remove_kernel_dir(&kernel.id);
                 Err(e)
             }
         }
@@ -879,6 +909,7 @@ impl KernelManager {
         lock(&self.inner.kernels).remove(id);
         lock(&k.state).removed = true;
         self.stop_incarnation(&k, false).await;
+        self.remove_kernel_dir(&k.id);
         k.set_state("dead");
         k.hub.close_all("kernel shut down");
         drop(guard);
@@ -1016,9 +1047,9 @@ impl KernelManager {
         let mut files = Vec::new();
         match cfg.transport {
             TransportKind::Ipc => {
-                // Short names: Unix socket paths are limited to 107 bytes.
-                let short: String = id.chars().filter(|c| *c != '-').take(12).collect();
-                let base = cfg.runtime_dir.join(format!("k-{short}-{generation}"));
+                // In the kernel's own directory, which no other kernel can see. Short names:
+                // Unix socket paths are limited to 107 bytes.
+                let base = self.kernel_dir(id).join(format!("ipc-{generation}"));
                 info["transport"] = json!("ipc");
                 info["ip"] = json!(base.to_string_lossy());
                 for (i, n) in names.iter().enumerate() {
@@ -1034,12 +1065,7 @@ impl KernelManager {
                 info["ip"] = json!(cfg.ip);
                 let mut listeners = Vec::new();
                 for n in names {
-                    let l = std::net::TcpListener::bind((cfg.ip.as_str(), 0))
-                        .map_err(|e| KernelError::StartFailed(format!("no free port: {e}")))?;
-                    let port = l
-                        .local_addr()
-                        .map_err(|e| KernelError::StartFailed(e.to_string()))?
-                        .port();
+                    let (l, port) = free_port(&cfg.ip, &cfg.reserved_ports)?;
                     info[n] = json!(port);
                     listeners.push(l);
                 }
@@ -1062,6 +1088,8 @@ impl KernelManager {
     async fn launch(&self, k: &Arc<Kernel>) -> Result<(), KernelError> {
         let cfg = &self.inner.config;
         create_private_dir(&cfg.runtime_dir)?;
+        let kernel_dir = self.kernel_dir(&k.id);
+        create_private_dir(&kernel_dir)?;
         let generation = {
             let mut st = lock(&k.state);
             st.generation += 1;
@@ -1072,7 +1100,7 @@ impl KernelManager {
         let (mut info, mut files) = self.endpoints(&k.id, generation)?;
         info["kernel_name"] = json!(k.name);
         let key = info["key"].as_str().unwrap_or_default().to_string();
-        let conn_file = cfg.runtime_dir.join(format!("kernel-{}.json", k.id));
+        let conn_file = self.connection_file(&k.id);
         write_private_file(&conn_file, info.to_string().as_bytes())?;
         files.push(conn_file.clone());
 
@@ -1081,16 +1109,46 @@ impl KernelManager {
             .iter()
             .map(|a| substitute(a, &conn_file, &k.spec.resource_dir))
             .collect();
-        let Some((program, args)) = argv.split_first() else {
+        if argv.is_empty() {
             return Err(KernelError::StartFailed("kernelspec argv is empty".into()));
+        }
+        // The kernel may read its own connection file and bind its own ports or sockets,
+        // nothing else of the runtime directory.
+        let ipc = info["transport"] == "ipc";
+        let extras = concord_confine::LaunchExtras {
+            read_files: vec![conn_file.clone()],
+            bind_tcp: [
+                "shell_port",
+                "iopub_port",
+                "stdin_port",
+                "control_port",
+                "hb_port",
+            ]
+            .iter()
+            .filter(|_| !ipc)
+            .filter_map(|n| info[*n].as_u64().and_then(|p| u16::try_from(p).ok()))
+            .collect(),
+            socket_dirs: if ipc {
+                vec![kernel_dir.clone()]
+            } else {
+                Vec::new()
+            },
+            visible: vec![kernel_dir.clone()],
         };
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
+        let launch = k.sandbox.prepare(&argv, &extras).map_err(|e| {
+            remove_files(&files);
+            KernelError::StartFailed(format!("cannot confine the kernel: {e}"))
+        })?;
+        let mut cmd = tokio::process::Command::new(&launch.program);
+        cmd.args(&launch.args)
             .current_dir(&k.cwd)
             .stdin(std::process::Stdio::null())
             .process_group(0)
             .kill_on_drop(true)
             .env("JPY_PARENT_PID", std::process::id().to_string());
+        for name in &cfg.env_remove {
+            cmd.env_remove(name);
+        }
         // The request's variables first: the kernelspec's, then the confinement's, win
         // (as jupyter_client lets the spec's `env` override the caller's).
         for (name, value) in &k.env {
@@ -1099,42 +1157,14 @@ impl KernelManager {
         for (name, value) in k.spec.env() {
             cmd.env(name, expand_env(&value));
         }
-        if let Some(plan) = &k.confinement {
-            // Built in the parent; the child only enforces it. The kernel may read its own
-            // connection file and bind its own ports, nothing else of the runtime directory.
-            let bind_tcp: Vec<u16> = [
-                "shell_port",
-                "iopub_port",
-                "stdin_port",
-                "control_port",
-                "hb_port",
-            ]
-            .iter()
-            .filter(|_| info["transport"] != "ipc")
-            .filter_map(|n| info[*n].as_u64().and_then(|p| u16::try_from(p).ok()))
-            .collect();
-            // IPC sockets are created next to the connection file: the kernel may create
-            // sockets there (and nothing else).
-            let socket_dirs = if info["transport"] == "ipc" {
-                vec![cfg.runtime_dir.clone()]
-            } else {
-                Vec::new()
-            };
-            let extras = concord_confine::LaunchExtras {
-                read_files: vec![conn_file.clone()],
-                bind_tcp,
-                socket_dirs,
-            };
-            let mut prepared = plan.prepare(&extras).map_err(|e| {
-                remove_files(&files);
-                KernelError::StartFailed(format!("cannot confine the kernel: {e}"))
-            })?;
-            cmd.envs(plan.env());
-            // SAFETY: `apply` only calls prctl and landlock_restrict_self (no allocation).
-            unsafe {
-                cmd.pre_exec(move || prepared.apply());
-            }
+        cmd.envs(launch.env);
+        let mut pre_exec = launch.pre_exec;
+        // SAFETY: `run` only makes system calls (dup2, fcntl, prctl, landlock_restrict_self):
+        // no allocation between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || pre_exec.run());
         }
+        let program = &argv[0];
         let mut child = cmd.spawn().map_err(|e| {
             remove_files(&files);
             KernelError::StartFailed(format!("cannot run {program}: {e}"))
@@ -1409,6 +1439,7 @@ impl KernelManager {
                 }
                 k.push_status("dead");
                 lock(&self.inner.kernels).remove(&k.id);
+                self.remove_kernel_dir(&k.id);
                 k.hub.close_all("kernel died");
                 return;
             }
@@ -1458,6 +1489,66 @@ fn expand_env(value: &str) -> String {
     out
 }
 
+/// The name of the lock file that marks a runtime directory as in use by a server.
+const RUNTIME_LOCK: &str = ".concord-runtime.lock";
+
+/// Take the runtime directory for this server and remove what an earlier server left there
+/// (connection files and sockets of kernels that died with it, after a crash). Another live
+/// server holding the directory keeps its files: nothing is removed then.
+fn claim_runtime_dir(dir: &Path) -> Option<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    if let Err(e) = create_private_dir(dir) {
+        tracing::warn!("{e}");
+        return None;
+    }
+    let file = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(RUNTIME_LOCK))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("cannot lock the runtime directory {}: {e}", dir.display());
+            return None;
+        }
+    };
+    let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err(_) => {
+            tracing::warn!(
+                "another server uses the runtime directory {}: its files are left alone",
+                dir.display()
+            );
+            return None;
+        }
+    };
+    let mut removed = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name() == RUNTIME_LOCK {
+                continue;
+            }
+            let path = entry.path();
+            let gone = match entry.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+                _ => std::fs::remove_file(&path),
+            };
+            match gone {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!("cannot remove the stale {}: {e}", path.display()),
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            "removed {removed} stale entries from the runtime directory {}",
+            dir.display()
+        );
+    }
+    Some(lock)
+}
+
 fn create_private_dir(dir: &Path) -> Result<(), KernelError> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
@@ -1482,6 +1573,26 @@ fn write_private_file(path: &Path, data: &[u8]) -> Result<(), KernelError> {
         .map_err(|e| KernelError::StartFailed(format!("connection file: {e}")))?;
     f.write_all(data)
         .map_err(|e| KernelError::StartFailed(format!("connection file: {e}")))
+}
+
+/// A free TCP port on `ip` that is not one of `reserved` (ports confined processes may
+/// connect to: a kernel must never listen on one of them). The listener holds the port until
+/// the connection file is written.
+fn free_port(ip: &str, reserved: &[u16]) -> Result<(std::net::TcpListener, u16), KernelError> {
+    for _ in 0..64 {
+        let l = std::net::TcpListener::bind((ip, 0))
+            .map_err(|e| KernelError::StartFailed(format!("no free port: {e}")))?;
+        let port = l
+            .local_addr()
+            .map_err(|e| KernelError::StartFailed(e.to_string()))?
+            .port();
+        if !reserved.contains(&port) {
+            return Ok((l, port));
+        }
+    }
+    Err(KernelError::StartFailed(
+        "no free port outside the reserved ones".into(),
+    ))
 }
 
 fn remove_files(files: &[PathBuf]) {

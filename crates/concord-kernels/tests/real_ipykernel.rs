@@ -217,8 +217,8 @@ async fn start_execute_interrupt_restart_shutdown() {
     assert!(model.last_activity.ends_with('Z'));
 
     // The connection file is private.
-    let rt = env.mgr.config().runtime_dir.clone();
-    let cf = rt.join(format!("kernel-{id}.json"));
+    let cf = env.mgr.connection_file(&id);
+    assert!(cf.starts_with(&env.mgr.config().runtime_dir));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&cf).unwrap().permissions().mode() & 0o777,

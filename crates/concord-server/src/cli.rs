@@ -157,6 +157,14 @@ enum PolicyCommand {
 
 /// Run the command line; the exit code is 0 on success, 1 on failure, 2 for a deny.
 pub fn main() -> ExitCode {
+    // The supervisor of a kernel or terminal: concord runs itself in that role. It must
+    // start before anything else (single-threaded, no runtime), and is not a command users
+    // type.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(concord_confine::supervisor::SUPERVISOR_ARG.as_ref())
+    {
+        concord_confine::supervisor::main();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         None => serve(cli.serve),

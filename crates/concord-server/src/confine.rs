@@ -1,12 +1,15 @@
-//! Landlock confinement of kernels and terminals (issue 7): the settings, what applies on
-//! this machine, and the provider that turns a process owner into a confinement plan from
-//! the policy in force when the process starts.
+//! Confinement and isolation of kernels and terminals: the settings, what applies on this
+//! machine (Landlock, namespaces, capabilities), and the provider that turns a process owner
+//! into a sandbox from the policy in force when the process starts.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use concord_authz::{Identity, Owner, PolicyEngine, User};
-use concord_confine::{ConfineConfig, ConfinementPlan, LandlockStatus, NetRule, UnconfinedPolicy};
+use concord_confine::{
+    ConfineConfig, ConfinementPlan, LandlockStatus, Namespaces, NetRule, Sandbox, Supervision,
+    UnconfinedPolicy,
+};
 use serde_json::{json, Value};
 
 /// `[confine]` options (command line, environment, config file).
@@ -35,7 +38,9 @@ pub struct ConfineOptions {
     )]
     pub write_paths: Option<Vec<PathBuf>>,
     /// Restrict TCP: only these ports may be connected to (plus a kernel's own ports bound);
-    /// empty list = no TCP at all. Unset = no network restriction. Needs Landlock ABI 4.
+    /// empty list = no TCP at all. Unset = no restriction with the IPC kernel transport, and
+    /// 80,443 with the TCP one (other kernels' ports are never reachable). Needs Landlock
+    /// ABI 4.
     #[arg(
         long = "confine-tcp-connect",
         env = "CONCORD_CONFINE_TCP_CONNECT",
@@ -69,27 +74,61 @@ impl Applies {
     }
 }
 
-/// The confinement service: settings, Landlock's status, and the policy engine.
+/// The confinement service: settings, what this machine offers, and the policy engine.
 pub struct Confinement {
     /// Landlock on this machine.
     pub status: LandlockStatus,
     /// What applies.
     pub applies: Applies,
-    /// The setting for an unavailable Landlock.
+    /// The setting for an unavailable protection.
     pub unconfined_policy: UnconfinedPolicy,
+    /// The protections this machine cannot give (empty: every one applies), in words.
+    pub missing: Vec<String>,
+    /// Whether kernels and terminals run in namespaces of their own.
+    pub namespaces: bool,
+    /// Whether TCP is restricted for confined processes.
+    pub tcp_restricted: bool,
     config: ConfineConfig,
+    supervision: Arc<Supervision>,
     root: PathBuf,
     engine: Arc<PolicyEngine>,
 }
 
-/// What applies for `enabled`, `policy` and a Landlock `status`.
-pub fn applies(enabled: bool, policy: UnconfinedPolicy, status: &LandlockStatus) -> Applies {
-    match (enabled, status.available, policy) {
+/// What applies when confinement is `enabled`, with `policy` for what this machine cannot
+/// give (`missing`).
+pub fn applies(enabled: bool, policy: UnconfinedPolicy, missing: &[String]) -> Applies {
+    match (enabled, missing.is_empty(), policy) {
         (false, _, _) => Applies::Disabled,
         (true, true, _) => Applies::Confined,
         (true, false, UnconfinedPolicy::Warn) => Applies::UnconfinedWarn,
         (true, false, UnconfinedPolicy::Refuse) => Applies::Refused,
     }
+}
+
+/// Names of the server's environment variables its kernels and terminals must not inherit:
+/// its settings (the token among them) and the tokens of the Jupyter tools around it.
+pub fn secret_env_names() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(key, _)| key.into_string().ok())
+        .filter(|key| {
+            key.starts_with("CONCORD_")
+                || matches!(
+                    key.as_str(),
+                    "JUPYTER_TOKEN" | "JUPYTERHUB_API_TOKEN" | "JPY_API_TOKEN"
+                )
+        })
+        .collect()
+}
+
+/// The TCP ports confined processes may connect to, or `None` when TCP is not restricted:
+/// the configured list, else with the TCP kernel transport (where other kernels listen on
+/// loopback ports) only the web's.
+pub fn tcp_connect_ports(settings: &crate::config::Settings) -> Option<Vec<u16>> {
+    let (cli, file) = (&settings.cli.confine, &settings.file.confine);
+    cli.tcp_connect
+        .clone()
+        .or(file.tcp_connect.clone())
+        .or_else(|| crate::api::kernels::uses_tcp_transport(settings).then(|| vec![80, 443]))
 }
 
 /// Read the options: (enabled, unconfined policy).
@@ -112,7 +151,6 @@ impl Confinement {
         let (cli, file) = (&settings.cli.confine, &settings.file.confine);
         let (enabled, unconfined_policy) = settings_of(settings);
         let status = concord_confine::status();
-        let applies = applies(enabled, unconfined_policy, &status);
         let mut protected = vec![settings.state_dir.clone(), settings.runtime_dir.clone()];
         protected.extend(settings.policy.clone());
         protected.extend(settings.cedar_policy.clone());
@@ -145,56 +183,98 @@ impl Confinement {
             .clone()
             .or(file.write_paths.clone())
             .unwrap_or_default();
-        config.net = cli
-            .tcp_connect
-            .clone()
-            .or(file.tcp_connect.clone())
-            .map(|connect_tcp| NetRule {
-                bind_tcp: Vec::new(),
-                connect_tcp,
-            });
+        config.net = tcp_connect_ports(settings).map(|connect_tcp| NetRule {
+            bind_tcp: Vec::new(),
+            connect_tcp,
+        });
+        let namespaces = Namespaces::for_current_user(
+            [&settings.state_dir, &settings.runtime_dir]
+                .into_iter()
+                .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()))
+                .collect(),
+        );
+        let supervision = Supervision::concord(Some(namespaces));
+        let mut missing = Vec::new();
+        if !status.available {
+            missing.push(status.detail.clone());
+        }
+        let namespaces_work = match concord_confine::probe_namespaces(&supervision) {
+            Ok(()) => true,
+            Err(why) => {
+                missing.push(format!("no namespaces for kernels and terminals ({why})"));
+                false
+            }
+        };
+        if config.net.is_some() && !status.network {
+            missing.push(format!(
+                "TCP cannot be restricted (Landlock ABI {} or later needed, this kernel has {})",
+                concord_confine::NET_ABI,
+                status.abi
+            ));
+        }
+        let applies = applies(enabled, unconfined_policy, &missing);
+        // Without namespaces (switched off, or not available), processes are still
+        // supervised: their whole tree ends with them and with the server.
+        let supervision = Arc::new(if enabled && namespaces_work {
+            supervision
+        } else {
+            Supervision::concord(None)
+        });
+        let what = describe_mechanisms(&status, enabled && namespaces_work, config.net.is_some());
         match applies {
-            Applies::Confined => tracing::info!(
-                "kernels and terminals are confined by Landlock ({})",
-                status.detail
-            ),
+            Applies::Confined => tracing::info!("kernels and terminals are confined: {what}"),
             Applies::Disabled => {
                 tracing::warn!(
                     "confinement is off: kernels and terminals can touch every file the server can"
                 )
             }
             Applies::UnconfinedWarn => tracing::warn!(
-                "{}: kernels and terminals start UNCONFINED (unconfined_policy = warn)",
-                status.detail
+                "{}: kernels and terminals start with less isolation (unconfined_policy = warn): {what}",
+                missing.join("; ")
             ),
             Applies::Refused => tracing::warn!(
                 "{}: kernels and terminals will be refused (unconfined_policy = refuse)",
-                status.detail
+                missing.join("; ")
             ),
         }
         Ok(Confinement {
+            tcp_restricted: config.net.is_some() && status.network,
+            namespaces: enabled && namespaces_work,
             status,
             applies,
             unconfined_policy,
+            missing,
             config,
+            supervision,
             root: settings.root_dir.clone(),
             engine,
         })
     }
 
-    /// The plan for a process `owner` starts now (`None`: unconfined), or why it must not
-    /// start.
-    pub fn plan_for(&self, owner: &Owner) -> Result<Option<Arc<ConfinementPlan>>, String> {
+    /// The sandbox for a process `owner` starts now, or why it must not start.
+    pub fn sandbox_for(&self, owner: &Owner) -> Result<Sandbox, String> {
+        let plan = self.plan_for(owner)?;
+        Ok(Sandbox {
+            plan,
+            supervision: Some(self.supervision.clone()),
+        })
+    }
+
+    /// The Landlock plan for a process `owner` starts now (`None`: files not confined), or
+    /// why it must not start.
+    fn plan_for(&self, owner: &Owner) -> Result<Option<Arc<ConfinementPlan>>, String> {
         match self.applies {
             Applies::Disabled => return Ok(None),
             Applies::UnconfinedWarn => {
-                tracing::warn!(user = %owner.username, "starting an unconfined process: {}", self.status.detail);
-                return Ok(None);
+                tracing::warn!(user = %owner.username, "starting a process with less isolation: {}", self.missing.join("; "));
+                if !self.status.available {
+                    return Ok(None);
+                }
             }
             Applies::Refused => {
                 return Err(format!(
-                    "{}; the server refuses unconfined kernels and terminals (unconfined_policy = refuse)",
-                    self.status.detail
+                    "{}; the server refuses kernels and terminals it cannot isolate (unconfined_policy = refuse)",
+                    self.missing.join("; ")
                 ))
             }
             Applies::Confined => {}
@@ -212,14 +292,22 @@ impl Confinement {
         Ok(Some(Arc::new(plan)))
     }
 
-    /// For `/api/status`.
+    /// What applies, for the status endpoint.
     pub fn to_json(&self) -> Value {
+        let enforced = self.applies == Applies::Confined || self.applies == Applies::UnconfinedWarn;
         json!({
             "applies": self.applies.as_str(),
             "landlock_abi": self.status.abi,
             "landlock_available": self.status.available,
             "unconfined_policy": self.unconfined_policy.as_str(),
             "detail": self.status.detail,
+            "isolation": {
+                "namespaces": self.namespaces,
+                "landlock_scopes": enforced && self.status.available && self.status.abi >= concord_confine::SCOPE_ABI,
+                "tcp_restricted": enforced && self.tcp_restricted,
+                "capabilities": if self.supervision.drop_capabilities { "file-only" } else { "none" },
+                "missing": self.missing,
+            },
         })
     }
 }
@@ -232,7 +320,7 @@ pub fn install(
     let confinement = Arc::new(Confinement::new(&state.settings, engine)?);
     let provide = {
         let c = confinement.clone();
-        move |owner: &Owner| c.plan_for(owner)
+        move |owner: &Owner| c.sandbox_for(owner)
     };
     if let Some(kernels) = &state.kernels {
         kernels
@@ -258,12 +346,28 @@ pub fn print_check(engine: &PolicyEngine, who: &Identity) {
         .and_then(|v| v.parse().ok())
         .unwrap_or_default();
     let status = concord_confine::status();
-    let applies = applies(enabled, policy, &status);
+    let mut missing: Vec<String> = Vec::new();
+    if !status.available {
+        missing.push(status.detail.clone());
+    }
+    // The state directory is not known here: the probe hides nothing.
+    let supervision = Supervision::concord(Some(Namespaces::for_current_user(Vec::new())));
+    let namespaces = match concord_confine::probe_namespaces(&supervision) {
+        Ok(()) => true,
+        Err(why) => {
+            missing.push(format!("no namespaces for kernels and terminals ({why})"));
+            false
+        }
+    };
+    let applies = applies(enabled, policy, &missing);
     println!(
         "confinement: {} ({}; unconfined_policy = {policy})",
         applies.as_str(),
-        status.detail
+        describe_mechanisms(&status, namespaces, false)
     );
+    for why in &missing {
+        println!("  missing: {why}");
+    }
     if applies == Applies::Confined {
         let view = engine.filesystem_view(who);
         let lines = concord_confine::describe_view(&view);
@@ -276,5 +380,34 @@ pub fn print_check(engine: &PolicyEngine, who: &Identity) {
         for note in view.notes {
             println!("  note: {note}");
         }
+    }
+}
+
+/// The protections in force, in words, for the log at start-up.
+fn describe_mechanisms(status: &LandlockStatus, namespaces: bool, tcp: bool) -> String {
+    let mut parts = Vec::new();
+    if status.available {
+        parts.push(format!("files by Landlock (ABI {})", status.abi));
+        if status.abi >= concord_confine::SCOPE_ABI {
+            parts.push("signals and abstract sockets by Landlock scopes".to_string());
+        }
+        if tcp && status.network {
+            parts.push("TCP by Landlock".to_string());
+        }
+    }
+    if namespaces {
+        parts.push(
+            "processes, mounts and IPC by namespaces of their own (own /proc, concord's directories hidden)"
+                .to_string(),
+        );
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        parts.push("capabilities reduced to files".to_string());
+    }
+    if parts.is_empty() {
+        "nothing".to_string()
+    } else {
+        parts.join(", ")
     }
 }

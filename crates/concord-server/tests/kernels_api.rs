@@ -47,10 +47,11 @@ async fn get_json(s: &common::Server, path: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn kernel_pid(c: &mut KernelClient) -> i32 {
-    let (reply, out) = c.execute("import os; print(os.getpid())").await;
+/// The process of kernel `id` as the machine numbers it, once it runs code.
+async fn kernel_pid(c: &mut KernelClient, id: &str) -> i32 {
+    let (reply, _) = c.execute("pass").await;
     assert_eq!(reply["status"], "ok", "{reply}");
-    KernelClient::stdout(&out).trim().parse().unwrap()
+    kernels_support::kernel_process(id).expect("the kernel's process")
 }
 
 #[tokio::test]
@@ -90,7 +91,7 @@ async fn start_interrupt_restart_delete_over_rest() {
         KernelClient::stdout(&out).trim().ends_with("/sub"),
         "{out:?}"
     );
-    let pid = kernel_pid(&mut c).await;
+    let pid = kernel_pid(&mut c, &id).await;
 
     // Interrupt a running cell.
     let exec = c
@@ -129,7 +130,7 @@ async fn start_interrupt_restart_delete_over_rest() {
     assert_eq!(restarted["id"], id.as_str());
     let (reply, _) = c.execute("print(x)").await;
     assert_eq!(reply["ename"], "NameError", "{reply}");
-    let new_pid = kernel_pid(&mut c).await;
+    let new_pid = kernel_pid(&mut c, &id).await;
     assert_ne!(pid, new_pid);
     assert!(!alive(pid));
 
@@ -230,7 +231,7 @@ async fn kill_9_of_a_kernel_is_detected_and_restarted() {
         .unwrap()
         .to_string();
     let mut c = connect(&s.base, TOKEN, &id, "k9", true).await.unwrap();
-    let pid = kernel_pid(&mut c).await;
+    let pid = kernel_pid(&mut c, &id).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -245,7 +246,7 @@ async fn kill_9_of_a_kernel_is_detected_and_restarted() {
     // Same id, a new process that runs code.
     let (reply, _) = c.execute("y = 1").await;
     assert_eq!(reply["status"], "ok");
-    let new_pid = kernel_pid(&mut c).await;
+    let new_pid = kernel_pid(&mut c, &id).await;
     assert_ne!(new_pid, pid);
     let (status, model) = get_json(&s, &format!("api/kernels/{id}")).await;
     assert_eq!(status, 200);
@@ -450,10 +451,13 @@ async fn no_kernel_is_left_after_sigterm() {
     let b = session["kernel"]["id"].as_str().unwrap().to_string();
     // A kernel that leaves a child behind: it must go too.
     let mut c = connect(&s.base, TOKEN, &a, "t", false).await.unwrap();
-    let (_, out) = c
-        .execute("import subprocess; p = subprocess.Popen(['sleep', '600']); print(p.pid)")
+    let (reply, _) = c
+        .execute("import subprocess; p = subprocess.Popen(['sleep', '600.25'])")
         .await;
-    let child: i32 = KernelClient::stdout(&out).trim().parse().unwrap();
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let child = *pids_with("sleep 600.25")
+        .first()
+        .expect("the kernel's child");
     let mut pids = pids_with(&a);
     pids.extend(pids_with(&b));
     assert_eq!(pids.len(), 2, "{pids:?}");

@@ -31,11 +31,10 @@ struct ManagerInner {
     confiner: std::sync::RwLock<Option<ConfinementProvider>>,
 }
 
-/// Gives the confinement of a shell its owner starts (`None`: unconfined), or why none can
-/// be given (the start is then refused). Set by the server, which knows the policy.
-pub type ConfinementProvider = Arc<
-    dyn Fn(&Owner) -> Result<Option<Arc<concord_confine::ConfinementPlan>>, String> + Send + Sync,
->;
+/// Gives the sandbox of a shell its owner starts, or why none can be given (the start is
+/// then refused). Set by the server, which knows the policy.
+pub type ConfinementProvider =
+    Arc<dyn Fn(&Owner) -> Result<concord_confine::Sandbox, String> + Send + Sync>;
 
 impl TerminalManager {
     /// A manager with no terminals yet.
@@ -72,15 +71,14 @@ impl TerminalManager {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let confinement = match provider {
+        let sandbox = match provider {
             Some(provide) => provide(&owner).map_err(|reason| TerminalError::Spawn {
                 command: self.inner.config.shell_command.join(" "),
                 reason,
             })?,
-            None => None,
+            None => concord_confine::Sandbox::direct(),
         };
-        self.create_confined(owner, cwd, confinement.as_deref())
-            .await
+        self.create_confined(owner, cwd, &sandbox).await
     }
 
     /// Confine every shell started from now on with `provider`'s plan for its owner.
@@ -92,13 +90,12 @@ impl TerminalManager {
             .unwrap_or_else(|e| e.into_inner()) = provider;
     }
 
-    /// [`create`](Self::create), with the shell confined by `confinement` (Landlock,
-    /// applied between fork and exec); `None` starts it unconfined.
+    /// [`create`](Self::create), with the shell started in `sandbox`.
     pub async fn create_confined(
         &self,
         owner: Owner,
         cwd: Option<&Path>,
-        confinement: Option<&concord_confine::ConfinementPlan>,
+        sandbox: &concord_confine::Sandbox,
     ) -> Result<TerminalInfo, TerminalError> {
         let inner = &self.inner;
         if inner.shutting_down.load(Ordering::SeqCst) {
@@ -144,7 +141,7 @@ impl TerminalManager {
                 inner.next_seq.fetch_add(1, Ordering::SeqCst),
                 &inner.config,
                 Box::new(move |ended| forget(&weak, ended)),
-                confinement,
+                sandbox,
             )?;
             terminals.insert(name, Arc::clone(&terminal));
             terminal

@@ -151,16 +151,24 @@ impl Terminal {
         seq: u64,
         config: &TerminalConfig,
         on_finished: OnFinished,
-        confinement: Option<&concord_confine::ConfinementPlan>,
+        sandbox: &concord_confine::Sandbox,
     ) -> Result<Arc<Terminal>, TerminalError> {
         let command_line = config.shell_command.join(" ");
         let spawn_error = |reason: String| TerminalError::Spawn {
             command: command_line.clone(),
             reason,
         };
-        let Some((program, args)) = config.shell_command.split_first() else {
+        if config.shell_command.is_empty() {
             return Err(spawn_error("no shell command is configured".to_string()));
-        };
+        }
+        // Built here, in the parent; the child only puts descriptors in place or enforces
+        // Landlock.
+        let launch = sandbox
+            .prepare(
+                &config.shell_command,
+                &concord_confine::LaunchExtras::default(),
+            )
+            .map_err(|e| spawn_error(format!("cannot confine the shell: {e}")))?;
         let (pty, pts) = pty_process::open().map_err(|e| spawn_error(e.to_string()))?;
         pty.resize(pty_process::Size::new(INITIAL_SIZE.0, INITIAL_SIZE.1))
             .map_err(|e| spawn_error(e.to_string()))?;
@@ -169,7 +177,7 @@ impl Terminal {
             .try_clone_to_owned()
             .map_err(|e| spawn_error(e.to_string()))?;
 
-        let mut command = pty_process::Command::new(program).args(args);
+        let mut command = pty_process::Command::new(&launch.program).args(&launch.args);
         if !config.inherit_env {
             command = command.env_clear();
         }
@@ -179,30 +187,23 @@ impl Terminal {
         command = command
             .env("TERM", &config.term_type)
             .envs(&config.env)
+            .envs(launch.env)
             .current_dir(&cwd)
             .kill_on_drop(true);
-        // Landlock's ruleset is built here, in the parent; the child only enforces it.
-        let mut prepared = match confinement {
-            Some(plan) => {
-                command = command.envs(plan.env());
-                Some(
-                    plan.prepare(&concord_confine::LaunchExtras::default())
-                        .map_err(|e| spawn_error(format!("cannot confine the shell: {e}")))?,
-                )
-            }
-            None => None,
-        };
-        // SAFETY: the closure only makes system calls (prctl, landlock_restrict_self), which
-        // are async-signal-safe, as code between fork and exec must be.
+        let mut pre_exec = launch.pre_exec;
+        let supervised = sandbox.supervision.is_some();
+        // SAFETY: the closure only makes system calls (prctl, dup2, fcntl,
+        // landlock_restrict_self), which are async-signal-safe, as code between fork and exec
+        // must be.
         command = unsafe {
             command.pre_exec(move || {
-                // Orphans of the shell's jobs are re-parented to the shell, which reaps
-                // them, instead of escaping to init: the terminal's family stays findable.
-                nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
-                match prepared.as_mut() {
-                    Some(p) => p.apply(),
-                    None => Ok(()),
+                // Orphans of the shell's jobs are re-parented to the shell (or to its
+                // supervisor, a subreaper too), which reaps them, instead of escaping to
+                // init: the terminal's family stays findable.
+                if !supervised {
+                    nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
                 }
+                pre_exec.run()
             })
         };
         let child = command.spawn(pts).map_err(|e| spawn_error(e.to_string()))?;

@@ -119,6 +119,15 @@ pub fn python_prefix_on_path() -> Option<PathBuf> {
     None
 }
 
+/// Whether kernels use the TCP transport (`--kernel-transport tcp`).
+pub fn uses_tcp_transport(settings: &crate::config::Settings) -> bool {
+    let (cli, file) = (&settings.cli.kernels, &settings.file.kernels);
+    matches!(
+        cli.kernel_transport.or(file.kernel_transport),
+        Some(KernelTransport::Tcp)
+    )
+}
+
 /// Build the kernel manager from the settings (inside the tokio runtime: the culler is a
 /// task).
 pub fn build(settings: &crate::config::Settings) -> anyhow::Result<KernelService> {
@@ -140,10 +149,14 @@ pub fn build(settings: &crate::config::Settings) -> anyhow::Result<KernelService
     config.cull_interval = Duration::from_secs(interval);
     config.cull_connected = cli.cull_connected.or(file.cull_connected).unwrap_or(false);
     config.cull_busy = cli.cull_busy.or(file.cull_busy).unwrap_or(false);
-    config.transport = match cli.kernel_transport.or(file.kernel_transport) {
-        Some(KernelTransport::Tcp) => TransportKind::Tcp,
-        Some(KernelTransport::Ipc) | None => TransportKind::Ipc,
+    config.transport = if uses_tcp_transport(settings) {
+        TransportKind::Tcp
+    } else {
+        TransportKind::Ipc
     };
+    config.env_remove = crate::confine::secret_env_names();
+    // A kernel never listens where confined processes may connect.
+    config.reserved_ports = crate::confine::tcp_connect_ports(settings).unwrap_or_default();
     config.restart_limit = cli.restart_limit.or(file.restart_limit).unwrap_or(5);
     if let Some(extra) = cli
         .kernel_env_allow

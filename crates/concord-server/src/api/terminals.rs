@@ -91,10 +91,7 @@ pub fn terminal_config(settings: &Settings) -> anyhow::Result<TerminalConfig> {
         settings.root_dir.display().to_string(),
     );
     // Concord's own settings (the token among them) are not the shell's business.
-    config.env_remove = std::env::vars_os()
-        .filter_map(|(key, _)| key.into_string().ok())
-        .filter(|key| key.starts_with("CONCORD_") || key == "JUPYTER_TOKEN")
-        .collect();
+    config.env_remove = crate::confine::secret_env_names();
     Ok(config)
 }
 

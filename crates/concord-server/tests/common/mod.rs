@@ -52,6 +52,7 @@ pub struct ServerBuilder {
     state: tempfile::TempDir,
     token: Option<String>,
     relative_dirs: bool,
+    run_as: Option<(u32, u32)>,
 }
 
 impl ServerBuilder {
@@ -59,6 +60,13 @@ impl ServerBuilder {
     /// them relative to it (`--root-dir NAME --state-dir NAME`).
     pub fn relative_dirs(mut self) -> Self {
         self.relative_dirs = true;
+        self
+    }
+
+    /// Run the server as this uid and gid (the test runs as root); its directories are
+    /// given to that user when it starts.
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
+        self.run_as = Some((uid, gid));
         self
     }
 
@@ -165,6 +173,19 @@ impl ServerBuilder {
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
+        if let Some((uid, gid)) = self.run_as {
+            use std::os::unix::process::CommandExt;
+            for dir in [self.root.path(), self.state.path()] {
+                let status = Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{uid}:{gid}"))
+                    .arg(dir)
+                    .status()
+                    .expect("chown");
+                assert!(status.success(), "chown {}", dir.display());
+            }
+            cmd.uid(uid).gid(gid).env("HOME", self.state.path());
+        }
         let mut child = cmd.spawn().expect("spawn concord serve");
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
@@ -248,6 +269,7 @@ pub fn server() -> ServerBuilder {
         state: tempfile::tempdir().unwrap(),
         token: None,
         relative_dirs: false,
+        run_as: None,
     }
 }
 
@@ -342,6 +364,25 @@ impl Server {
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
         nix::sys::signal::kill(pid, sig).unwrap();
+    }
+
+    /// SIGKILL the server (nothing of it runs any more) and give back its directories, to
+    /// start another server on them.
+    pub fn kill_keeping_dirs(mut self) -> ServerBuilder {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let placeholder = || tempfile::tempdir().unwrap();
+        ServerBuilder {
+            args: Vec::new(),
+            envs: Vec::new(),
+            root: std::mem::replace(&mut self.root, placeholder()),
+            state: std::mem::replace(&mut self.state, placeholder()),
+            token: self.token.clone(),
+            relative_dirs: false,
+            run_as: None,
+        }
     }
 
     /// SIGTERM and wait up to `secs` for the exit; returns the exit status.

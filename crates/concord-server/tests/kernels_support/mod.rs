@@ -323,6 +323,15 @@ pub fn pids_with(needle: &str) -> Vec<i32> {
     out
 }
 
+/// The kernel process of kernel `id` (its pid on the machine: inside its pid namespace the
+/// kernel sees other numbers), found by its connection file on its command line.
+pub fn kernel_process(id: &str) -> Option<i32> {
+    pids_with(id).into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("ipykernel"))
+    })
+}
+
 /// Poll until `cond` holds (bounded by [`PATIENCE`]; a hang guard, not a timing check).
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + PATIENCE;
