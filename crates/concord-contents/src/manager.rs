@@ -945,6 +945,9 @@ impl ContentsManager {
     }
 
     fn write_error(&self, loc: &Located, e: &io::Error) -> ContentsError {
+        if let Some(refusal) = ContentsError::from_client_io(e, loc.request.api_path()) {
+            return refusal;
+        }
         match e.kind() {
             io::ErrorKind::PermissionDenied => {
                 ContentsError::forbidden(format!("Permission denied: {}", loc.request.api_path()))
@@ -1328,7 +1331,10 @@ impl ContentsManager {
                 human_size(size)
             )));
         }
-        let fail = |_| {
+        let fail = |e: io::Error| {
+            if let Some(refusal) = ContentsError::from_client_io(&e, dest.request.api_path()) {
+                return refusal;
+            }
             ContentsError::bad_request(format!(
                 "Can't copy '{}' into read-only Folder '{}'",
                 src.request.api_path(),
@@ -1476,15 +1482,20 @@ impl ContentsManager {
             )));
         }
         let src_checkpoint = self.checkpoint_file(&src);
-        fs::rename(&src.os, &dest.os).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => missing(),
-            io::ErrorKind::PermissionDenied => {
-                ContentsError::forbidden(format!("Permission denied: {}", from.api_path()))
+        fs::rename(&src.os, &dest.os).map_err(|e| {
+            if let Some(refusal) = ContentsError::from_client_io(&e, to.api_path()) {
+                return refusal;
             }
-            _ => ContentsError::internal(format!(
-                "Unknown error renaming file: {} {e}",
-                from.api_path()
-            )),
+            match e.kind() {
+                io::ErrorKind::NotFound => missing(),
+                io::ErrorKind::PermissionDenied => {
+                    ContentsError::forbidden(format!("Permission denied: {}", from.api_path()))
+                }
+                _ => ContentsError::internal(format!(
+                    "Unknown error renaming file: {} {e}",
+                    from.api_path()
+                )),
+            }
         })?;
         if src_checkpoint.is_file() {
             let dest_checkpoint = self.checkpoint_file(&dest);
