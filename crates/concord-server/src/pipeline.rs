@@ -193,6 +193,9 @@ async fn route_request(
     mut req: Request,
 ) -> (&'static str, Response) {
     let app = &dispatcher.app;
+    if let Err(e) = check_body_size(app, req.headers()) {
+        return ("(body size)", e);
+    }
     if let Err(e) = check_host(app, req.headers()) {
         return ("(host check)", e.into_response());
     }
@@ -391,6 +394,34 @@ fn check_xsrf(headers: &HeaderMap) -> Result<(), ApiError> {
             "XSRF cookie does not match POST argument",
         )),
     }
+}
+
+/// Refuse a body announced larger than `--max-body-size` from its `Content-Length`, before
+/// reading any of it; the connection is closed rather than drained.
+fn check_body_size(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(announced) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    else {
+        return Ok(());
+    };
+    let limit = app.settings.max_body_size;
+    if announced <= u64::try_from(limit).unwrap_or(u64::MAX) {
+        return Ok(());
+    }
+    let mut response = ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "Request body of {announced} bytes is larger than the server accepts \
+             (--max-body-size {limit})"
+        ),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Err(response)
 }
 
 /// Refuse requests whose Host header is not this server's (DNS rebinding).

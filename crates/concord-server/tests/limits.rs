@@ -178,3 +178,144 @@ async fn names_too_long_for_the_file_system_are_a_400() {
     assert_eq!(names, expected);
     assert_eq!(std::fs::read_dir(s.root().join("dir")).unwrap().count(), 0);
 }
+
+/// Guards against a hang only; nothing asserts on durations.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Send `request` as raw bytes on a new connection; returns everything the server sent
+/// until it closed the connection, or `None` if it was still open after [`PATIENCE`].
+async fn raw_exchange(s: &common::Server, request: &[u8]) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(s.host()).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()?;
+    Some(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// A `Content-Length` above `--max-body-size` is refused from the header, as the body
+/// starts (413 with the API's JSON error); nothing waits for the announced bytes.
+#[tokio::test]
+async fn a_body_announced_too_large_is_refused_before_it_is_read() {
+    let s = common::server()
+        .args(&["--max-body-size", "1000000"])
+        .start();
+    let token = s.token.clone().unwrap();
+    let host = s.host();
+    for (what, auth) in [
+        ("authenticated", format!("Authorization: token {token}\r\n")),
+        ("anonymous", String::new()),
+    ] {
+        // Only the first byte of the 9 GB body is ever sent.
+        let request = format!(
+            "PUT /api/contents/big.txt HTTP/1.1\r\nHost: {host}\r\n{auth}\
+             Content-Type: application/json\r\nContent-Length: 9000000000\r\n\r\n{{"
+        );
+        let response = raw_exchange(&s, request.as_bytes())
+            .await
+            .unwrap_or_else(|| panic!("{what}: no answer while the body was not sent"));
+        assert!(response.starts_with("HTTP/1.1 413 "), "{what}: {response}");
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let error: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            error["message"],
+            "Request body of 9000000000 bytes is larger than the server accepts \
+             (--max-body-size 1000000)",
+            "{what}"
+        );
+        assert_eq!(error["reason"], Value::Null, "{what}");
+    }
+    // A body within the limit is read as before.
+    let (status, _) = send(
+        &s.owner(),
+        Method::PUT,
+        &s.url("api/contents/small.txt"),
+        Some(json!({"type": "file", "format": "text", "content": "small"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert!(!s.root().join("big.txt").exists());
+}
+
+/// A connection that does not finish its request head within `--header-timeout` is closed
+/// (hyper's header read timeout, which axum's own server never armed), as is one that
+/// sends nothing; a complete request still gets its answer.
+#[tokio::test]
+async fn connections_that_never_finish_their_headers_are_closed() {
+    let s = common::server().args(&["--header-timeout", "1"]).start();
+    let host = s.host();
+    let partial = format!("GET /api/status HTTP/1.1\r\nHost: {host}\r\n");
+    for (what, request) in [("half a head", partial.as_bytes()), ("nothing", &b""[..])] {
+        let response = raw_exchange(&s, request).await;
+        assert_eq!(
+            response.as_deref(),
+            Some(""),
+            "{what}: the connection must be closed without an answer"
+        );
+    }
+    let token = s.token.clone().unwrap();
+    let whole = format!(
+        "GET /api/status HTTP/1.1\r\nHost: {host}\r\nAuthorization: token {token}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let response = raw_exchange(&s, whole.as_bytes()).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+}
+
+/// The stance on line endings (docs/deployment.md): a request head whose lines end in a
+/// bare LF is read as RFC 9112 §2.2 allows (as jupyter_server reads it); a bare CR, a folded
+/// header line and a bare LF in chunked framing are refused with a 400, so nothing past the
+/// head depends on how leniently a proxy in front reads line ends.
+#[tokio::test]
+async fn line_endings_are_read_as_documented() {
+    let s = common::server().start();
+    let token = s.token.clone().unwrap();
+    let host = s.host();
+    let bare_lf = format!(
+        "GET /api/status HTTP/1.1\nHost: {host}\nAuthorization: token {token}\nConnection: close\n\n"
+    );
+    let response = raw_exchange(&s, bare_lf.as_bytes()).await.unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200 "),
+        "every bare-LF line is a header line of its own: {response}"
+    );
+    let refused = [
+        (
+            "bare CR",
+            format!(
+                "GET /api/status HTTP/1.1\r\nHost: {host}\rAuthorization: token {token}\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "folded header",
+            format!(
+                "GET /api/status HTTP/1.1\r\nHost: {host}\r\nAuthorization: token\r\n {token}\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "bare LF after a chunk size",
+            format!(
+                "PUT /api/contents/chunked.txt HTTP/1.1\r\nHost: {host}\r\n\
+                 Authorization: token {token}\r\nTransfer-Encoding: chunked\r\n\
+                 Connection: close\r\n\r\n2\n{{}}\r\n0\r\n\r\n"
+            ),
+        ),
+    ];
+    for (what, request) in refused {
+        let response = raw_exchange(&s, request.as_bytes()).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 400 "), "{what}: {response}");
+    }
+    assert!(!s.root().join("chunked.txt").exists());
+}
