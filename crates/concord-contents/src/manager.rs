@@ -109,15 +109,17 @@ pub struct SaveOutcome {
     pub created: bool,
 }
 
-/// A file's bytes for `/files` and `/view`.
-#[derive(Clone, Debug)]
+/// A file opened for `/files`, to be streamed from (never read whole into memory).
+#[derive(Debug)]
 pub struct FileDownload {
     /// The last path segment.
     pub name: String,
     /// The mimetype guessed from the name, if any.
     pub mimetype: Option<&'static str>,
-    /// The content.
-    pub bytes: Vec<u8>,
+    /// The open file, at its start.
+    pub file: fs::File,
+    /// Its size when it was opened.
+    pub size: u64,
     /// Modification time (for `Last-Modified`).
     pub modified: SystemTime,
 }
@@ -759,7 +761,7 @@ impl ContentsManager {
         Ok(model)
     }
 
-    /// `/files/{path}` and `/view/{path}`: the bytes of a regular file the caller may read.
+    /// `/files/{path}`: a regular file the caller may read, opened.
     pub fn read_file(&self, caller: &Caller<'_>, path: &CanonicalPath) -> Result<FileDownload> {
         let loc = self.locate(path).map_err(|_| Self::get_not_found(path))?;
         if self.hidden(&loc) || !caller.access.may_read(&loc.resolved) {
@@ -769,11 +771,22 @@ impl ContentsManager {
         if !meta.is_file() {
             return Err(Self::get_not_found(path));
         }
-        let bytes = self.read_bytes(&loc)?;
+        let file = fs::File::open(&loc.os).map_err(|e| match e.kind() {
+            io::ErrorKind::PermissionDenied => {
+                ContentsError::forbidden(format!("Permission denied: {}", loc.request.api_path()))
+            }
+            _ => Self::get_not_found(path),
+        })?;
+        // The status of what was opened: a swap after the check above shows here.
+        let meta = file.metadata().map_err(|_| Self::get_not_found(path))?;
+        if !meta.is_file() {
+            return Err(Self::get_not_found(path));
+        }
         Ok(FileDownload {
             name: path.name().to_string(),
             mimetype: mimetypes::guess_type(path.name()),
-            bytes,
+            file,
+            size: meta.len(),
             modified: mtime(&meta),
         })
     }

@@ -319,3 +319,153 @@ async fn line_endings_are_read_as_documented() {
     }
     assert!(!s.root().join("chunked.txt").exists());
 }
+
+/// The server's resident memory, from `/proc/<pid>/status`.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// `/files/` answers as jupyter_server's file handler (tornado's `StaticFileHandler`) does:
+/// the same status, body and headers for plain requests, downloads, notebooks, byte ranges
+/// (one range; 206, 416, or the whole file), `If-Modified-Since` (304) and `HEAD`.
+#[tokio::test]
+async fn files_answer_with_jupyter_servers_headers() {
+    let s = common::server().start();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(s.root().join("data.bin"), &data).unwrap();
+    std::fs::write(s.root().join("a.txt"), "hello world\n").unwrap();
+    std::fs::write(s.root().join("empty.txt"), "").unwrap();
+    std::fs::write(
+        s.root().join("nb.ipynb"),
+        r#"{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}"#,
+    )
+    .unwrap();
+    // Both serve the same directory, so modification times agree.
+    let j = common::jupyter::Jupyter::start(s.root(), &[]);
+    let (concord, jupyter) = (s.owner(), j.client());
+    let compared = [
+        "content-type",
+        "content-length",
+        "content-range",
+        "content-disposition",
+        "accept-ranges",
+        "cache-control",
+        "last-modified",
+        "etag",
+    ];
+    let future = "Tue, 01 Jan 2036 00:00:00 GMT";
+    let past = "Mon, 01 Jan 1990 00:00:00 GMT";
+    let cases: Vec<(&str, Method, Vec<(&str, &str)>)> = vec![
+        ("data.bin", Method::GET, vec![]),
+        ("a.txt", Method::GET, vec![]),
+        ("a.txt?download=1", Method::GET, vec![]),
+        ("a.txt?v=1", Method::GET, vec![]),
+        ("empty.txt", Method::GET, vec![]),
+        ("nb.ipynb", Method::GET, vec![]),
+        ("data.bin", Method::HEAD, vec![]),
+        ("data.bin", Method::GET, vec![("range", "bytes=2-5")]),
+        ("data.bin", Method::GET, vec![("range", "bytes=99990-")]),
+        (
+            "data.bin",
+            Method::GET,
+            vec![("range", "bytes=99990-200000")],
+        ),
+        ("data.bin", Method::GET, vec![("range", "bytes=-10")]),
+        ("data.bin", Method::GET, vec![("range", "bytes=-200000")]),
+        ("data.bin", Method::GET, vec![("range", "bytes=0-")]),
+        ("data.bin", Method::GET, vec![("range", "bytes=0-99999")]),
+        ("data.bin", Method::GET, vec![("range", "bytes=200000-")]),
+        ("data.bin", Method::GET, vec![("range", "bytes=5-2")]),
+        ("data.bin", Method::GET, vec![("range", "bytes=-0")]),
+        ("data.bin", Method::GET, vec![("range", "bytes=")]),
+        ("data.bin", Method::GET, vec![("range", "bytes=0-1,3-4")]),
+        ("data.bin", Method::GET, vec![("range", "items=0-1")]),
+        ("data.bin", Method::GET, vec![("range", "bytes=x-1")]),
+        ("empty.txt", Method::GET, vec![("range", "bytes=0-")]),
+        ("data.bin", Method::GET, vec![("if-modified-since", future)]),
+        ("data.bin", Method::GET, vec![("if-modified-since", past)]),
+        (
+            "data.bin",
+            Method::GET,
+            vec![("if-modified-since", "yesterday")],
+        ),
+        (
+            "data.bin",
+            Method::GET,
+            vec![("if-modified-since", future), ("if-none-match", "\"x\"")],
+        ),
+        (
+            "data.bin",
+            Method::GET,
+            vec![("if-modified-since", past), ("range", "bytes=1-2")],
+        ),
+    ];
+    for (path, method, headers) in cases {
+        let mut answers = Vec::new();
+        for (client, url) in [
+            (&concord, s.url(&format!("files/{path}"))),
+            (&jupyter, j.url(&format!("files/{path}"))),
+        ] {
+            let mut req = client.request(method.clone(), url);
+            for (name, value) in &headers {
+                req = req.header(*name, *value);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let shown: Vec<(&str, Option<String>)> = compared
+                .iter()
+                .map(|h| {
+                    let value = resp
+                        .headers()
+                        .get(*h)
+                        .map(|v| v.to_str().unwrap().to_string());
+                    (*h, value)
+                })
+                .collect();
+            let body = resp.bytes().await.unwrap();
+            answers.push((status, shown, body));
+        }
+        let what = format!("{method} {path} {headers:?}");
+        assert_eq!(answers[0].0, answers[1].0, "status of {what}");
+        assert_eq!(answers[0].1, answers[1].1, "headers of {what}");
+        assert!(answers[0].2 == answers[1].2, "body of {what}");
+    }
+}
+
+/// A download is streamed: the server holds a few chunks of it, not the file, however
+/// large the file and however slowly the client reads.
+#[tokio::test]
+async fn files_are_streamed_not_read_into_memory() {
+    let s = common::server().start();
+    const SIZE: u64 = 512 * 1024 * 1024;
+    // Sparse: no disk is used, every byte reads as zero.
+    std::fs::File::create(s.root().join("big.bin"))
+        .unwrap()
+        .set_len(SIZE)
+        .unwrap();
+    let idle = rss_kib(s.pid());
+    let mut resp = s.owner().get(s.url("files/big.bin")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.content_length(), Some(SIZE));
+    let mut received = 0u64;
+    let mut peak = rss_kib(s.pid());
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        assert!(chunk.iter().all(|b| *b == 0));
+        received += chunk.len() as u64;
+        if received % (64 << 20) < chunk.len() as u64 {
+            peak = peak.max(rss_kib(s.pid()));
+        }
+    }
+    assert_eq!(received, SIZE);
+    let grown = peak.saturating_sub(idle);
+    assert!(
+        grown < 32 * 1024,
+        "the server grew by {grown} KiB while sending a {} MiB file",
+        SIZE >> 20
+    );
+}

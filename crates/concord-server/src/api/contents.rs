@@ -507,17 +507,22 @@ pub async fn trust(
     Ok(StatusCode::CREATED.into_response())
 }
 
-/// `GET /files/{path}` (`?download=1` → attachment). Users' files are sandboxed: no
-/// same-origin, so an HTML or SVG file cannot act as the user.
+/// `GET /files/{path}` (`?download=…` or a notebook → attachment), streamed. Users' files
+/// are sandboxed: no same-origin, so an HTML or SVG file cannot act as the user.
 pub async fn files(
     State(app): State<App>,
     Extension(guard): Extension<Guard>,
     Extension(target): Extension<TargetPath>,
     req: Request,
 ) -> ApiResult<Response> {
-    let download = query_pairs(req.uri().query())
+    let query = query_pairs(req.uri().query());
+    // jupyter_server: any non-empty `download` value, and every notebook.
+    let download = query
         .iter()
-        .any(|(k, v)| k == "download" && v != "0" && !v.is_empty());
+        .rev()
+        .find(|(k, _)| k == "download")
+        .is_some_and(|(_, v)| !v.is_empty());
+    let versioned = query.iter().any(|(k, _)| k == "v");
     let path = target.requested;
     let file = run(&app, &guard, move |cm, c| cm.read_file(c, &path)).await?;
     let content_type = if file.name.ends_with(".ipynb") {
@@ -529,22 +534,7 @@ pub async fn files(
             None => "application/octet-stream".to_string(),
         }
     };
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&content_type) {
-        headers.insert(header::CONTENT_TYPE, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&http_date(file.modified)) {
-        headers.insert(header::LAST_MODIFIED, v);
-    }
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox allow-scripts"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    if download {
+    let disposition = (download || file.name.ends_with(".ipynb")).then(|| {
         // Python's urllib.parse.quote, as jupyter_server writes the name.
         const QUOTE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
             .remove(b'_')
@@ -553,11 +543,24 @@ pub async fn files(
             .remove(b'~')
             .remove(b'/');
         let quoted = percent_encoding::utf8_percent_encode(&file.name, QUOTE);
-        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename*=utf-8''{quoted}")) {
-            headers.insert(header::CONTENT_DISPOSITION, v);
-        }
-    }
-    Ok((StatusCode::OK, headers, file.bytes).into_response())
+        format!("attachment; filename*=utf-8''{quoted}")
+    });
+    let presentation = super::file_response::Presentation {
+        content_type,
+        disposition,
+        versioned,
+    };
+    let mut response = super::file_response::respond(file, req.headers(), presentation);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox allow-scripts"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(response)
 }
 
 /// `GET /view/{path}`: a page showing the file in a sandboxed frame.

@@ -4,6 +4,7 @@
 pub mod contents;
 pub mod core;
 pub mod events;
+pub mod file_response;
 pub mod kernels;
 pub mod kernelspecs;
 pub mod lab;
