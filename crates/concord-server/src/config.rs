@@ -111,6 +111,10 @@ pub struct ServeOptions {
     /// The largest request body accepted, in bytes.
     #[arg(long, env = "CONCORD_MAX_BODY_SIZE")]
     pub max_body_size: Option<usize>,
+    /// The most request-body bytes held in memory at once, over all requests (contents
+    /// uploads stream to disk and count only while they pass through).
+    #[arg(long, env = "CONCORD_MAX_BODY_MEMORY")]
+    pub max_body_memory: Option<u64>,
     /// Seconds a connection may take to send a request's headers, and stay idle between
     /// two requests; then it is closed (0: wait forever).
     #[arg(long, env = "CONCORD_HEADER_TIMEOUT")]
@@ -171,6 +175,8 @@ pub struct Settings {
     pub allow_origin: Vec<String>,
     /// Request body limit in bytes.
     pub max_body_size: usize,
+    /// Request-body bytes held in memory at once, over all requests.
+    pub max_body_memory: u64,
     /// How long a connection may take to send a request head (`None`: no limit).
     pub header_timeout: Option<std::time::Duration>,
     /// Audit JSON-lines destination.
@@ -269,6 +275,7 @@ impl Settings {
             allowed_hosts: pick!(cli, file, allowed_hosts, Vec::new()),
             allow_origin: pick!(cli, file, allow_origin, Vec::new()),
             max_body_size: pick!(cli, file, max_body_size, 256 * 1024 * 1024),
+            max_body_memory: pick!(cli, file, max_body_memory, 256 * 1024 * 1024),
             header_timeout: seconds_or_forever(
                 "header_timeout",
                 pick!(cli, file, header_timeout, 30.0),

@@ -22,7 +22,8 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::query_pairs;
+use super::{query_pairs, BodyBytes};
+use crate::bodies::{BlockingBody, BodyCharge};
 use crate::error::{ApiError, ApiResult};
 use crate::events::{contents_event, Event};
 use crate::pipeline::{Guard, TargetPath};
@@ -277,16 +278,33 @@ pub async fn get(
     Ok(model_response(&app, StatusCode::OK, &model, false))
 }
 
-/// `PUT /api/contents/{path}`: save, create, upload (also chunked).
+/// `PUT /api/contents/{path}`: save, create, upload (also chunked). The body is streamed
+/// to the contents service, which writes a file's content to disk as it arrives.
 pub async fn put(
     State(app): State<App>,
     Extension(guard): Extension<Guard>,
     Extension(target): Extension<TargetPath>,
-    body: Bytes,
+    req: Request,
 ) -> ApiResult<Response> {
-    let body = body_json(&body)?;
+    let charge = req.extensions().get::<Arc<BodyCharge>>().cloned();
     let path = target.requested.clone();
-    let outcome = run(&app, &guard, move |cm, c| cm.put(c, &path, body)).await?;
+    let outcome = match charge {
+        Some(charge) => {
+            charge.stream();
+            let mut body =
+                BlockingBody::feed(req.into_body(), charge.clone(), app.settings.max_body_size);
+            let saved = run(&app, &guard, move |cm, c| {
+                cm.put_stream(c, &path, &mut body)
+            })
+            .await;
+            // A body that could not be read is that answer, whatever the service made of it.
+            match charge.failure() {
+                Some(failure) => return Err(failure.to_api_error()),
+                None => saved?,
+            }
+        }
+        None => run(&app, &guard, move |cm, c| cm.put(c, &path, None)).await?,
+    };
     // Every successful PUT saves (each chunk of an upload too, as jupyter_server emits).
     let same_path = outcome.model.path == target.requested.api_path();
     emit_saved(
@@ -307,7 +325,7 @@ pub async fn post(
     State(app): State<App>,
     Extension(guard): Extension<Guard>,
     Extension(target): Extension<TargetPath>,
-    body: Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> ApiResult<Response> {
     let body = body_json(&body)?;
     let mut source = None;
@@ -361,7 +379,7 @@ pub async fn patch(
     State(app): State<App>,
     Extension(guard): Extension<Guard>,
     Extension(target): Extension<TargetPath>,
-    body: Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> ApiResult<Response> {
     let body = body_json(&body)?;
     let mut destination = None;
