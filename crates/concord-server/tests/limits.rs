@@ -704,3 +704,100 @@ async fn bodies_held_in_memory_count_against_the_budget() {
         assert!(status == 200 || status == 201, "{answer}");
     }
 }
+
+/// The names of the temp files of saves (`.~name.XXXXXXXX.tmp`) under `dir`, recursively.
+fn temp_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(temp_files(&path));
+        } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+            if name.starts_with(".~") && name.ends_with(".tmp") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// A save interrupted by a SIGKILL of concord leaves its temp file in the user's folder;
+/// the next start removes it (it was recorded in the state directory before it was
+/// created), leaves the real file as it was, and touches nothing else, not even a user's
+/// file with a temp file's name.
+#[tokio::test]
+async fn temp_files_of_saves_interrupted_by_a_crash_are_removed_at_the_next_start() {
+    use base64::Engine;
+    use tokio::io::AsyncWriteExt;
+    let b = common::server();
+    let old = b"the saved version\n".to_vec();
+    std::fs::create_dir(b.root().join("sub")).unwrap();
+    for file in ["data.bin", "sub/nested.bin"] {
+        std::fs::write(b.root().join(file), &old).unwrap();
+    }
+    let lookalike = b.root().join(".~notes.txt.0badc0de.tmp");
+    std::fs::write(&lookalike, "a user's file").unwrap();
+    let s = b.start();
+    let host = s.host();
+    let token = s.token.clone().unwrap();
+    // Two saves, each sending 4 MiB of a 64 MiB content, then waiting forever.
+    let encoded = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 3 << 20]);
+    let mut connections = Vec::new();
+    for file in ["data.bin", "sub/nested.bin"] {
+        let head = r#"{"type": "file", "format": "base64", "content": ""#;
+        let length = head.len() + (64 << 20) + 2;
+        let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let request = format!(
+            "PUT /api/contents/{file} HTTP/1.1\r\nHost: {host}\r\nAuthorization: token {token}\r\n\
+             Content-Length: {length}\r\n\r\n{head}{encoded}"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        connections.push(stream);
+    }
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let interrupted = loop {
+        let partial: Vec<_> = temp_files(s.root())
+            .into_iter()
+            .filter(|p| *p != lookalike)
+            .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+            .collect();
+        if partial.len() == 2 || std::time::Instant::now() > deadline {
+            break partial;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        interrupted.len(),
+        2,
+        "both saves are under way: {interrupted:?}"
+    );
+    let s = s.crash_and_restart(&[]);
+    drop(connections);
+    for file in ["data.bin", "sub/nested.bin"] {
+        assert_eq!(std::fs::read(s.root().join(file)).unwrap(), old, "{file}");
+    }
+    assert_eq!(
+        temp_files(s.root()),
+        [lookalike.clone()],
+        "only the user's own file is left"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&lookalike).unwrap(),
+        "a user's file"
+    );
+    // Saving works as before.
+    let (status, _) = send(
+        &s.owner(),
+        Method::PUT,
+        &s.url("api/contents/data.bin"),
+        Some(json!({"type": "file", "format": "text", "content": "new"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("data.bin")).unwrap(),
+        "new"
+    );
+    assert_eq!(temp_files(s.root()), [lookalike]);
+}
