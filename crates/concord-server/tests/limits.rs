@@ -779,7 +779,7 @@ async fn temp_files_of_saves_interrupted_by_a_crash_are_removed_at_the_next_star
     }
     assert_eq!(
         temp_files(s.root()),
-        [lookalike.clone()],
+        std::slice::from_ref(&lookalike),
         "only the user's own file is left"
     );
     assert_eq!(
