@@ -30,10 +30,19 @@ use crate::error::ApiError;
 /// How long a piece of a body may wait for room in the budget.
 pub const BUSY_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a streamed body may send nothing before the request fails: its reader holds
+/// a blocking thread while it waits.
+pub const IDLE_BODY: Duration = Duration::from_secs(60);
+
+/// How many streamed bodies are read at once (each holds a blocking thread; tokio has 512
+/// for everything that blocks); more wait their turn before they are read.
+pub const STREAMS: usize = 128;
+
 /// The budget shared by all requests.
 pub struct BodyBudget {
     permits: Arc<Semaphore>,
     total: u32,
+    streams: Arc<Semaphore>,
 }
 
 /// Why a body could not be read.
@@ -76,7 +85,13 @@ impl BodyBudget {
         Arc::new(BodyBudget {
             permits: Arc::new(Semaphore::new(total as usize)),
             total,
+            streams: Arc::new(Semaphore::new(STREAMS)),
         })
+    }
+
+    /// A turn to read a streamed body (see [`STREAMS`]), held until it is read.
+    pub async fn stream_turn(&self) -> Option<OwnedSemaphorePermit> {
+        self.streams.clone().acquire_owned().await.ok()
     }
 
     /// Bytes not reserved right now.
@@ -336,7 +351,21 @@ impl BlockingBody {
             let mut body = body;
             let mut total = 0usize;
             let mut tx = Some(tx);
-            while let Some(frame) = body.frame().await {
+            loop {
+                let frame = match tokio::time::timeout(IDLE_BODY, body.frame()).await {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => return,
+                    Err(_) => {
+                        let silent = IDLE_BODY.as_secs();
+                        feeder_charge.fail(BodyError::Broken(format!(
+                            "nothing was sent for {silent} s"
+                        )));
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(Err(())).await;
+                        }
+                        return;
+                    }
+                };
                 let piece = match frame {
                     Ok(frame) => match frame.into_data() {
                         Ok(data) => Ok(data),

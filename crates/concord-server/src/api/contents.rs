@@ -290,6 +290,7 @@ pub async fn put(
     let path = target.requested.clone();
     let outcome = match charge {
         Some(charge) => {
+            let _turn = app.bodies.stream_turn().await;
             charge.stream();
             let mut body =
                 BlockingBody::feed(req.into_body(), charge.clone(), app.settings.max_body_size);
