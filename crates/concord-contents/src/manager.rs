@@ -1116,13 +1116,29 @@ impl ContentsManager {
         let format = upload::Format::of(model).ok_or_else(|| {
             ContentsError::bad_request("Must specify format of file contents as 'text' or 'base64'")
         })?;
+        let bad_encoding = || {
+            ContentsError::bad_request(format!(
+                "Encoding error saving {}: Incorrect padding",
+                loc.request.api_path()
+            ))
+        };
+        if spool.bad_encoding && spool.decoded == Some(format) {
+            return Err(bad_encoding());
+        }
         match (spool.decoded, format) {
             (Some(done), _) if done == format => return Ok(spool),
+            (Some(_), _) => {
+                // Decoded as the format named before the content; another named after it.
+                return Err(ContentsError::bad_request(format!(
+                    "Encoding error saving {}: the model names two formats",
+                    loc.request.api_path()
+                )));
+            }
             (None, upload::Format::Text) => {
                 spool.decoded = Some(upload::Format::Text);
                 return Ok(spool);
             }
-            _ => {}
+            (None, upload::Format::Base64) => {}
         }
         // The string was spooled before its format was known: decode it into another file.
         let mut decoded = match fsio::TempFile::beside(&loc.os, self.journal.as_ref()) {
@@ -1147,10 +1163,7 @@ impl ContentsManager {
             .produce(&mut counted)
             .map_err(|e| {
                 if upload::is_bad_padding(&e) {
-                    ContentsError::bad_request(format!(
-                        "Encoding error saving {}: Incorrect padding",
-                        loc.request.api_path()
-                    ))
+                    bad_encoding()
                 } else {
                     self.write_error(loc, &e)
                 }
@@ -1160,6 +1173,7 @@ impl ContentsManager {
             file: decoded,
             decoded: Some(format),
             len,
+            bad_encoding: false,
         })
     }
 

@@ -222,4 +222,44 @@ mod tests {
         assert_eq!(within("bytes=0-9223372036854775807", 10), None);
         assert_eq!(within("bytes=--9223372036854775808", 10), None);
     }
+
+    /// Any header, any size: no panic, and a part always lies inside the file and is less
+    /// than the whole of it. A bounded property test of this parser of outside input.
+    #[test]
+    fn any_range_header_gives_a_part_inside_the_file() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let pieces = [
+            "bytes",
+            "=",
+            "-",
+            ",",
+            " ",
+            "0",
+            "1",
+            "9",
+            "18446744073709551615",
+            "-0",
+            "items",
+            "9223372036854775807",
+            "+",
+            "x",
+        ];
+        for _ in 0..20_000 {
+            let header: String = (0..rng.random_range(0..8))
+                .map(|_| pieces[rng.random_range(0..pieces.len())])
+                .collect();
+            let size = match rng.random_range(0..3) {
+                0 => 0,
+                1 => rng.random_range(0..20),
+                _ => rng.random(),
+            };
+            if let Some(Within::Part { start, end }) = within(&header, size) {
+                assert!(
+                    start < end && end <= size && end - start < size,
+                    "{header} {size}"
+                );
+            }
+        }
+    }
 }
