@@ -254,6 +254,15 @@ struct BudgetedBody {
     ready: Option<Frame<Bytes>>,
 }
 
+impl BudgetedBody {
+    /// A reader may stop at the last piece without asking for more: the body is read.
+    fn note_end(&self) {
+        if http_body::Body::is_end_stream(&self.inner) {
+            self.charge.finished.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 impl http_body::Body for BudgetedBody {
     type Data = Bytes;
     type Error = axum::Error;
@@ -271,6 +280,7 @@ impl http_body::Body for BudgetedBody {
                         this.waiting = None;
                         this.charge.add(permit);
                         if let Some(frame) = this.ready.take() {
+                            this.note_end();
                             return Poll::Ready(Some(Ok(frame)));
                         }
                         continue;
@@ -302,6 +312,7 @@ impl http_body::Body for BudgetedBody {
                 Poll::Ready(Some(Ok(frame))) => {
                     let len = frame.data_ref().map_or(0, Bytes::len);
                     if len == 0 || this.charge.draining.load(Ordering::Relaxed) {
+                        this.note_end();
                         return Poll::Ready(Some(Ok(frame)));
                     }
                     this.ready = Some(frame);
