@@ -88,6 +88,9 @@ impl ContentsError {
     /// permission errors are 403 "Permission denied: path"; a missing file is 404; anything
     /// else is `context` followed by the error, as a 500.
     pub(crate) fn from_io(err: &io::Error, api_path: &str, context: &str) -> Self {
+        if let Some(refusal) = Self::from_client_io(err, api_path) {
+            return refusal;
+        }
         match err.kind() {
             io::ErrorKind::PermissionDenied => {
                 Self::forbidden(format!("Permission denied: {api_path}"))
@@ -97,6 +100,31 @@ impl ContentsError {
             }
             _ => Self::internal(format!("{context}: {api_path} {err}")),
         }
+    }
+}
+
+impl ContentsError {
+    /// The file system's refusals that come from what the client asked for, not from the
+    /// server's state: a name or path longer than the file system holds, a path through a
+    /// file, a loop of links, a file larger than the file system allows, a read-only mount.
+    /// Whatever the operation, these are a 4xx naming the problem (jupyter_server answers
+    /// most of them with a 500).
+    pub(crate) fn from_client_io(err: &io::Error, api_path: &str) -> Option<Self> {
+        let refusal = match err.raw_os_error()? {
+            libc::ENAMETOOLONG => Self::bad_request(format!("File name too long: {api_path}")),
+            libc::ENOTDIR => {
+                Self::bad_request(format!("A parent of {api_path} is not a directory"))
+            }
+            libc::ELOOP => {
+                Self::bad_request(format!("Too many levels of symbolic links: {api_path}"))
+            }
+            libc::EFBIG => {
+                Self::too_large(format!("File too large for the file system: {api_path}"))
+            }
+            libc::EROFS => Self::forbidden(format!("Read-only file system: {api_path}")),
+            _ => return None,
+        };
+        Some(refusal)
     }
 }
 

@@ -21,6 +21,7 @@ pub mod notebook;
 mod pyfmt;
 mod trash;
 mod trust;
+mod upload;
 
 pub use access::{AllowAll, Caller, PathAccess};
 pub use concord_authz::CanonicalPath;
@@ -37,3 +38,4 @@ pub use model::{
 pub use pyfmt::repr_float as python_float_repr;
 /// Python's `repr()` of a string, as jupyter_server's messages quote values.
 pub use pyfmt::repr_str as python_repr;
+pub use upload::RequestBody;

@@ -4,11 +4,13 @@
 use crate::access::Caller;
 use crate::config::ContentsConfig;
 use crate::error::{ContentsError, ErrorKind, Result};
+use crate::fsio::Producer;
 use crate::fsio::{self, access_writable, DirEntries, EntryStat, WriteCheck};
 use crate::model::{format_time, Checkpoint, Content, ContentType, Model, Timestamp};
 use crate::notebook;
 use crate::pyfmt::{repr_str, Glob};
 use crate::trust::TrustStore;
+use crate::upload::{self, RequestBody};
 use crate::{mimetypes, trash};
 use base64::Engine;
 use concord_authz::CanonicalPath;
@@ -16,7 +18,7 @@ use serde_json::{Map, Value};
 use sha2::Digest;
 use std::ffi::CStr;
 use std::fs::{self, Metadata, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -109,15 +111,17 @@ pub struct SaveOutcome {
     pub created: bool,
 }
 
-/// A file's bytes for `/files` and `/view`.
-#[derive(Clone, Debug)]
+/// A file opened for `/files`, to be streamed from (never read whole into memory).
+#[derive(Debug)]
 pub struct FileDownload {
     /// The last path segment.
     pub name: String,
     /// The mimetype guessed from the name, if any.
     pub mimetype: Option<&'static str>,
-    /// The content.
-    pub bytes: Vec<u8>,
+    /// The open file, at its start.
+    pub file: fs::File,
+    /// Its size when it was opened.
+    pub size: u64,
     /// Modification time (for `Last-Modified`).
     pub modified: SystemTime,
 }
@@ -137,6 +141,8 @@ pub struct ContentsManager {
     trust: TrustStore,
     /// `config.hide_globs`, compiled.
     hide_globs: Vec<Glob>,
+    /// The temp files of saves in progress (with a state directory).
+    journal: Option<fsio::TempJournal>,
 }
 
 /// The path as jupyter_server's handlers show it in messages: `/a/b`, and `''` for the root.
@@ -190,6 +196,38 @@ fn decodebytes(text: &str) -> std::result::Result<Vec<u8>, String> {
         .map_err(|_| "Incorrect padding".to_string())
 }
 
+/// One chunk of an upload: decoded in memory, or spooled to disk as it arrived.
+enum ChunkContent<'j> {
+    Bytes(Vec<u8>),
+    Spooled(upload::Spool<'j>),
+}
+
+impl ChunkContent<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            ChunkContent::Bytes(b) => b.len() as u64,
+            ChunkContent::Spooled(s) => s.len,
+        }
+    }
+}
+
+/// Counts what passes through to `out`.
+struct CountingWriter<W: Write> {
+    out: W,
+    len: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// Remove `-Copy<digits>.` → `.` (jupyter_server's `copy_pat`).
 fn strip_copy_suffix(name: &str) -> String {
     let mut out = String::new();
@@ -233,11 +271,31 @@ impl ContentsManager {
         let trust = TrustStore::open(config.state_dir.as_deref())
             .map_err(|e| ContentsError::internal(format!("notebook trust store: {e}")))?;
         let hide_globs = config.hide_globs.iter().map(|g| Glob::new(g)).collect();
+        let journal = match &config.state_dir {
+            Some(dir) => {
+                let (journal, removed) =
+                    fsio::TempJournal::open(&dir.join("temp-files")).map_err(|e| {
+                        ContentsError::internal(format!(
+                            "journal of temp files in {}: {e}",
+                            dir.display()
+                        ))
+                    })?;
+                for path in removed {
+                    tracing::info!(
+                        "removed {}, the temp file of a save the previous run did not finish",
+                        path.display()
+                    );
+                }
+                Some(journal)
+            }
+            None => None,
+        };
         Ok(ContentsManager {
             config,
             root,
             trust,
             hide_globs,
+            journal,
         })
     }
 
@@ -759,7 +817,7 @@ impl ContentsManager {
         Ok(model)
     }
 
-    /// `/files/{path}` and `/view/{path}`: the bytes of a regular file the caller may read.
+    /// `/files/{path}`: a regular file the caller may read, opened.
     pub fn read_file(&self, caller: &Caller<'_>, path: &CanonicalPath) -> Result<FileDownload> {
         let loc = self.locate(path).map_err(|_| Self::get_not_found(path))?;
         if self.hidden(&loc) || !caller.access.may_read(&loc.resolved) {
@@ -769,11 +827,22 @@ impl ContentsManager {
         if !meta.is_file() {
             return Err(Self::get_not_found(path));
         }
-        let bytes = self.read_bytes(&loc)?;
+        let file = fs::File::open(&loc.os).map_err(|e| match e.kind() {
+            io::ErrorKind::PermissionDenied => {
+                ContentsError::forbidden(format!("Permission denied: {}", loc.request.api_path()))
+            }
+            _ => Self::get_not_found(path),
+        })?;
+        // The status of what was opened: a swap after the check above shows here.
+        let meta = file.metadata().map_err(|_| Self::get_not_found(path))?;
+        if !meta.is_file() {
+            return Err(Self::get_not_found(path));
+        }
         Ok(FileDownload {
             name: path.name().to_string(),
             mimetype: mimetypes::guess_type(path.name()),
-            bytes,
+            file,
+            size: meta.len(),
             modified: mtime(&meta),
         })
     }
@@ -789,13 +858,83 @@ impl ContentsManager {
         path: &CanonicalPath,
         body: Option<Value>,
     ) -> Result<SaveOutcome> {
-        let Some(mut model) = body_object(body)? else {
-            let model = self.new_untitled(caller, path, None, None)?;
-            return Ok(SaveOutcome {
-                model,
+        match body_object(body)? {
+            Some(model) => self.put_model(caller, path, model, None),
+            None => Ok(SaveOutcome {
+                model: self.new_untitled(caller, path, None, None)?,
                 created: true,
-            });
+            }),
+        }
+    }
+
+    /// [`ContentsManager::put`] reading the body as it arrives: a file's `content` string
+    /// goes to disk as it is read (into the temp file that then replaces the target, when
+    /// the model names the file's type and format before its content), so memory does not
+    /// grow with the size of an upload. `body` is told which parts are kept in memory.
+    pub fn put_stream(
+        &self,
+        caller: &Caller<'_>,
+        path: &CanonicalPath,
+        body: &mut dyn RequestBody,
+    ) -> Result<SaveOutcome> {
+        // Beside the target when the target can be replaced by a rename of it.
+        let beside = self.locate(path).ok().filter(|loc| {
+            !self.hidden(loc)
+                && caller.access.may_write(&loc.resolved)
+                && matches!(fsio::replacement(&loc.os), Ok(fsio::Replacement::Rename(_)))
+        });
+        let mut open_spool = |_: &Map<String, Value>| -> Result<upload::SpoolFile<'_>> {
+            if let Some(loc) = &beside {
+                if let Ok(tmp) = fsio::TempFile::beside(&loc.os, self.journal.as_ref()) {
+                    return Ok(upload::SpoolFile::Beside(tmp));
+                }
+            }
+            let dir = self
+                .config
+                .state_dir
+                .clone()
+                .unwrap_or_else(std::env::temp_dir);
+            tempfile::tempfile_in(&dir)
+                .map(upload::SpoolFile::Detached)
+                .map_err(|e| ContentsError::internal(format!("Cannot hold the upload: {e}")))
         };
+        let parsed = upload::read_put_body(body, self.config.max_save_bytes, &mut open_spool);
+        match parsed {
+            Ok(upload::PutBody::Empty) => self.put(caller, path, None),
+            Ok(upload::PutBody::Value(value)) => self.put(caller, path, Some(value)),
+            Ok(upload::PutBody::Model { model, content }) => {
+                self.put_model(caller, path, model, Some(content))
+            }
+            Err(upload::ReadError::Invalid) => Err(ContentsError::bad_request(
+                "Invalid JSON in body of request",
+            )),
+            Err(upload::ReadError::TooLarge) => {
+                let limit = self.config.max_save_bytes.unwrap_or(u64::MAX);
+                Err(ContentsError::too_large(format!(
+                    "File too large: the content exceeds the limit of {limit} bytes"
+                )))
+            }
+            Err(upload::ReadError::Refused(e)) => Err(e),
+            Err(upload::ReadError::Spool(e)) => {
+                Err(
+                    ContentsError::from_client_io(&e, path.api_path()).unwrap_or_else(|| {
+                        ContentsError::internal(format!(
+                            "Unexpected error while saving file: {} {e}",
+                            path.api_path()
+                        ))
+                    }),
+                )
+            }
+        }
+    }
+
+    fn put_model(
+        &self,
+        caller: &Caller<'_>,
+        path: &CanonicalPath,
+        mut model: Map<String, Value>,
+        spooled: Option<upload::Spool<'_>>,
+    ) -> Result<SaveOutcome> {
         if model.get("copy_from").is_some_and(truthy) {
             return Err(ContentsError::bad_request(
                 "Cannot copy with PUT, only POST",
@@ -826,14 +965,14 @@ impl ContentsManager {
         normalise_type(&mut model);
         let exists = fs::metadata(&loc.os).map(|m| m.is_file()).unwrap_or(false);
         if exists {
-            let model = self.save(caller, &loc, model)?;
+            let model = self.save(caller, &loc, model, spooled)?;
             Ok(SaveOutcome {
                 model,
                 created: false,
             })
         } else {
             let created = !self.staging_path(&loc.os).exists();
-            let model = self.new_entry(caller, &loc, model)?;
+            let model = self.new_entry(caller, &loc, model, spooled)?;
             Ok(SaveOutcome { model, created })
         }
     }
@@ -844,6 +983,7 @@ impl ContentsManager {
         caller: &Caller<'_>,
         loc: &Located,
         mut model: Map<String, Value>,
+        spooled: Option<upload::Spool<'_>>,
     ) -> Result<Model> {
         if !model.contains_key("type") {
             let kind = if loc.request.name().ends_with(".ipynb") {
@@ -868,7 +1008,7 @@ impl ContentsManager {
                 model.insert("format".into(), Value::from("text"));
             }
         }
-        self.save(caller, loc, model)
+        self.save(caller, loc, model, spooled)
     }
 
     fn save(
@@ -876,12 +1016,13 @@ impl ContentsManager {
         caller: &Caller<'_>,
         loc: &Located,
         mut model: Map<String, Value>,
+        spooled: Option<upload::Spool<'_>>,
     ) -> Result<Model> {
         if let Some(chunk) = model.get("chunk").filter(|c| !c.is_null()) {
             let chunk = chunk
                 .as_i64()
                 .ok_or_else(|| ContentsError::bad_request("chunk must be an integer"))?;
-            return self.save_chunk(caller, loc, &model, chunk);
+            return self.save_chunk(caller, loc, &model, chunk, spooled);
         }
         let kind = model
             .get("type")
@@ -893,14 +1034,28 @@ impl ContentsManager {
         let mut message = None;
         match kind {
             "notebook" => {
-                let content = model.shift_remove("content").unwrap_or(Value::Null);
+                let content = match spooled {
+                    Some(string) => Value::String(
+                        string
+                            .into_string()
+                            .map_err(|e| self.write_error(loc, &e))?,
+                    ),
+                    None => model.shift_remove("content").unwrap_or(Value::Null),
+                };
                 message = self.save_notebook(caller, loc, content)?;
             }
-            "file" => {
-                let bytes = self.decode_file_content(loc, &model)?;
-                self.check_size(bytes.len() as u64)?;
-                self.write(loc, &bytes)?;
-            }
+            "file" => match spooled {
+                Some(spool) => {
+                    let spool = self.decoded_spool(loc, &model, spool)?;
+                    self.check_size(spool.len)?;
+                    self.write_spool(loc, spool)?;
+                }
+                None => {
+                    let bytes = self.decode_file_content(loc, &model)?;
+                    self.check_size(bytes.len() as u64)?;
+                    self.write(loc, &bytes)?;
+                }
+            },
             "directory" => self.save_directory(loc)?,
             other => {
                 return Err(ContentsError::bad_request(format!(
@@ -935,16 +1090,131 @@ impl ContentsManager {
     }
 
     fn write(&self, loc: &Located, bytes: &[u8]) -> Result<()> {
+        self.refuse_directory(loc)?;
+        fsio::write_atomic_with(&loc.os, &mut &bytes[..], self.journal.as_ref())
+            .map_err(|e| self.write_error(loc, &e))
+    }
+
+    fn refuse_directory(&self, loc: &Located) -> Result<()> {
         if fs::metadata(&loc.os).is_ok_and(|m| m.is_dir()) {
             return Err(ContentsError::bad_request(format!(
                 "Cannot save {}: it is a directory",
                 loc.request.api_path()
             )));
         }
-        fsio::write_atomic(&loc.os, &mut &bytes[..]).map_err(|e| self.write_error(loc, &e))
+        Ok(())
+    }
+
+    /// A spooled `content` as the file's bytes: checked against the model's format as
+    /// [`Self::decode_file_content`] checks, decoded now if it was spooled as the string.
+    fn decoded_spool<'j>(
+        &'j self,
+        loc: &Located,
+        model: &Map<String, Value>,
+        mut spool: upload::Spool<'j>,
+    ) -> Result<upload::Spool<'j>> {
+        let format = upload::Format::of(model).ok_or_else(|| {
+            ContentsError::bad_request("Must specify format of file contents as 'text' or 'base64'")
+        })?;
+        let bad_encoding = || {
+            ContentsError::bad_request(format!(
+                "Encoding error saving {}: Incorrect padding",
+                loc.request.api_path()
+            ))
+        };
+        if spool.bad_encoding && spool.decoded == Some(format) {
+            return Err(bad_encoding());
+        }
+        match (spool.decoded, format) {
+            (Some(done), _) if done == format => return Ok(spool),
+            (Some(_), _) => {
+                // Decoded as the format named before the content; another named after it.
+                return Err(ContentsError::bad_request(format!(
+                    "Encoding error saving {}: the model names two formats",
+                    loc.request.api_path()
+                )));
+            }
+            (None, upload::Format::Text) => {
+                spool.decoded = Some(upload::Format::Text);
+                return Ok(spool);
+            }
+            (None, upload::Format::Base64) => {}
+        }
+        // The string was spooled before its format was known: decode it into another file.
+        let mut decoded = match fsio::TempFile::beside(&loc.os, self.journal.as_ref()) {
+            Ok(tmp) => upload::SpoolFile::Beside(tmp),
+            Err(_) => upload::SpoolFile::Detached(
+                tempfile::tempfile_in(
+                    self.config
+                        .state_dir
+                        .clone()
+                        .unwrap_or_else(std::env::temp_dir),
+                )
+                .map_err(|e| self.write_error(loc, &e))?,
+            ),
+        };
+        let out = match &mut decoded {
+            upload::SpoolFile::Beside(tmp) => tmp.file(),
+            upload::SpoolFile::Detached(file) => file,
+        };
+        let mut counted = CountingWriter { out, len: 0 };
+        let source = spool.reader().map_err(|e| self.write_error(loc, &e))?;
+        upload::DecodeFrom(source)
+            .produce(&mut counted)
+            .map_err(|e| {
+                if upload::is_bad_padding(&e) {
+                    bad_encoding()
+                } else {
+                    self.write_error(loc, &e)
+                }
+            })?;
+        let len = counted.len;
+        Ok(upload::Spool {
+            file: decoded,
+            decoded: Some(format),
+            len,
+            bad_encoding: false,
+        })
+    }
+
+    /// Replace the file with a spool of its decoded bytes: the spool itself is renamed over
+    /// it when it was written beside it; otherwise it is copied, as any save.
+    fn write_spool(&self, loc: &Located, spool: upload::Spool<'_>) -> Result<()> {
+        self.refuse_directory(loc)?;
+        let replacement = fsio::replacement(&loc.os).map_err(|e| self.write_error(loc, &e))?;
+        match (spool.file, replacement) {
+            (upload::SpoolFile::Beside(tmp), fsio::Replacement::Rename(old))
+                if tmp.path().parent() == loc.os.parent() =>
+            {
+                tmp.commit(&loc.os, old.as_ref())
+            }
+            (upload::SpoolFile::Beside(mut tmp), _) => {
+                let source = tmp.file();
+                source.seek(io::SeekFrom::Start(0)).and_then(|_| {
+                    fsio::write_atomic_with(
+                        &loc.os,
+                        &mut fsio::CopyFrom(source),
+                        self.journal.as_ref(),
+                    )
+                })
+            }
+            (upload::SpoolFile::Detached(mut file), _) => {
+                file.seek(io::SeekFrom::Start(0)).and_then(|_| {
+                    fsio::write_atomic_with(
+                        &loc.os,
+                        &mut fsio::CopyFrom(&mut file),
+                        self.journal.as_ref(),
+                    )
+                })
+            }
+        }
+        .map_err(|e| self.write_error(loc, &e))
     }
 
     fn write_error(&self, loc: &Located, e: &io::Error) -> ContentsError {
+        if let Some(refusal) = ContentsError::from_client_io(e, loc.request.api_path()) {
+            return refusal;
+        }
         match e.kind() {
             io::ErrorKind::PermissionDenied => {
                 ContentsError::forbidden(format!("Permission denied: {}", loc.request.api_path()))
@@ -1039,6 +1309,7 @@ impl ContentsManager {
         loc: &Located,
         model: &Map<String, Value>,
         chunk: i64,
+        spooled: Option<upload::Spool<'_>>,
     ) -> Result<Model> {
         let kind = model
             .get("type")
@@ -1052,24 +1323,28 @@ impl ContentsManager {
         if !model.contains_key("content") {
             return Err(ContentsError::bad_request("No file content provided"));
         }
-        let bytes = self.decode_file_content(loc, model)?;
-        if fs::metadata(&loc.os).is_ok_and(|m| m.is_dir()) {
-            return Err(ContentsError::bad_request(format!(
-                "Cannot save {}: it is a directory",
-                loc.request.api_path()
-            )));
-        }
+        let mut content = match spooled {
+            Some(spool) => ChunkContent::Spooled(self.decoded_spool(loc, model, spool)?),
+            None => ChunkContent::Bytes(self.decode_file_content(loc, model)?),
+        };
+        self.refuse_directory(loc)?;
         let staging = self.staging_path(&loc.os);
         let io_err = |e: io::Error| self.write_error(loc, &e);
         if chunk == 1 {
             let _ = fs::remove_file(&staging);
         } else if !staging.exists() {
             // Appending without a first chunk appends to the file itself, as jupyter_server does.
-            let existing = fs::read(&loc.os).unwrap_or_default();
-            fsio::write_atomic(&staging, &mut existing.as_slice()).map_err(io_err)?;
+            if let Ok(existing) = fs::File::open(&loc.os) {
+                fsio::write_atomic_with(
+                    &staging,
+                    &mut fsio::CopyFrom(existing),
+                    self.journal.as_ref(),
+                )
+                .map_err(io_err)?;
+            }
         }
         let already = fs::metadata(&staging).map(|m| m.len()).unwrap_or(0);
-        if let Err(e) = self.check_size(already + bytes.len() as u64) {
+        if let Err(e) = self.check_size(already + content.len()) {
             let _ = fs::remove_file(&staging);
             return Err(e);
         }
@@ -1080,9 +1355,15 @@ impl ContentsManager {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&staging)
             .map_err(io_err)?;
-        file.write_all(&bytes)
-            .and_then(|_| file.flush())
-            .map_err(io_err)?;
+        match &mut content {
+            ChunkContent::Bytes(bytes) => file.write_all(bytes),
+            ChunkContent::Spooled(spool) => spool
+                .reader()
+                .and_then(|source| io::copy(source, &mut file).map(|_| ())),
+        }
+        .and_then(|_| file.flush())
+        .map_err(io_err)?;
+        drop(content);
         if chunk == -1 {
             file.sync_all().map_err(io_err)?;
             if let Ok(old) = fs::metadata(&loc.os) {
@@ -1222,7 +1503,7 @@ impl ContentsManager {
         self.ensure_may_write(caller, &target)?;
         let mut model = Map::new();
         model.insert("type".into(), Value::from(kind.as_str()));
-        self.new_entry(caller, &target, model)
+        self.new_entry(caller, &target, model, None)
     }
 
     /// Copy a file or directory `from` into the directory `to` (as `name-Copy1.ext`), or to
@@ -1308,7 +1589,7 @@ impl ContentsManager {
             let mut model = Map::new();
             model.insert("type".into(), Value::from("notebook"));
             model.insert("content".into(), nb);
-            return self.save(caller, &dest, model);
+            return self.save(caller, &dest, model, None);
         }
         self.check_size(src_meta.len())?;
         let bytes = self.read_bytes(&src)?;
@@ -1341,7 +1622,10 @@ impl ContentsManager {
         if bytes > self.config.max_copy_folder_bytes {
             return Err(too_large(bytes));
         }
-        let fail = |_| {
+        let fail = |e: io::Error| {
+            if let Some(refusal) = ContentsError::from_client_io(&e, dest.request.api_path()) {
+                return refusal;
+            }
             ContentsError::bad_request(format!(
                 "Can't copy '{}' into read-only Folder '{}'",
                 src.request.api_path(),
@@ -1354,7 +1638,7 @@ impl ContentsManager {
             let to = dest.os.join(&entry.relative);
             match &entry.source {
                 None => fs::create_dir(&to),
-                Some(from) => fsio::copy_with_times(from, &to).map(|_| ()),
+                Some(from) => fsio::copy_with_times(from, &to, self.journal.as_ref()).map(|_| ()),
             }
         });
         if let Err(e) = copied {
@@ -1543,15 +1827,20 @@ impl ContentsManager {
             )));
         }
         let src_checkpoint = self.checkpoint_file(&src);
-        fs::rename(&src.os, &dest.os).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => missing(),
-            io::ErrorKind::PermissionDenied => {
-                ContentsError::forbidden(format!("Permission denied: {}", from.api_path()))
+        fs::rename(&src.os, &dest.os).map_err(|e| {
+            if let Some(refusal) = ContentsError::from_client_io(&e, to.api_path()) {
+                return refusal;
             }
-            _ => ContentsError::internal(format!(
-                "Unknown error renaming file: {} {e}",
-                from.api_path()
-            )),
+            match e.kind() {
+                io::ErrorKind::NotFound => missing(),
+                io::ErrorKind::PermissionDenied => {
+                    ContentsError::forbidden(format!("Permission denied: {}", from.api_path()))
+                }
+                _ => ContentsError::internal(format!(
+                    "Unknown error renaming file: {} {e}",
+                    from.api_path()
+                )),
+            }
         })?;
         if src_checkpoint.is_file() {
             let dest_checkpoint = self.checkpoint_file(&dest);
@@ -1723,7 +2012,7 @@ impl ContentsManager {
                 ContentsError::from_io(&e, loc.request.api_path(), "Creating checkpoint")
             })?;
         }
-        fsio::copy_with_times(&loc.os, &file).map_err(|e| {
+        fsio::copy_with_times(&loc.os, &file, self.journal.as_ref()).map_err(|e| {
             ContentsError::from_io(&e, loc.request.api_path(), "Creating checkpoint")
         })?;
         Self::checkpoint_model(&file)
@@ -1763,7 +2052,8 @@ impl ContentsManager {
     ) -> Result<()> {
         let (loc, file) = self.checkpoint_for_id(caller, path, id)?;
         self.ensure_may_write(caller, &loc)?;
-        fsio::copy_with_times(&file, &loc.os).map_err(|e| self.write_error(&loc, &e))
+        fsio::copy_with_times(&file, &loc.os, self.journal.as_ref())
+            .map_err(|e| self.write_error(&loc, &e))
     }
 
     /// DELETE `…/checkpoints/{id}`.

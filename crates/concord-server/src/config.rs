@@ -111,6 +111,14 @@ pub struct ServeOptions {
     /// The largest request body accepted, in bytes.
     #[arg(long, env = "CONCORD_MAX_BODY_SIZE")]
     pub max_body_size: Option<usize>,
+    /// The most request-body bytes held in memory at once, over all requests (contents
+    /// uploads stream to disk and count only while they pass through).
+    #[arg(long, env = "CONCORD_MAX_BODY_MEMORY")]
+    pub max_body_memory: Option<u64>,
+    /// Seconds a connection may take to send a request's headers, and stay idle between
+    /// two requests; then it is closed (0: wait forever).
+    #[arg(long, env = "CONCORD_HEADER_TIMEOUT")]
+    pub header_timeout: Option<f64>,
     /// Where to write the audit log as JSON lines: a file path, or `-` for standard output.
     #[arg(long, env = "CONCORD_AUDIT_LOG")]
     pub audit_log: Option<String>,
@@ -167,6 +175,10 @@ pub struct Settings {
     pub allow_origin: Vec<String>,
     /// Request body limit in bytes.
     pub max_body_size: usize,
+    /// Request-body bytes held in memory at once, over all requests.
+    pub max_body_memory: u64,
+    /// How long a connection may take to send a request head (`None`: no limit).
+    pub header_timeout: Option<std::time::Duration>,
     /// Audit JSON-lines destination.
     pub audit_log: Option<String>,
     /// Whether the audit log goes to SQLite.
@@ -300,6 +312,11 @@ impl Settings {
             allowed_hosts: pick!(cli, file, allowed_hosts, Vec::new()),
             allow_origin: pick!(cli, file, allow_origin, Vec::new()),
             max_body_size: pick!(cli, file, max_body_size, 256 * 1024 * 1024),
+            max_body_memory: pick!(cli, file, max_body_memory, 256 * 1024 * 1024),
+            header_timeout: seconds_or_forever(
+                "header_timeout",
+                pick!(cli, file, header_timeout, 30.0),
+            )?,
             audit_log: cli.audit_log.clone().or(file.audit_log.clone()),
             audit_db: pick!(cli, file, audit_db, true),
             secure_cookie: pick!(cli, file, secure_cookie, false),
@@ -307,6 +324,16 @@ impl Settings {
             file,
         })
     }
+}
+
+/// A duration option in seconds: 0 is "no limit"; negative or not a number is an error.
+fn seconds_or_forever(name: &str, secs: f64) -> anyhow::Result<Option<std::time::Duration>> {
+    if secs == 0.0 {
+        return Ok(None);
+    }
+    std::time::Duration::try_from_secs_f64(secs)
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("{name} must be a number of seconds >= 0, not {secs}"))
 }
 
 /// `jupyter` → `/jupyter/`; `/` stays `/`. Refuses characters that would break URLs.

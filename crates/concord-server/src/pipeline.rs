@@ -193,6 +193,9 @@ async fn route_request(
     mut req: Request,
 ) -> (&'static str, Response) {
     let app = &dispatcher.app;
+    if let Some(refusal) = check_body_size(app, req.headers()) {
+        return ("(body size)", refusal);
+    }
     if let Err(e) = check_host(app, req.headers()) {
         return ("(host check)", e.into_response());
     }
@@ -232,10 +235,24 @@ async fn route_request(
     match authorize_request(app, route, &params, peer, &mut req) {
         Ok(set_cookie) => {
             req.extensions_mut().insert(params);
+            // Held until the answer is ready: what the handler kept of the body counts.
+            let mut charge = None;
+            if has_body(req.headers()) {
+                let (charged, c) = app.bodies.charge(req);
+                req = charged;
+                charge = Some(c);
+            }
             let mut response = match service.oneshot(req).await {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
+            if charge.is_some_and(|c| !c.finished()) {
+                // Answered before the whole body was read: tell the client this connection
+                // ends with the answer.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             for cookie in set_cookie {
                 if let Ok(v) = HeaderValue::from_str(&cookie) {
                     response.headers_mut().append(header::SET_COOKIE, v);
@@ -403,6 +420,39 @@ fn check_xsrf(headers: &HeaderMap) -> Result<(), ApiError> {
             "XSRF cookie does not match POST argument",
         )),
     }
+}
+
+/// Whether a request comes with a body (a length above 0, or chunks).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// Refuse a body announced larger than `--max-body-size` from its `Content-Length`, before
+/// reading any of it; the connection is closed rather than drained.
+fn check_body_size(app: &App, headers: &HeaderMap) -> Option<Response> {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())?;
+    let limit = app.settings.max_body_size;
+    if announced <= u64::try_from(limit).unwrap_or(u64::MAX) {
+        return None;
+    }
+    let mut response = ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "Request body of {announced} bytes is larger than the server accepts \
+             (--max-body-size {limit})"
+        ),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Some(response)
 }
 
 /// Refuse requests whose Host header is not this server's (DNS rebinding).

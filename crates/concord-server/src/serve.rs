@@ -112,18 +112,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     };
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    // TCP_NODELAY: small websocket frames (an execute reply) must not wait for Nagle.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let server = serve_http(listener, router, settings.header_timeout, async move {
         let _ = stopped_rx.await;
     });
-    let server = tokio::spawn(async move { server.await });
+    let server = tokio::spawn(server);
 
     stop.await;
     // Services first: ending kernels and terminals closes their websockets, which would
@@ -131,13 +123,77 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     crate::services::stop(&app).await;
     let _ = stopped_tx.send(());
     match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!("server stopped with an error: {e}"),
+        Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("server task failed: {e}"),
         Err(_) => tracing::warn!("connections still open after 5 s; closing them"),
     }
     tracing::info!("concord stopped");
     Ok(())
+}
+
+/// Serve HTTP/1.1 connections (with upgrades, for websockets) until `stop` completes, then
+/// let the connections being served finish their requests. A connection that does not
+/// send a whole request head within `header_timeout` (also the idle time allowed between
+/// requests on a kept-alive connection) is closed; `None` waits forever.
+async fn serve_http(
+    mut listener: TcpListener,
+    router: Router,
+    header_timeout: Option<Duration>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use axum::serve::Listener;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    // Told to stop: dropped; each connection task watches for that and shuts down gently.
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(());
+    // Each connection task holds a receiver: closed once every task has ended.
+    let (ended_tx, ended_rx) = tokio::sync::watch::channel(());
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = Listener::accept(&mut listener) => accepted,
+            _ = stop.as_mut() => break,
+        };
+        // TCP_NODELAY: small websocket frames (an execute reply) must not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        let service = tower::ServiceExt::map_request(
+            router.clone(),
+            move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        );
+        let service = hyper_util::service::TowerToHyperService::new(service);
+        let connection = http
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+            .with_upgrades();
+        let mut stopping = stopping_rx.clone();
+        let ended = ended_rx.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!("connection from {peer} ended: {e}");
+                    }
+                }
+                _ = stopping.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    if let Err(e) = connection.await {
+                        tracing::debug!("connection from {peer} ended: {e}");
+                    }
+                }
+            }
+            drop(ended);
+        });
+    }
+    drop(listener);
+    drop(stopping_tx);
+    drop(ended_rx);
+    ended_tx.closed().await;
 }
 
 fn print_urls(settings: &Settings, local: SocketAddr) {

@@ -72,6 +72,8 @@ pub struct AppState {
     last_activity_micros: AtomicI64,
     /// Open websocket connections (kernels, terminals and event subscribers).
     pub connections: AtomicUsize,
+    /// The bytes of request bodies held in memory (`--max-body-memory`).
+    pub bodies: Arc<crate::bodies::BodyBudget>,
     /// Set to true to ask the server to shut down (`POST /api/shutdown`).
     pub shutdown: watch::Sender<bool>,
     /// Running kernels and their open connections, for `/api/status` (the kernels service
@@ -92,6 +94,7 @@ impl AppState {
         let events = Arc::new(crate::events::EventBus::new());
         let bus = events.clone();
         metrics.add_source(Box::new(move |out| out.push_str(&bus.prometheus_text())));
+        let bodies = crate::bodies::BodyBudget::new(settings.max_body_memory);
         AppState {
             settings,
             authz,
@@ -109,6 +112,7 @@ impl AppState {
             started: now,
             last_activity_micros: AtomicI64::new(now.timestamp_micros()),
             connections: AtomicUsize::new(0),
+            bodies,
             shutdown: watch::channel(false).0,
             kernel_status: Box::new(|| (0, 0)),
         }

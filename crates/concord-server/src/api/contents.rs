@@ -22,7 +22,8 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{query_pairs, url_escape};
+use super::{query_pairs, url_escape, BodyBytes};
+use crate::bodies::{BlockingBody, BodyCharge};
 use crate::error::{ApiError, ApiResult};
 use crate::events::{contents_event, Event};
 use crate::pipeline::{Guard, TargetPath};
@@ -268,16 +269,34 @@ pub async fn get(
     Ok(model_response(&app, StatusCode::OK, &model, false))
 }
 
-/// `PUT /api/contents/{path}`: save, create, upload (also chunked).
+/// `PUT /api/contents/{path}`: save, create, upload (also chunked). The body is streamed
+/// to the contents service, which writes a file's content to disk as it arrives.
 pub async fn put(
     State(app): State<App>,
     Extension(guard): Extension<Guard>,
     Extension(target): Extension<TargetPath>,
-    body: Bytes,
+    req: Request,
 ) -> ApiResult<Response> {
-    let body = body_json(&body)?;
+    let charge = req.extensions().get::<Arc<BodyCharge>>().cloned();
     let path = target.requested.clone();
-    let outcome = run(&app, &guard, move |cm, c| cm.put(c, &path, body)).await?;
+    let outcome = match charge {
+        Some(charge) => {
+            let _turn = app.bodies.stream_turn().await;
+            charge.stream();
+            let mut body =
+                BlockingBody::feed(req.into_body(), charge.clone(), app.settings.max_body_size);
+            let saved = run(&app, &guard, move |cm, c| {
+                cm.put_stream(c, &path, &mut body)
+            })
+            .await;
+            // A body that could not be read is that answer, whatever the service made of it.
+            match charge.failure() {
+                Some(failure) => return Err(failure.to_api_error()),
+                None => saved?,
+            }
+        }
+        None => run(&app, &guard, move |cm, c| cm.put(c, &path, None)).await?,
+    };
     // Every successful PUT saves (each chunk of an upload too, as jupyter_server emits).
     let same_path = outcome.model.path == target.requested.api_path();
     emit_saved(
@@ -298,7 +317,7 @@ pub async fn post(
     State(app): State<App>,
     Extension(guard): Extension<Guard>,
     Extension(target): Extension<TargetPath>,
-    body: Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> ApiResult<Response> {
     let body = body_json(&body)?;
     let mut source = None;
@@ -352,7 +371,7 @@ pub async fn patch(
     State(app): State<App>,
     Extension(guard): Extension<Guard>,
     Extension(target): Extension<TargetPath>,
-    body: Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> ApiResult<Response> {
     let body = body_json(&body)?;
     let mut destination = None;
@@ -498,17 +517,22 @@ pub async fn trust(
     Ok(StatusCode::CREATED.into_response())
 }
 
-/// `GET /files/{path}` (`?download=1` → attachment). Users' files are sandboxed: no
-/// same-origin, so an HTML or SVG file cannot act as the user.
+/// `GET /files/{path}` (`?download=…` or a notebook → attachment), streamed. Users' files
+/// are sandboxed: no same-origin, so an HTML or SVG file cannot act as the user.
 pub async fn files(
     State(app): State<App>,
     Extension(guard): Extension<Guard>,
     Extension(target): Extension<TargetPath>,
     req: Request,
 ) -> ApiResult<Response> {
-    let download = query_pairs(req.uri().query())
+    let query = query_pairs(req.uri().query());
+    // jupyter_server: any non-empty `download` value, and every notebook.
+    let download = query
         .iter()
-        .any(|(k, v)| k == "download" && v != "0" && !v.is_empty());
+        .rev()
+        .find(|(k, _)| k == "download")
+        .is_some_and(|(_, v)| !v.is_empty());
+    let versioned = query.iter().any(|(k, _)| k == "v");
     let path = target.requested;
     let file = run(&app, &guard, move |cm, c| cm.read_file(c, &path)).await?;
     let content_type = if file.name.ends_with(".ipynb") {
@@ -520,22 +544,7 @@ pub async fn files(
             None => "application/octet-stream".to_string(),
         }
     };
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&content_type) {
-        headers.insert(header::CONTENT_TYPE, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&http_date(file.modified)) {
-        headers.insert(header::LAST_MODIFIED, v);
-    }
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox allow-scripts"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    if download {
+    let disposition = (download || file.name.ends_with(".ipynb")).then(|| {
         // Python's urllib.parse.quote, as jupyter_server writes the name.
         const QUOTE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
             .remove(b'_')
@@ -544,11 +553,24 @@ pub async fn files(
             .remove(b'~')
             .remove(b'/');
         let quoted = percent_encoding::utf8_percent_encode(&file.name, QUOTE);
-        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename*=utf-8''{quoted}")) {
-            headers.insert(header::CONTENT_DISPOSITION, v);
-        }
-    }
-    Ok((StatusCode::OK, headers, file.bytes).into_response())
+        format!("attachment; filename*=utf-8''{quoted}")
+    });
+    let presentation = super::file_response::Presentation {
+        content_type,
+        disposition,
+        versioned,
+    };
+    let mut response = super::file_response::respond(file, req.headers(), presentation);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox allow-scripts"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(response)
 }
 
 /// `GET /view/{path}`: a page showing the file in a sandboxed frame.

@@ -4,6 +4,7 @@
 pub mod contents;
 pub mod core;
 pub mod events;
+pub mod file_response;
 pub mod kernels;
 pub mod kernelspecs;
 pub mod lab;
@@ -49,6 +50,40 @@ impl Drop for OpenConnection {
     }
 }
 
+/// A request body read whole, with the API's JSON errors: 413 past `--max-body-size` or
+/// the memory budget, 503 while the budget is taken, 400 when the connection fails.
+pub struct BodyBytes(pub axum::body::Bytes);
+
+impl<S> FromRequest<S> for BodyBytes
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let charge = req
+            .extensions()
+            .get::<std::sync::Arc<crate::bodies::BodyCharge>>()
+            .cloned();
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(BodyBytes)
+            .map_err(|e| {
+                if let Some(failure) = charge.and_then(|c| c.failure()) {
+                    return failure.to_api_error();
+                }
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "Request body is larger than the server accepts (--max-body-size)",
+                    )
+                } else {
+                    ApiError::bad_request(format!("Could not read the request body: {e}"))
+                }
+            })
+    }
+}
+
 /// A JSON request body, parsed whatever `Content-Type` the client sent (JupyterLab sends
 /// `text/plain;charset=UTF-8`), with jupyter_server's errors: 400 for bad JSON, 413 when
 /// the body is larger than the configured limit.
@@ -62,18 +97,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "Request body is larger than the server accepts (--max-body-size)",
-                    )
-                } else {
-                    ApiError::bad_request(format!("Could not read the request body: {e}"))
-                }
-            })?;
+        let BodyBytes(bytes) = BodyBytes::from_request(req, state).await?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::bad_request(format!("Invalid JSON in body of request: {e}")))
