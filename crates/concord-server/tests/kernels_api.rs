@@ -740,7 +740,7 @@ async fn jupyter_server_runs_its_kernels_on_concord_as_its_gateway() {
             jroot.path().file_name().unwrap().to_str().unwrap()
         )
     );
-    let pid = kernel_pid(&mut c).await;
+    let pid = kernel_pid(&mut c, &id).await;
     assert_eq!(
         s.owner()
             .get(s.url("api/kernels"))
@@ -785,7 +785,7 @@ async fn jupyter_server_runs_its_kernels_on_concord_as_its_gateway() {
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
     let (reply, _) = c.execute("print(x)").await;
     assert_eq!(reply["ename"], "NameError", "{reply}");
-    let new_pid = kernel_pid(&mut c).await;
+    let new_pid = kernel_pid(&mut c, &id).await;
     assert_ne!(pid, new_pid);
 
     // Shut down through jupyter_server: the kernel is gone from concord too.

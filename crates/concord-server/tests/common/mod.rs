@@ -405,22 +405,8 @@ impl Server {
 impl Server {
     /// SIGKILL the server (it runs none of its shutdown), then start a new one on the same
     /// root and state directories, with the same token and `args`.
-    pub fn crash_and_restart(mut self, args: &[&str]) -> Server {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let root = std::mem::replace(&mut self.root, tempfile::tempdir().unwrap());
-        let state = std::mem::replace(&mut self.state, tempfile::tempdir().unwrap());
-        ServerBuilder {
-            args: Vec::new(),
-            envs: Vec::new(),
-            root,
-            state,
-            token: self.token.clone(),
-        }
-        .args(args)
-        .start()
+    pub fn crash_and_restart(self, args: &[&str]) -> Server {
+        self.kill_keeping_dirs().args(args).start()
     }
 
     /// The `/metrics` text, as seen by the holder of `token`.
