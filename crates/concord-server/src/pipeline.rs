@@ -170,6 +170,7 @@ pub async fn dispatch(
             .map(|pq| pq.as_str())
             .unwrap_or("/"),
     );
+    let is_api = is_api_path(&app.settings.base_url, req.uri().path());
     let started = std::time::Instant::now();
     let (pattern, mut response) = route_request(&dispatcher, peer.ip(), req).await;
     let status = response.status().as_u16();
@@ -180,7 +181,7 @@ pub async fn dispatch(
         400..=499 => tracing::warn!("{status} {method} {uri} ({}) {ms:.2}ms", peer.ip()),
         _ => tracing::debug!("{status} {method} {uri} ({}) {ms:.2}ms", peer.ip()),
     }
-    add_security_headers(&app.settings.base_url, response.headers_mut());
+    add_security_headers(&app.settings.base_url, is_api, response.headers_mut());
     if is_head {
         *response.body_mut() = Body::empty();
     }
@@ -491,12 +492,28 @@ fn not_found_page() -> Response {
     ApiError::not_found("Not Found").into_response()
 }
 
-fn add_security_headers(base_url: &str, headers: &mut HeaderMap) {
+/// Whether a request path (with the base URL) is under the JSON API: `/api`, `/api/…`,
+/// `/lab/api/…`, whether or not a route serves it.
+fn is_api_path(base_url: &str, path: &str) -> bool {
+    let Some(rel) = path.strip_prefix(base_url.trim_end_matches('/')) else {
+        return false;
+    };
+    rel == "/api" || rel.starts_with("/api/") || rel.starts_with("/lab/api/")
+}
+
+/// jupyter_server's headers: `nosniff`, and the CSP of its handlers unless the response
+/// set its own. API answers (successes, errors, unknown API routes) are data, never a
+/// document: they also get `default-src 'none'`, as its `APIHandler`.
+fn add_security_headers(base_url: &str, is_api: bool, headers: &mut HeaderMap) {
     headers
         .entry(header::X_CONTENT_TYPE_OPTIONS)
         .or_insert(HeaderValue::from_static("nosniff"));
     if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
-        let csp = format!("frame-ancestors 'self'; report-uri {base_url}api/security/csp-report");
+        let mut csp =
+            format!("frame-ancestors 'self'; report-uri {base_url}api/security/csp-report");
+        if is_api {
+            csp.push_str("; default-src 'none'");
+        }
         if let Ok(v) = HeaderValue::from_str(&csp) {
             headers.insert(header::CONTENT_SECURITY_POLICY, v);
         }
