@@ -293,6 +293,11 @@ fn authorize_request(
             return Err(Box::new(e.into_response()));
         }
     }
+    if serves_user_files(route) && matches!(caller.via, AuthVia::Cookie | AuthVia::Proxy) {
+        if let Err(e) = check_same_site_read(app, req.headers(), req.uri().query()) {
+            return Err(Box::new(e.into_response()));
+        }
+    }
     if route.pattern != "/api/status" && route.pattern != "/metrics" {
         app.touch();
     }
@@ -392,6 +397,90 @@ fn check_xsrf(headers: &HeaderMap) -> Result<(), ApiError> {
             "XSRF cookie does not match POST argument",
         )),
     }
+}
+
+/// Routes that hand users' files to a browser as they are (not as a JSON model): another
+/// site must not be able to include them (`<script src>`, `<img>`, a stylesheet) with the
+/// caller's cookies. jupyter_server checks its `/files/` (and `/nbconvert/`) handlers; `/view/`
+/// is a page naming the file, framed by no other site (`frame-ancestors 'self'`).
+fn serves_user_files(route: &Route) -> bool {
+    route.pattern == "/files/{*path}"
+}
+
+/// jupyter_server's check of a cookie-authenticated GET of `/files/` (its
+/// `check_xsrf_cookie` then `check_referer`): allowed with the `_xsrf` token (query argument
+/// or header, as JupyterLab's download links carry it) or a `Referer` from this host or an
+/// allowed origin. Also allowed, as the browser vouches for them: `Sec-Fetch-Site:
+/// same-origin`, and `none` (the user typed or bookmarked the address). Anything else,
+/// e.g. another site's page including the file, is a 403.
+fn check_same_site_read(
+    app: &App,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(), ApiError> {
+    let allow_origin = &app.settings.allow_origin;
+    if allow_origin.iter().any(|o| o == "*") {
+        return Ok(());
+    }
+    let cookie = crate::auth::cookie_value(headers, crate::auth::XSRF_COOKIE).unwrap_or_default();
+    let sent = headers
+        .get("x-xsrftoken")
+        .or_else(|| headers.get("x-csrftoken"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            crate::api::query_pairs(query)
+                .into_iter()
+                .find(|(k, _)| k == "_xsrf")
+                .map(|(_, v)| v)
+        });
+    if let Some(sent) = sent {
+        if !cookie.is_empty() && crate::auth::constant_time_eq(&cookie, &sent) {
+            return Ok(());
+        }
+    }
+    let fetch_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if fetch_site.eq_ignore_ascii_case("same-origin") || fetch_site.eq_ignore_ascii_case("none") {
+        return Ok(());
+    }
+    let Some(referer) = headers.get(header::REFERER).and_then(|r| r.to_str().ok()) else {
+        return Err(ApiError::forbidden("Blocking request from unknown origin"));
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let referer_origin = url_origin(referer);
+    let referer_host = referer_origin
+        .split_once("://")
+        .map_or("", |(_, authority)| authority);
+    let allowed = (!host.is_empty() && referer_host.eq_ignore_ascii_case(host))
+        || allow_origin
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(referer_origin));
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "Blocking Cross Origin request from {referer}."
+        )))
+    }
+}
+
+/// `scheme://host:port` of an absolute URL (empty when it has none).
+fn url_origin(url: &str) -> &str {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "";
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // The authority without userinfo is what a browser sends; drop any to compare hosts.
+    if rest[..authority_end].contains('@') {
+        return "";
+    }
+    &url[..scheme.len() + 3 + authority_end]
 }
 
 /// Refuse requests whose Host header is not this server's (DNS rebinding).
@@ -532,5 +621,18 @@ mod tests {
         assert_eq!(host_name("example.org:8888"), "example.org");
         assert_eq!(host_name("[::1]:8888"), "::1");
         assert_eq!(host_name("localhost"), "localhost");
+    }
+
+    #[test]
+    fn url_origins() {
+        assert_eq!(
+            url_origin("http://a.example:8888/x?y#z"),
+            "http://a.example:8888"
+        );
+        assert_eq!(url_origin("https://a.example"), "https://a.example");
+        assert_eq!(url_origin("http://a.example?q"), "http://a.example");
+        assert_eq!(url_origin("http://user@a.example/"), "");
+        assert_eq!(url_origin("a.example/x"), "");
+        assert_eq!(url_origin(""), "");
     }
 }

@@ -571,3 +571,163 @@ impl Pair {
         std::path::PathBuf::from(&self.roots[1])
     }
 }
+
+/// A browser logged in with the token in the URL (a login cookie), with its `_xsrf` cookie.
+async fn cookie_browser(base: &str, token: &str) -> (reqwest::Client, String) {
+    use reqwest::cookie::CookieStore;
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let client = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // The login page sets `_xsrf`; the token in the URL logs the browser in.
+    client.get(format!("{base}login")).send().await.unwrap();
+    client
+        .get(format!("{base}api/status?token={token}"))
+        .send()
+        .await
+        .unwrap();
+    let cookies = jar.cookies(&base.parse().unwrap()).expect("cookies");
+    let xsrf = cookies
+        .to_str()
+        .unwrap()
+        .split("; ")
+        .find_map(|c| c.strip_prefix("_xsrf="))
+        .expect("an _xsrf cookie")
+        .trim_matches('"')
+        .to_string();
+    (client, xsrf)
+}
+
+/// Another site must not read a user's files through their cookies (a `<script src>`,
+/// an `<img>`): a cookie-authenticated GET of `/files/` needs the `_xsrf` token or a
+/// `Referer` of this host, as jupyter_server's files handler; tokens are not forgeable.
+#[tokio::test]
+async fn files_refuse_cross_site_reads_as_jupyter_server() {
+    let s = common::server().token("files-token").start();
+    let jroot = tempfile::tempdir().unwrap();
+    let j = Jupyter::start(jroot.path(), &[]);
+    for root in [s.root(), jroot.path()] {
+        std::fs::write(root.join("secret.js"), "var secret = 1;").unwrap();
+    }
+    let servers = [
+        (s.base.clone(), "files-token".to_string()),
+        (j.base.clone(), j.token.clone()),
+    ];
+    let mut statuses: Vec<Vec<(String, u16)>> = Vec::new();
+    for (base, token) in &servers {
+        let (browser, xsrf) = cookie_browser(base, token).await;
+        let host = base.trim_start_matches("http://").trim_end_matches('/');
+        let own_page = format!("http://{host}/lab");
+        let file = format!("{base}files/secret.js");
+        let mut seen = Vec::new();
+        let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
+            (
+                "foreign referer, cross-site",
+                browser
+                    .get(&file)
+                    .header("Referer", "http://evil.example/page")
+                    .header("Sec-Fetch-Site", "cross-site"),
+            ),
+            ("no referer", browser.get(&file)),
+            (
+                "foreign referer, HEAD",
+                browser
+                    .head(&file)
+                    .header("Referer", "http://evil.example/"),
+            ),
+            (
+                "wrong _xsrf",
+                browser
+                    .get(format!("{file}?_xsrf=forged"))
+                    .header("Referer", "http://evil.example/"),
+            ),
+            (
+                "a host that only starts like ours",
+                browser
+                    .get(&file)
+                    .header("Referer", format!("http://{host}.evil.example/")),
+            ),
+            (
+                "own referer",
+                browser.get(&file).header("Referer", &own_page),
+            ),
+            (
+                "_xsrf argument",
+                browser.get(format!("{file}?_xsrf={xsrf}")),
+            ),
+            (
+                "_xsrf header",
+                browser.get(&file).header("X-XSRFToken", &xsrf),
+            ),
+            (
+                "token header",
+                browser
+                    .get(&file)
+                    .header("Authorization", format!("token {token}"))
+                    .header("Referer", "http://evil.example/"),
+            ),
+            (
+                "token argument",
+                browser
+                    .get(format!("{file}?token={token}"))
+                    .header("Referer", "http://evil.example/"),
+            ),
+        ];
+        for (what, request) in cases {
+            let r = request.send().await.unwrap();
+            seen.push((what.to_string(), r.status().as_u16()));
+        }
+        statuses.push(seen);
+    }
+    assert_eq!(statuses[0], statuses[1], "ours, then jupyter_server's");
+    let refused: Vec<&str> = statuses[0]
+        .iter()
+        .filter(|(_, status)| *status == 403)
+        .map(|(what, _)| what.as_str())
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            "foreign referer, cross-site",
+            "no referer",
+            "foreign referer, HEAD",
+            "wrong _xsrf",
+            "a host that only starts like ours"
+        ]
+    );
+
+    // Concord also takes the browser's word for a same-origin request or one the user
+    // started (typed, bookmarked) even without a Referer; never for another site's.
+    let (browser, _) = cookie_browser(&s.base, "files-token").await;
+    for (site, status) in [
+        ("same-origin", 200),
+        ("none", 200),
+        ("cross-site", 403),
+        ("same-site", 403),
+    ] {
+        let r = browser
+            .get(s.url("files/secret.js"))
+            .header("Sec-Fetch-Site", site)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "Sec-Fetch-Site: {site}");
+        if status == 403 {
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["message"], "Blocking request from unknown origin");
+        }
+    }
+    let r = browser
+        .get(s.url("files/secret.js"))
+        .header("Referer", "http://evil.example/x")
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["message"],
+        "Blocking Cross Origin request from http://evil.example/x."
+    );
+}
