@@ -444,18 +444,16 @@ pub async fn start_kernel(
     guard.require(Action::Write, &new_kernel, || {
         ApiError::forbidden("You may not start a kernel there")
     })?;
-    // jupyter_server answers a POST naming a running kernel's id with that kernel: only the
-    // caller's own kernel (or one the policy lets them manage) is returned; another user's
-    // id never attaches.
+    // jupyter_server answers a POST naming a running kernel's id with that kernel, and
+    // starts a kernel under any other id it is given. On a shared server a client's id is
+    // honoured only for the caller's own reuse (a kernel they may already execute in);
+    // any other id, free or another user's, gets a fresh kernel under a fresh id, so ids
+    // can be neither squatted nor probed.
     if let Some(id) = &kernel_id {
         if let Ok(existing) = svc.kernels.get(id) {
-            if guard.may(Action::Write, &kernel_resource(&app.paths, &existing)) {
+            if guard.may(Action::Execute, &kernel_resource(&app.paths, &existing)) {
                 return Ok(created(&app, existing));
             }
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("Kernel id {id} is already in use"),
-            ));
         }
     }
     let info = svc
@@ -464,7 +462,7 @@ pub async fn start_kernel(
             name,
             path,
             env,
-            kernel_id,
+            kernel_id: None,
             owner,
         })
         .await
