@@ -85,18 +85,34 @@ impl ContentsError {
     }
 
     /// Map an I/O error on `api_path` the way jupyter_server's `perm_to_403` does:
-    /// permission errors are 403 "Permission denied: path"; a missing file is 404; anything
-    /// else is `context` followed by the error, as a 500.
+    /// permission errors (and a read-only file system) are 403 "Permission denied: path"; a
+    /// missing file, or a path through a file, is 404; what the request asks for that cannot
+    /// be (a directory where a file must be, a name too long) is 400; an existing
+    /// destination 409; anything else is `context` followed by the error, as a 500. The
+    /// message names the API path, never the server's own path.
     pub(crate) fn from_io(err: &io::Error, api_path: &str, context: &str) -> Self {
+        use io::ErrorKind as K;
         match err.kind() {
-            io::ErrorKind::PermissionDenied => {
+            K::PermissionDenied | K::ReadOnlyFilesystem => {
                 Self::forbidden(format!("Permission denied: {api_path}"))
             }
-            io::ErrorKind::NotFound => {
+            K::NotFound | K::NotADirectory => {
                 Self::not_found(format!("file or directory does not exist: {api_path:?}"))
             }
+            K::IsADirectory | K::DirectoryNotEmpty | K::InvalidFilename | K::InvalidInput => {
+                Self::bad_request(format!("{context}: {api_path} {err}"))
+            }
+            K::AlreadyExists => Self::conflict(format!("File already exists: {api_path}")),
             _ => Self::internal(format!("{context}: {api_path} {err}")),
         }
+    }
+
+    /// Whether an I/O error means a directory on the way does not exist (or is a file).
+    pub(crate) fn is_missing_parent(err: &io::Error) -> bool {
+        matches!(
+            err.kind(),
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+        )
     }
 }
 

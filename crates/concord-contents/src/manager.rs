@@ -630,7 +630,10 @@ impl ContentsManager {
             io::ErrorKind::PermissionDenied => {
                 ContentsError::forbidden(format!("Permission denied: {}", loc.request.api_path()))
             }
-            _ => ContentsError::bad_request(format!("Cannot read non-file {}", loc.os.display())),
+            _ => ContentsError::bad_request(format!(
+                "Cannot read non-file {}",
+                loc.request.api_path()
+            )),
         })
     }
 
@@ -661,7 +664,7 @@ impl ContentsManager {
                 (Some(FileFormat::Text), Err(_)) => {
                     return Err(ContentsError::bad_request(format!(
                         "{} is not UTF-8 encoded",
-                        loc.os.display()
+                        loc.request.api_path()
                     ))
                     .with_reason("bad format"))
                 }
@@ -693,7 +696,7 @@ impl ContentsManager {
     fn read_notebook_file(&self, loc: &Located) -> Result<(notebook::CheckedNotebook, Vec<u8>)> {
         let raw = self.read_bytes(loc)?;
         let text = std::str::from_utf8(&raw).map_err(|_| {
-            ContentsError::bad_request(format!("{} is not UTF-8 encoded", loc.os.display()))
+            ContentsError::bad_request(format!("{} is not UTF-8 encoded", loc.request.api_path()))
                 .with_reason("bad format")
         })?;
         match notebook::read_notebook(text) {
@@ -710,7 +713,7 @@ impl ContentsManager {
                 }
                 Err(ContentsError::bad_request(format!(
                     "Unreadable Notebook: {} {}",
-                    loc.os.display(),
+                    loc.request.api_path(),
                     unreadable.0
                 )))
             }
@@ -921,7 +924,10 @@ impl ContentsManager {
             ));
         }
         let encoding_error = |why: &str| {
-            ContentsError::bad_request(format!("Encoding error saving {}: {why}", loc.os.display()))
+            ContentsError::bad_request(format!(
+                "Encoding error saving {}: {why}",
+                loc.request.api_path()
+            ))
         };
         let text = model
             .get("content")
@@ -945,21 +951,21 @@ impl ContentsManager {
     }
 
     fn write_error(&self, loc: &Located, e: &io::Error) -> ContentsError {
-        match e.kind() {
-            io::ErrorKind::PermissionDenied => {
-                ContentsError::forbidden(format!("Permission denied: {}", loc.request.api_path()))
-            }
-            io::ErrorKind::NotFound => ContentsError::not_found(format!(
+        if ContentsError::is_missing_parent(e) {
+            // A parent that is missing, or is a file (ENOTDIR).
+            ContentsError::not_found(format!(
                 "No such parent directory: {} to save file in",
                 loc.request
                     .parent()
                     .map(|p| p.api_path().to_string())
                     .unwrap_or_default()
-            )),
-            _ => ContentsError::internal(format!(
-                "Unexpected error while saving file: {} {e}",
-                loc.request.api_path()
-            )),
+            ))
+        } else {
+            ContentsError::from_io(
+                e,
+                loc.request.api_path(),
+                "Unexpected error while saving file",
+            )
         }
     }
 
@@ -1007,16 +1013,18 @@ impl ContentsManager {
             Ok(m) if m.is_dir() => Ok(()),
             Ok(_) => Err(ContentsError::bad_request(format!(
                 "Not a directory: {}",
-                loc.os.display()
+                loc.request.api_path()
             ))),
             Err(_) => fs::create_dir(&loc.os).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => ContentsError::not_found(format!(
-                    "No such parent directory: {} to create directory in",
-                    loc.request
-                        .parent()
-                        .map(|p| p.api_path().to_string())
-                        .unwrap_or_default()
-                )),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
+                    ContentsError::not_found(format!(
+                        "No such parent directory: {} to create directory in",
+                        loc.request
+                            .parent()
+                            .map(|p| p.api_path().to_string())
+                            .unwrap_or_default()
+                    ))
+                }
                 _ => ContentsError::from_io(&e, loc.request.api_path(), "Error creating directory"),
             }),
         }
@@ -1450,7 +1458,7 @@ impl ContentsManager {
         if self.hidden(&src) || self.hidden(&dest) {
             return Err(ContentsError::bad_request(format!(
                 "Cannot rename file or directory {}",
-                repr_str(src.os.to_string_lossy().as_ref())
+                repr_str(handler_path(from))
             )));
         }
         let src_meta = fs::symlink_metadata(&src.os).map_err(|_| missing())?;
@@ -1476,15 +1484,20 @@ impl ContentsManager {
             )));
         }
         let src_checkpoint = self.checkpoint_file(&src);
-        fs::rename(&src.os, &dest.os).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => missing(),
-            io::ErrorKind::PermissionDenied => {
-                ContentsError::forbidden(format!("Permission denied: {}", from.api_path()))
+        fs::rename(&src.os, &dest.os).map_err(|e| {
+            if !ContentsError::is_missing_parent(&e) {
+                ContentsError::from_io(&e, from.api_path(), "Unknown error renaming file")
+            } else if fs::symlink_metadata(&src.os).is_err() {
+                missing()
+            } else {
+                // The destination's directory is missing, or is a file.
+                ContentsError::not_found(format!(
+                    "No such parent directory: {} to move file in",
+                    to.parent()
+                        .map(|p| p.api_path().to_string())
+                        .unwrap_or_default()
+                ))
             }
-            _ => ContentsError::internal(format!(
-                "Unknown error renaming file: {} {e}",
-                from.api_path()
-            )),
         })?;
         if src_checkpoint.is_file() {
             let dest_checkpoint = self.checkpoint_file(&dest);
@@ -1516,7 +1529,7 @@ impl ContentsManager {
         let missing = || {
             ContentsError::not_found(format!(
                 "File or directory does not exist: {}",
-                loc.os.display()
+                path.api_path()
             ))
         };
         if self.hidden(&loc) {
@@ -1556,7 +1569,7 @@ impl ContentsManager {
             if non_empty && !self.config.always_delete_dir {
                 return Err(ContentsError::bad_request(format!(
                     "Directory {} not empty",
-                    loc.os.display()
+                    path.api_path()
                 )));
             }
             fs::remove_dir_all(&loc.os)

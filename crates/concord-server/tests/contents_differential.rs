@@ -75,8 +75,10 @@ fn normalise(v: &mut Value, roots: &[&str]) {
         }
         Value::Array(items) => items.iter_mut().for_each(|i| normalise(i, roots)),
         Value::String(s) => {
+            // jupyter_server names files by their path on the server; concord by their path
+            // in the API.
             for root in roots {
-                *s = s.replace(root, "<root>");
+                *s = s.replace(&format!("{root}/"), "").replace(root, "<root>");
             }
         }
         _ => {}
@@ -730,4 +732,138 @@ async fn files_refuse_cross_site_reads_as_jupyter_server() {
         v["message"],
         "Blocking Cross Origin request from http://evil.example/x."
     );
+}
+
+/// Errors name files by their API path, never by where the server keeps them, and a path
+/// through a file (ENOTDIR) is a 404 like a missing directory, never a 500.
+#[tokio::test]
+async fn errors_name_api_paths_and_a_path_through_a_file_is_not_found() {
+    let b = common::server()
+        .token("errors-token")
+        .args(&["--delete-to-trash", "false"]);
+    let root = b.root().to_path_buf();
+    std::fs::write(root.join("f.txt"), "f").unwrap();
+    std::fs::write(root.join("bin.dat"), [0xff, 0xfe, 0x00]).unwrap();
+    std::fs::write(root.join("bad.ipynb"), "{not json").unwrap();
+    std::fs::write(root.join("latin.ipynb"), [0xff, 0xfe]).unwrap();
+    std::fs::create_dir_all(root.join("full/inner")).unwrap();
+    std::fs::create_dir(root.join("d")).unwrap();
+    let s = b.start();
+    let roots = [
+        root.display().to_string(),
+        std::fs::canonicalize(&root).unwrap().display().to_string(),
+    ];
+    let nb = json!({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5});
+    let long = "n".repeat(300);
+    let cases: Vec<(&str, String, Option<Value>, u16)> = vec![
+        (
+            "PUT",
+            "x.txt".into(),
+            Some(json!({"type": "file", "format": "text", "content": 5})),
+            400,
+        ),
+        (
+            "PUT",
+            "f.txt/x.txt".into(),
+            Some(json!({"type": "file", "format": "text", "content": "a"})),
+            404,
+        ),
+        (
+            "PUT",
+            "f.txt/x.txt".into(),
+            Some(json!({"type": "file", "format": "text", "content": "a", "chunk": 1})),
+            404,
+        ),
+        (
+            "PUT",
+            "f.txt/sub".into(),
+            Some(json!({"type": "directory"})),
+            404,
+        ),
+        (
+            "PUT",
+            "f.txt/x.ipynb".into(),
+            Some(json!({"type": "notebook", "content": nb})),
+            404,
+        ),
+        (
+            "PUT",
+            "f.txt/a/b.txt".into(),
+            Some(json!({"type": "file", "format": "text", "content": "a"})),
+            404,
+        ),
+        (
+            "PUT",
+            long.clone(),
+            Some(json!({"type": "file", "format": "text", "content": "a"})),
+            400,
+        ),
+        (
+            "PUT",
+            format!("d/{long}"),
+            Some(json!({"type": "directory"})),
+            400,
+        ),
+        (
+            "PUT",
+            "f.txt".into(),
+            Some(json!({"type": "directory"})),
+            400,
+        ),
+        (
+            "PATCH",
+            "f.txt".into(),
+            Some(json!({"path": "f.txt/y.txt"})),
+            404,
+        ),
+        ("PATCH", "d".into(), Some(json!({"path": "f.txt/d"})), 404),
+        ("PATCH", "d".into(), Some(json!({"path": "nowhere/d"})), 404),
+        ("PATCH", "d".into(), Some(json!({"path": long})), 400),
+        (
+            "PATCH",
+            "f.txt/x".into(),
+            Some(json!({"path": "y.txt"})),
+            404,
+        ),
+        ("POST", "f.txt/x".into(), Some(json!({"type": "file"})), 404),
+        (
+            "POST",
+            "f.txt/x".into(),
+            Some(json!({"copy_from": "f.txt"})),
+            404,
+        ),
+        ("DELETE", "f.txt/x".into(), None, 404),
+        ("DELETE", "missing".into(), None, 404),
+        ("DELETE", "full".into(), None, 400),
+        ("GET", "f.txt/x".into(), None, 404),
+        ("GET", "bin.dat?format=text".into(), None, 400),
+        ("GET", "bad.ipynb".into(), None, 400),
+        ("GET", "latin.ipynb".into(), None, 400),
+        ("POST", "f.txt/x/checkpoints".into(), None, 404),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, body, status) in cases {
+        let mut req = s.owner().request(
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            s.url(&format!("api/contents/{path}")),
+        );
+        if let Some(b) = &body {
+            req = req.body(b.to_string());
+        }
+        let r = req.send().await.unwrap();
+        let got = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let message = v["message"].as_str().unwrap_or("");
+        let what = format!("{method} {path} {body:?}: {got} {text}");
+        if got != status {
+            failures.push(format!("expected {status}: {what}"));
+        }
+        if message.is_empty() || roots.iter().any(|r| text.contains(r.as_str())) {
+            failures.push(format!(
+                "message names the server's path or nothing: {what}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
