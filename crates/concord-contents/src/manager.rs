@@ -215,6 +215,46 @@ fn parse_body_path(raw: &str) -> Result<CanonicalPath> {
         .map_err(|_| ContentsError::not_found(format!("{raw} is outside root contents directory")))
 }
 
+/// What a request does with its path, for the answer it gets when that path does not exist.
+/// The server answers a path the caller may not see with the same error, so that a refusal
+/// never tells whether anything lies there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing<'a> {
+    /// Reading it (a model, the file's bytes, its checkpoints, trusting it).
+    Read,
+    /// Saving it (PUT): its directory does not exist.
+    Save,
+    /// Creating something in it (POST): the directory does not exist.
+    CreateIn,
+    /// Renaming or deleting it.
+    Change,
+    /// Restoring or deleting its checkpoint with this id.
+    Checkpoint(&'a str),
+}
+
+impl ContentsError {
+    /// The 404 of `op` on `path` when nothing is there, in jupyter_server's words.
+    pub fn missing(op: Missing<'_>, path: &CanonicalPath) -> ContentsError {
+        let parent = || {
+            path.parent()
+                .map(|p| p.api_path().to_string())
+                .unwrap_or_default()
+        };
+        ContentsError::not_found(match op {
+            Missing::Read => format!(
+                "file or directory {} does not exist",
+                repr_str(handler_path(path))
+            ),
+            Missing::Save => format!("No such parent directory: {} to save file in", parent()),
+            Missing::CreateIn => format!("No such directory: {}", path.api_path()),
+            Missing::Change => format!("File or directory does not exist: {}", path.api_path()),
+            Missing::Checkpoint(id) => {
+                format!("Checkpoint does not exist: {}@{id}", path.api_path())
+            }
+        })
+    }
+}
+
 impl ContentsManager {
     /// Open the service for `config.root_dir` (which must be a directory).
     pub fn new(config: ContentsConfig) -> Result<Self> {
@@ -335,10 +375,7 @@ impl ContentsManager {
     }
 
     fn get_not_found(path: &CanonicalPath) -> ContentsError {
-        ContentsError::not_found(format!(
-            "file or directory {} does not exist",
-            repr_str(handler_path(path))
-        ))
+        ContentsError::missing(Missing::Read, path)
     }
 
     /// Refuse a change the caller may not make: 403 if they may see the path, else 404.
@@ -953,13 +990,7 @@ impl ContentsManager {
     fn write_error(&self, loc: &Located, e: &io::Error) -> ContentsError {
         if ContentsError::is_missing_parent(e) {
             // A parent that is missing, or is a file (ENOTDIR).
-            ContentsError::not_found(format!(
-                "No such parent directory: {} to save file in",
-                loc.request
-                    .parent()
-                    .map(|p| p.api_path().to_string())
-                    .unwrap_or_default()
-            ))
+            ContentsError::missing(Missing::Save, &loc.request)
         } else {
             ContentsError::from_io(
                 e,
@@ -1185,7 +1216,7 @@ impl ContentsManager {
         kind: Option<&str>,
         ext: Option<&str>,
     ) -> Result<Model> {
-        let no_dir = || ContentsError::not_found(format!("No such directory: {}", dir.api_path()));
+        let no_dir = || ContentsError::missing(Missing::CreateIn, dir);
         let loc = self.locate(dir).map_err(|_| no_dir())?;
         if self.hidden(&loc) {
             return Err(ContentsError::bad_request(format!(
@@ -1447,12 +1478,7 @@ impl ContentsManager {
         from: &CanonicalPath,
         to: &CanonicalPath,
     ) -> Result<()> {
-        let missing = || {
-            ContentsError::not_found(format!(
-                "File or directory does not exist: {}",
-                from.api_path()
-            ))
-        };
+        let missing = || ContentsError::missing(Missing::Change, from);
         let src = self.locate_entry(from).map_err(|_| missing())?;
         let dest = self.locate_entry(to)?;
         if self.hidden(&src) || self.hidden(&dest) {
@@ -1526,12 +1552,7 @@ impl ContentsManager {
         let loc = self
             .locate_entry(path)
             .map_err(|_| Self::get_not_found(path))?;
-        let missing = || {
-            ContentsError::not_found(format!(
-                "File or directory does not exist: {}",
-                path.api_path()
-            ))
-        };
+        let missing = || ContentsError::missing(Missing::Change, path);
         if self.hidden(&loc) {
             return Err(ContentsError::bad_request(format!(
                 "Cannot delete file or directory {}",
@@ -1634,10 +1655,7 @@ impl ContentsManager {
     }
 
     fn no_such_checkpoint(path: &CanonicalPath, id: &str) -> ContentsError {
-        ContentsError::not_found(format!(
-            "Checkpoint does not exist: {}@{id}",
-            path.api_path()
-        ))
+        ContentsError::missing(Missing::Checkpoint(id), path)
     }
 
     /// GET `…/checkpoints`: the file's checkpoints (at most one, id `checkpoint`).

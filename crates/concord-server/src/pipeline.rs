@@ -120,10 +120,32 @@ impl Guard {
     /// resolve it and require `action` on it. Returns the requested and resolved paths.
     pub fn require_path(&self, action: Action, raw: &str) -> Result<TargetPath, ApiError> {
         let requested = canonical_path(raw)?;
-        let resolved = self.app.paths.resolve(&requested)?;
-        self.require(action, &Resource::contents(resolved.clone()), || {
-            contents_not_found(&requested)
-        })?;
+        let not_found = contents_not_found(&requested);
+        self.require_resolved(action, requested, || not_found.clone())
+    }
+
+    /// Resolve `requested` (symlinks followed) and require `action` on where it leads. A
+    /// path the caller may not see gets `not_found()`, the answer for a path with nothing
+    /// there, whatever lies on disk: a path they may neither read nor act on as written is
+    /// refused before the disk is looked at, and a path that cannot be resolved (a link
+    /// out of the root, a dangling link) is answered as missing too.
+    pub fn require_resolved(
+        &self,
+        action: Action,
+        requested: CanonicalPath,
+        not_found: impl Fn() -> ApiError,
+    ) -> Result<TargetPath, ApiError> {
+        let as_written = Resource::contents(requested.clone());
+        if !self.may(Action::Read, &as_written) && !self.may(action, &as_written) {
+            self.decide(action, &as_written);
+            return Err(not_found());
+        }
+        let resolved = self
+            .app
+            .paths
+            .resolve(&requested)
+            .map_err(|_| not_found())?;
+        self.require(action, &Resource::contents(resolved.clone()), &not_found)?;
         Ok(TargetPath {
             requested,
             resolved,
@@ -311,50 +333,49 @@ fn authorize_request(
             route: route.pattern,
         },
     };
-    if let Access::Requires(action, target) = route.access {
-        let resource = match resolve_target(app, target, params, req) {
-            Ok(r) => r,
-            Err(e) => return Err(Box::new(e.into_response())),
-        };
-        let requested = req
-            .extensions()
-            .get::<TargetPath>()
-            .map(|t| t.requested.clone());
-        let not_found = || match (target, requested) {
-            (Target::Path, Some(path)) => contents_not_found(&path),
-            (Target::Instance(kind, param), _) => {
-                instance_not_found(kind, params.get(param).unwrap_or(""))
-            }
-            _ => ApiError::not_found("Not Found"),
-        };
-        if let Err(e) = guard.require(action, &resource, not_found) {
-            return Err(Box::new(e.into_response()));
+    match route.access {
+        Access::Requires(action, Target::Path) => {
+            // A contents path: a refusal answers exactly as the route does for a missing path.
+            let path = canonical_path(params.get("path").unwrap_or(""))
+                .and_then(|requested| {
+                    let method = req.method();
+                    guard.require_resolved(action, requested.clone(), || {
+                        crate::api::contents::not_found(route.pattern, method, params, &requested)
+                    })
+                })
+                .map_err(|e| Box::new(e.into_response()))?;
+            req.extensions_mut()
+                .insert(Resource::contents(path.resolved.clone()));
+            req.extensions_mut().insert(path);
         }
-        req.extensions_mut().insert(resource);
+        Access::Requires(action, target) => {
+            let resource = match resolve_target(app, target, params) {
+                Ok(r) => r,
+                Err(e) => return Err(Box::new(e.into_response())),
+            };
+            let not_found = || match target {
+                Target::Instance(kind, param) => {
+                    instance_not_found(kind, params.get(param).unwrap_or(""))
+                }
+                _ => ApiError::not_found("Not Found"),
+            };
+            if let Err(e) = guard.require(action, &resource, not_found) {
+                return Err(Box::new(e.into_response()));
+            }
+            req.extensions_mut().insert(resource);
+        }
+        Access::Public | Access::Identified => {}
     }
     req.extensions_mut().insert(caller);
     req.extensions_mut().insert(guard);
     Ok(identified.set_cookies)
 }
 
-fn resolve_target(
-    app: &App,
-    target: Target,
-    params: &RouteParams,
-    req: &mut Request,
-) -> Result<Resource, ApiError> {
+fn resolve_target(app: &App, target: Target, params: &RouteParams) -> Result<Resource, ApiError> {
     match target {
         Target::Type(kind) => Ok(Resource::service(kind)),
-        Target::Path => {
-            let raw = params.get("path").unwrap_or("");
-            let requested = canonical_path(raw)?;
-            let resolved = app.paths.resolve(&requested)?;
-            req.extensions_mut().insert(TargetPath {
-                requested,
-                resolved: resolved.clone(),
-            });
-            Ok(Resource::contents(resolved))
-        }
+        // Contents paths are resolved by `Guard::require_resolved`.
+        Target::Path => Err(ApiError::internal("A contents path is resolved apart")),
         Target::Instance(kind, param) => {
             let id = params.get(param).unwrap_or("");
             let lookup = app.instances.get(&kind).ok_or_else(|| {

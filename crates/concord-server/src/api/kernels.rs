@@ -351,12 +351,7 @@ pub fn kernel_error_message(e: &KernelError) -> String {
 
 /// Parse a contents path named in a body (already decoded, API form), resolve it and
 /// require `action` on it; returns the resolved path.
-pub fn authorize_path(
-    app: &App,
-    guard: &Guard,
-    action: Action,
-    raw: &str,
-) -> ApiResult<CanonicalPath> {
+pub fn authorize_path(guard: &Guard, action: Action, raw: &str) -> ApiResult<CanonicalPath> {
     let requested = CanonicalPath::parse(raw).map_err(|e| match e {
         concord_authz::PathError::OutsideRoot(_) => ApiError::not_found(format!(
             "No such file or directory: {raw} (outside the root directory)"
@@ -365,11 +360,9 @@ pub fn authorize_path(
             ApiError::bad_request(format!("Invalid path: {raw:?}"))
         }
     })?;
-    let resolved = app.paths.resolve(&requested)?;
-    guard.require(action, &Resource::contents(resolved.clone()), || {
-        contents_not_found(&requested)
-    })?;
-    Ok(resolved)
+    let not_found = contents_not_found(&requested);
+    let target = guard.require_resolved(action, requested, || not_found.clone())?;
+    Ok(target.resolved)
 }
 
 /// `GET /api/kernels`: the kernels the caller may read.
@@ -436,7 +429,7 @@ pub async fn start_kernel(
     };
     // The working directory: a path the caller may read.
     let path = match raw_path.as_deref() {
-        Some(raw) => Some(authorize_path(&app, &guard, Action::Read, raw)?),
+        Some(raw) => Some(authorize_path(&guard, Action::Read, raw)?),
         None => None,
     };
     let owner = Owner::of(guard.identity());
