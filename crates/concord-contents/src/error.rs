@@ -85,36 +85,49 @@ impl ContentsError {
     }
 
     /// Map an I/O error on `api_path` the way jupyter_server's `perm_to_403` does:
-    /// permission errors are 403 "Permission denied: path"; a missing file is 404; anything
-    /// else is `context` followed by the error, as a 500.
+    /// permission errors (and a read-only file system) are 403 "Permission denied: path"; a
+    /// missing file, or a path through a file, is 404; what the request asks for that cannot
+    /// be (a directory where a file must be, a name too long) is 400; an existing
+    /// destination 409; anything else is `context` followed by the error, as a 500. The
+    /// message names the API path, never the server's own path.
     pub(crate) fn from_io(err: &io::Error, api_path: &str, context: &str) -> Self {
         if let Some(refusal) = Self::from_client_io(err, api_path) {
             return refusal;
         }
+        use io::ErrorKind as K;
         match err.kind() {
-            io::ErrorKind::PermissionDenied => {
+            K::PermissionDenied | K::ReadOnlyFilesystem => {
                 Self::forbidden(format!("Permission denied: {api_path}"))
             }
-            io::ErrorKind::NotFound => {
+            K::NotFound | K::NotADirectory => {
                 Self::not_found(format!("file or directory does not exist: {api_path:?}"))
             }
+            K::IsADirectory | K::DirectoryNotEmpty | K::InvalidFilename | K::InvalidInput => {
+                Self::bad_request(format!("{context}: {api_path} {err}"))
+            }
+            K::AlreadyExists => Self::conflict(format!("File already exists: {api_path}")),
             _ => Self::internal(format!("{context}: {api_path} {err}")),
         }
+    }
+
+    /// Whether an I/O error means a directory on the way does not exist (or is a file).
+    pub(crate) fn is_missing_parent(err: &io::Error) -> bool {
+        matches!(
+            err.kind(),
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+        )
     }
 }
 
 impl ContentsError {
     /// The file system's refusals that come from what the client asked for, not from the
-    /// server's state: a name or path longer than the file system holds, a path through a
-    /// file, a loop of links, a file larger than the file system allows, a read-only mount.
-    /// Whatever the operation, these are a 4xx naming the problem (jupyter_server answers
-    /// most of them with a 500).
+    /// server's state: a name or path longer than the file system holds, a loop of links, a
+    /// file larger than the file system allows, a read-only mount. Whatever the operation,
+    /// these are a 4xx naming the problem (jupyter_server answers most of them with a 500).
+    /// A path through a file is not among them: it is a missing parent, as where nothing is.
     pub(crate) fn from_client_io(err: &io::Error, api_path: &str) -> Option<Self> {
         let refusal = match err.raw_os_error()? {
             libc::ENAMETOOLONG => Self::bad_request(format!("File name too long: {api_path}")),
-            libc::ENOTDIR => {
-                Self::bad_request(format!("A parent of {api_path} is not a directory"))
-            }
             libc::ELOOP => {
                 Self::bad_request(format!("Too many levels of symbolic links: {api_path}"))
             }

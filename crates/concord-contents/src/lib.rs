@@ -28,7 +28,7 @@ pub use concord_authz::CanonicalPath;
 pub use config::ContentsConfig;
 pub use error::{ContentsError, ErrorKind, Result};
 pub use manager::{
-    parse_json_body, ContentsManager, FileDownload, FileFormat, GetOptions, SaveOutcome,
+    parse_json_body, ContentsManager, FileDownload, FileFormat, GetOptions, Missing, SaveOutcome,
 };
 pub use mimetypes::guess_type;
 pub use model::{

@@ -253,6 +253,46 @@ fn parse_body_path(raw: &str) -> Result<CanonicalPath> {
         .map_err(|_| ContentsError::not_found(format!("{raw} is outside root contents directory")))
 }
 
+/// What a request does with its path, for the answer it gets when that path does not exist.
+/// The server answers a path the caller may not see with the same error, so that a refusal
+/// never tells whether anything lies there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing<'a> {
+    /// Reading it (a model, the file's bytes, its checkpoints, trusting it).
+    Read,
+    /// Saving it (PUT): its directory does not exist.
+    Save,
+    /// Creating something in it (POST): the directory does not exist.
+    CreateIn,
+    /// Renaming or deleting it.
+    Change,
+    /// Restoring or deleting its checkpoint with this id.
+    Checkpoint(&'a str),
+}
+
+impl ContentsError {
+    /// The 404 of `op` on `path` when nothing is there, in jupyter_server's words.
+    pub fn missing(op: Missing<'_>, path: &CanonicalPath) -> ContentsError {
+        let parent = || {
+            path.parent()
+                .map(|p| p.api_path().to_string())
+                .unwrap_or_default()
+        };
+        ContentsError::not_found(match op {
+            Missing::Read => format!(
+                "file or directory {} does not exist",
+                repr_str(handler_path(path))
+            ),
+            Missing::Save => format!("No such parent directory: {} to save file in", parent()),
+            Missing::CreateIn => format!("No such directory: {}", path.api_path()),
+            Missing::Change => format!("File or directory does not exist: {}", path.api_path()),
+            Missing::Checkpoint(id) => {
+                format!("Checkpoint does not exist: {}@{id}", path.api_path())
+            }
+        })
+    }
+}
+
 impl ContentsManager {
     /// Open the service for `config.root_dir` (which must be a directory).
     pub fn new(config: ContentsConfig) -> Result<Self> {
@@ -393,10 +433,7 @@ impl ContentsManager {
     }
 
     fn get_not_found(path: &CanonicalPath) -> ContentsError {
-        ContentsError::not_found(format!(
-            "file or directory {} does not exist",
-            repr_str(handler_path(path))
-        ))
+        ContentsError::missing(Missing::Read, path)
     }
 
     /// Refuse a change the caller may not make: 403 if they may see the path, else 404.
@@ -688,7 +725,10 @@ impl ContentsManager {
             io::ErrorKind::PermissionDenied => {
                 ContentsError::forbidden(format!("Permission denied: {}", loc.request.api_path()))
             }
-            _ => ContentsError::bad_request(format!("Cannot read non-file {}", loc.os.display())),
+            _ => ContentsError::bad_request(format!(
+                "Cannot read non-file {}",
+                loc.request.api_path()
+            )),
         })
     }
 
@@ -719,7 +759,7 @@ impl ContentsManager {
                 (Some(FileFormat::Text), Err(_)) => {
                     return Err(ContentsError::bad_request(format!(
                         "{} is not UTF-8 encoded",
-                        loc.os.display()
+                        loc.request.api_path()
                     ))
                     .with_reason("bad format"))
                 }
@@ -751,7 +791,7 @@ impl ContentsManager {
     fn read_notebook_file(&self, loc: &Located) -> Result<(notebook::CheckedNotebook, Vec<u8>)> {
         let raw = self.read_bytes(loc)?;
         let text = std::str::from_utf8(&raw).map_err(|_| {
-            ContentsError::bad_request(format!("{} is not UTF-8 encoded", loc.os.display()))
+            ContentsError::bad_request(format!("{} is not UTF-8 encoded", loc.request.api_path()))
                 .with_reason("bad format")
         })?;
         match notebook::read_notebook(text) {
@@ -768,7 +808,7 @@ impl ContentsManager {
                 }
                 Err(ContentsError::bad_request(format!(
                     "Unreadable Notebook: {} {}",
-                    loc.os.display(),
+                    loc.request.api_path(),
                     unreadable.0
                 )))
             }
@@ -1076,7 +1116,10 @@ impl ContentsManager {
             ));
         }
         let encoding_error = |why: &str| {
-            ContentsError::bad_request(format!("Encoding error saving {}: {why}", loc.os.display()))
+            ContentsError::bad_request(format!(
+                "Encoding error saving {}: {why}",
+                loc.request.api_path()
+            ))
         };
         let text = model
             .get("content")
@@ -1212,24 +1255,15 @@ impl ContentsManager {
     }
 
     fn write_error(&self, loc: &Located, e: &io::Error) -> ContentsError {
-        if let Some(refusal) = ContentsError::from_client_io(e, loc.request.api_path()) {
-            return refusal;
-        }
-        match e.kind() {
-            io::ErrorKind::PermissionDenied => {
-                ContentsError::forbidden(format!("Permission denied: {}", loc.request.api_path()))
-            }
-            io::ErrorKind::NotFound => ContentsError::not_found(format!(
-                "No such parent directory: {} to save file in",
-                loc.request
-                    .parent()
-                    .map(|p| p.api_path().to_string())
-                    .unwrap_or_default()
-            )),
-            _ => ContentsError::internal(format!(
-                "Unexpected error while saving file: {} {e}",
-                loc.request.api_path()
-            )),
+        if ContentsError::is_missing_parent(e) {
+            // A parent that is missing, or is a file (ENOTDIR).
+            ContentsError::missing(Missing::Save, &loc.request)
+        } else {
+            ContentsError::from_io(
+                e,
+                loc.request.api_path(),
+                "Unexpected error while saving file",
+            )
         }
     }
 
@@ -1277,16 +1311,18 @@ impl ContentsManager {
             Ok(m) if m.is_dir() => Ok(()),
             Ok(_) => Err(ContentsError::bad_request(format!(
                 "Not a directory: {}",
-                loc.os.display()
+                loc.request.api_path()
             ))),
             Err(_) => fs::create_dir(&loc.os).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => ContentsError::not_found(format!(
-                    "No such parent directory: {} to create directory in",
-                    loc.request
-                        .parent()
-                        .map(|p| p.api_path().to_string())
-                        .unwrap_or_default()
-                )),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
+                    ContentsError::not_found(format!(
+                        "No such parent directory: {} to create directory in",
+                        loc.request
+                            .parent()
+                            .map(|p| p.api_path().to_string())
+                            .unwrap_or_default()
+                    ))
+                }
                 _ => ContentsError::from_io(&e, loc.request.api_path(), "Error creating directory"),
             }),
         }
@@ -1458,7 +1494,7 @@ impl ContentsManager {
         kind: Option<&str>,
         ext: Option<&str>,
     ) -> Result<Model> {
-        let no_dir = || ContentsError::not_found(format!("No such directory: {}", dir.api_path()));
+        let no_dir = || ContentsError::missing(Missing::CreateIn, dir);
         let loc = self.locate(dir).map_err(|_| no_dir())?;
         if self.hidden(&loc) {
             return Err(ContentsError::bad_request(format!(
@@ -1790,18 +1826,13 @@ impl ContentsManager {
         from: &CanonicalPath,
         to: &CanonicalPath,
     ) -> Result<()> {
-        let missing = || {
-            ContentsError::not_found(format!(
-                "File or directory does not exist: {}",
-                from.api_path()
-            ))
-        };
+        let missing = || ContentsError::missing(Missing::Change, from);
         let src = self.locate_entry(from).map_err(|_| missing())?;
         let dest = self.locate_entry(to)?;
         if self.hidden(&src) || self.hidden(&dest) {
             return Err(ContentsError::bad_request(format!(
                 "Cannot rename file or directory {}",
-                repr_str(src.os.to_string_lossy().as_ref())
+                repr_str(handler_path(from))
             )));
         }
         let src_meta = fs::symlink_metadata(&src.os).map_err(|_| missing())?;
@@ -1831,15 +1862,18 @@ impl ContentsManager {
             if let Some(refusal) = ContentsError::from_client_io(&e, to.api_path()) {
                 return refusal;
             }
-            match e.kind() {
-                io::ErrorKind::NotFound => missing(),
-                io::ErrorKind::PermissionDenied => {
-                    ContentsError::forbidden(format!("Permission denied: {}", from.api_path()))
-                }
-                _ => ContentsError::internal(format!(
-                    "Unknown error renaming file: {} {e}",
-                    from.api_path()
-                )),
+            if !ContentsError::is_missing_parent(&e) {
+                ContentsError::from_io(&e, from.api_path(), "Unknown error renaming file")
+            } else if fs::symlink_metadata(&src.os).is_err() {
+                missing()
+            } else {
+                // The destination's directory is missing, or is a file.
+                ContentsError::not_found(format!(
+                    "No such parent directory: {} to move file in",
+                    to.parent()
+                        .map(|p| p.api_path().to_string())
+                        .unwrap_or_default()
+                ))
             }
         })?;
         if src_checkpoint.is_file() {
@@ -1869,12 +1903,7 @@ impl ContentsManager {
         let loc = self
             .locate_entry(path)
             .map_err(|_| Self::get_not_found(path))?;
-        let missing = || {
-            ContentsError::not_found(format!(
-                "File or directory does not exist: {}",
-                loc.os.display()
-            ))
-        };
+        let missing = || ContentsError::missing(Missing::Change, path);
         if self.hidden(&loc) {
             return Err(ContentsError::bad_request(format!(
                 "Cannot delete file or directory {}",
@@ -1912,7 +1941,7 @@ impl ContentsManager {
             if non_empty && !self.config.always_delete_dir {
                 return Err(ContentsError::bad_request(format!(
                     "Directory {} not empty",
-                    loc.os.display()
+                    path.api_path()
                 )));
             }
             fs::remove_dir_all(&loc.os)
@@ -1977,10 +2006,7 @@ impl ContentsManager {
     }
 
     fn no_such_checkpoint(path: &CanonicalPath, id: &str) -> ContentsError {
-        ContentsError::not_found(format!(
-            "Checkpoint does not exist: {}@{id}",
-            path.api_path()
-        ))
+        ContentsError::missing(Missing::Checkpoint(id), path)
     }
 
     /// GET `…/checkpoints`: the file's checkpoints (at most one, id `checkpoint`).

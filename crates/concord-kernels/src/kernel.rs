@@ -1558,7 +1558,11 @@ fn create_private_dir(dir: &Path) -> Result<(), KernelError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| KernelError::StartFailed(format!("runtime dir {}: {e}", dir.display())))
+        .map_err(|e| {
+            // The server's own directories are for its log, not for the client's answer.
+            tracing::error!("cannot create the runtime directory {}: {e}", dir.display());
+            KernelError::StartFailed(format!("cannot create the kernels' runtime directory: {e}"))
+        })
 }
 
 fn write_private_file(path: &Path, data: &[u8]) -> Result<(), KernelError> {

@@ -267,17 +267,19 @@ impl SessionManager {
         path: &str,
         caller: &Owner,
         shares: ShareHook<'_>,
-        attach_missing_id: bool,
+        start_for_unknown_id: bool,
     ) -> Result<KernelInfo, SessionError> {
+        // A client's kernel id names a kernel to use, never one to create: an id that is
+        // free, or whose kernel the caller may not use, is answered alike (a fresh kernel
+        // under a fresh id on creation, "No such kernel" on a change), so ids can be neither
+        // squatted nor probed.
         if let Some(id) = &kref.id {
             if let Ok(k) = self.kernels.get(id) {
                 if Self::may_use(&k.owner, caller, path, shares) {
                     return Ok(k);
                 }
-                // Someone else's kernel: indistinguishable from a missing one.
-                return Err(KernelError::NoSuchKernel(id.clone()).into());
             }
-            if !attach_missing_id {
+            if !start_for_unknown_id {
                 return Err(SessionError::BadRequest(format!("No such kernel: {id}")));
             }
         }
@@ -287,7 +289,7 @@ impl SessionManager {
                 name: kref.name.clone(),
                 path: kernel_path(path),
                 env: vec![("JPY_SESSION_NAME".into(), path.to_string())],
-                kernel_id: kref.id.clone(),
+                kernel_id: None,
                 owner: caller.clone(),
             })
             .await?;

@@ -770,19 +770,37 @@ async fn sessions_are_owned_and_shared_only_by_policy() {
         .unwrap();
     assert!(shared.id == a.id || shared.id == b.id);
 
-    // Bob cannot rebind to alice's kernel, neither on create nor by PATCH.
+    // Bob cannot rebind to alice's kernel: a create naming it gets him a fresh kernel under a
+    // fresh id, as a free id does; a PATCH naming it is "No such kernel", as a missing id.
     let steal = json!({"path": "other.ipynb", "type": "notebook", "kernel": {"id": a.kernel_id}});
-    let err = sm
+    let stolen = sm
         .create(NewSession::from_json(&steal).unwrap(), owner("bob"), &never)
         .await
-        .unwrap_err();
-    assert_eq!(err.kind(), concord_kernels::ErrorKind::NotFound);
-    let patch = SessionPatch::from_json(&json!({"kernel": {"id": a.kernel_id}})).unwrap();
-    let err = sm
-        .update(&b.id, patch, owner("bob"), &never)
+        .unwrap();
+    assert_ne!(stolen.kernel_id, a.kernel_id);
+    assert_eq!(stolen.owner.username, "bob");
+    let free = "00000000-0000-4000-8000-000000000000";
+    let squat = json!({"path": "squat.ipynb", "type": "notebook", "kernel": {"id": free}});
+    let squatted = sm
+        .create(NewSession::from_json(&squat).unwrap(), owner("bob"), &never)
         .await
-        .unwrap_err();
-    assert_eq!(err.kind(), concord_kernels::ErrorKind::NotFound);
+        .unwrap();
+    assert_ne!(
+        squatted.kernel_id, free,
+        "a client-chosen id is never created"
+    );
+    for id in [a.kernel_id.as_str(), free] {
+        let patch = SessionPatch::from_json(&json!({"kernel": {"id": id}})).unwrap();
+        let err = sm
+            .update(&b.id, patch, owner("bob"), &never)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), concord_kernels::ErrorKind::BadRequest);
+        assert_eq!(err.to_string(), format!("No such kernel: {id}"));
+    }
+    for extra in [stolen, squatted] {
+        sm.delete(&extra.id).await.unwrap();
+    }
 
     // JupyterLab's placeholder-then-PATCH: the path changes, the kernel stays.
     let patch =

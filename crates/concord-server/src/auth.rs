@@ -162,11 +162,17 @@ impl Authenticator {
             });
             return found;
         }
+        let session = self.cookie_identity(headers, &mut found.set_cookies);
         if let Some(token) = query_token(query) {
             if let Some(identity) = self.identity_for_token(&token) {
-                // A token in the URL logs the browser in, so it can drop the token.
-                if let Some(cookie) = self.login_cookie(&identity) {
-                    found.set_cookies.push(cookie);
+                // A token in the URL logs a browser without a session in, so the page can
+                // drop the token. It never replaces a session: a link carrying another
+                // user's token (login CSRF) acts as that user for this request only, and the
+                // browser stays logged in as who it was.
+                if session.is_none() {
+                    if let Some(cookie) = self.login_cookie(&identity) {
+                        found.set_cookies.push(cookie);
+                    }
                 }
                 found.caller = Some(Caller {
                     identity,
@@ -175,24 +181,33 @@ impl Authenticator {
                 return found;
             }
         }
-        if let Some(value) = cookie_value(headers, &self.cookie_name) {
-            match self.store.session_identity(&value) {
-                Ok(Some(identity)) => {
-                    let identity = if self.mode == AuthMode::Token {
-                        self.owner()
-                    } else {
-                        identity
-                    };
-                    found.caller = Some(Caller {
-                        identity,
-                        via: AuthVia::Cookie,
-                    })
-                }
-                Ok(None) => found.set_cookies.push(self.clear_cookie(&self.cookie_name)),
-                Err(e) => tracing::warn!("login cookie lookup failed: {e}"),
+        found.caller = session.map(|identity| Caller {
+            identity,
+            via: AuthVia::Cookie,
+        });
+        found
+    }
+
+    /// The identity of the request's login cookie; an unknown or expired cookie is cleared.
+    fn cookie_identity(
+        &self,
+        headers: &HeaderMap,
+        set_cookies: &mut Vec<String>,
+    ) -> Option<Identity> {
+        let value = cookie_value(headers, &self.cookie_name)?;
+        match self.store.session_identity(&value) {
+            // In token mode every session is the owner's, as they are now.
+            Ok(Some(_)) if self.mode == AuthMode::Token => Some(self.owner()),
+            Ok(Some(identity)) => Some(identity),
+            Ok(None) => {
+                set_cookies.push(self.clear_cookie(&self.cookie_name));
+                None
+            }
+            Err(e) => {
+                tracing::warn!("login cookie lookup failed: {e}");
+                None
             }
         }
-        found
     }
 
     fn identity_for_token(&self, token: &str) -> Option<Identity> {

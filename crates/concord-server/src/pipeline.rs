@@ -120,10 +120,32 @@ impl Guard {
     /// resolve it and require `action` on it. Returns the requested and resolved paths.
     pub fn require_path(&self, action: Action, raw: &str) -> Result<TargetPath, ApiError> {
         let requested = canonical_path(raw)?;
-        let resolved = self.app.paths.resolve(&requested)?;
-        self.require(action, &Resource::contents(resolved.clone()), || {
-            contents_not_found(&requested)
-        })?;
+        let not_found = contents_not_found(&requested);
+        self.require_resolved(action, requested, || not_found.clone())
+    }
+
+    /// Resolve `requested` (symlinks followed) and require `action` on where it leads. A
+    /// path the caller may not see gets `not_found()`, the answer for a path with nothing
+    /// there, whatever lies on disk: a path they may neither read nor act on as written is
+    /// refused before the disk is looked at, and a path that cannot be resolved (a link
+    /// out of the root, a dangling link) is answered as missing too.
+    pub fn require_resolved(
+        &self,
+        action: Action,
+        requested: CanonicalPath,
+        not_found: impl Fn() -> ApiError,
+    ) -> Result<TargetPath, ApiError> {
+        let as_written = Resource::contents(requested.clone());
+        if !self.may(Action::Read, &as_written) && !self.may(action, &as_written) {
+            self.decide(action, &as_written);
+            return Err(not_found());
+        }
+        let resolved = self
+            .app
+            .paths
+            .resolve(&requested)
+            .map_err(|_| not_found())?;
+        self.require(action, &Resource::contents(resolved.clone()), &not_found)?;
         Ok(TargetPath {
             requested,
             resolved,
@@ -170,6 +192,7 @@ pub async fn dispatch(
             .map(|pq| pq.as_str())
             .unwrap_or("/"),
     );
+    let is_api = is_api_path(&app.settings.base_url, req.uri().path());
     let started = std::time::Instant::now();
     let (pattern, mut response) = route_request(&dispatcher, peer.ip(), req).await;
     let status = response.status().as_u16();
@@ -180,7 +203,7 @@ pub async fn dispatch(
         400..=499 => tracing::warn!("{status} {method} {uri} ({}) {ms:.2}ms", peer.ip()),
         _ => tracing::debug!("{status} {method} {uri} ({}) {ms:.2}ms", peer.ip()),
     }
-    add_security_headers(&app.settings.base_url, response.headers_mut());
+    add_security_headers(&app.settings.base_url, is_api, response.headers_mut());
     if is_head {
         *response.body_mut() = Body::empty();
     }
@@ -318,6 +341,11 @@ fn authorize_request(
             return Err(Box::new(e.into_response()));
         }
     }
+    if serves_user_files(route) && matches!(caller.via, AuthVia::Cookie | AuthVia::Proxy) {
+        if let Err(e) = check_same_site_read(app, req.headers(), req.uri().query()) {
+            return Err(Box::new(e.into_response()));
+        }
+    }
     if !matches!(
         route.pattern,
         "/api/status" | "/api/concord/status" | "/metrics"
@@ -334,50 +362,49 @@ fn authorize_request(
             route: route.pattern,
         },
     };
-    if let Access::Requires(action, target) = route.access {
-        let resource = match resolve_target(app, target, params, req) {
-            Ok(r) => r,
-            Err(e) => return Err(Box::new(e.into_response())),
-        };
-        let requested = req
-            .extensions()
-            .get::<TargetPath>()
-            .map(|t| t.requested.clone());
-        let not_found = || match (target, requested) {
-            (Target::Path, Some(path)) => contents_not_found(&path),
-            (Target::Instance(kind, param), _) => {
-                instance_not_found(kind, params.get(param).unwrap_or(""))
-            }
-            _ => ApiError::not_found("Not Found"),
-        };
-        if let Err(e) = guard.require(action, &resource, not_found) {
-            return Err(Box::new(e.into_response()));
+    match route.access {
+        Access::Requires(action, Target::Path) => {
+            // A contents path: a refusal answers exactly as the route does for a missing path.
+            let path = canonical_path(params.get("path").unwrap_or(""))
+                .and_then(|requested| {
+                    let method = req.method();
+                    guard.require_resolved(action, requested.clone(), || {
+                        crate::api::contents::not_found(route.pattern, method, params, &requested)
+                    })
+                })
+                .map_err(|e| Box::new(e.into_response()))?;
+            req.extensions_mut()
+                .insert(Resource::contents(path.resolved.clone()));
+            req.extensions_mut().insert(path);
         }
-        req.extensions_mut().insert(resource);
+        Access::Requires(action, target) => {
+            let resource = match resolve_target(app, target, params) {
+                Ok(r) => r,
+                Err(e) => return Err(Box::new(e.into_response())),
+            };
+            let not_found = || match target {
+                Target::Instance(kind, param) => {
+                    instance_not_found(kind, params.get(param).unwrap_or(""))
+                }
+                _ => ApiError::not_found("Not Found"),
+            };
+            if let Err(e) = guard.require(action, &resource, not_found) {
+                return Err(Box::new(e.into_response()));
+            }
+            req.extensions_mut().insert(resource);
+        }
+        Access::Public | Access::Identified => {}
     }
     req.extensions_mut().insert(caller);
     req.extensions_mut().insert(guard);
     Ok(identified.set_cookies)
 }
 
-fn resolve_target(
-    app: &App,
-    target: Target,
-    params: &RouteParams,
-    req: &mut Request,
-) -> Result<Resource, ApiError> {
+fn resolve_target(app: &App, target: Target, params: &RouteParams) -> Result<Resource, ApiError> {
     match target {
         Target::Type(kind) => Ok(Resource::service(kind)),
-        Target::Path => {
-            let raw = params.get("path").unwrap_or("");
-            let requested = canonical_path(raw)?;
-            let resolved = app.paths.resolve(&requested)?;
-            req.extensions_mut().insert(TargetPath {
-                requested,
-                resolved: resolved.clone(),
-            });
-            Ok(Resource::contents(resolved))
-        }
+        // Contents paths are resolved by `Guard::require_resolved`.
+        Target::Path => Err(ApiError::internal("A contents path is resolved apart")),
         Target::Instance(kind, param) => {
             let id = params.get(param).unwrap_or("");
             let lookup = app.instances.get(&kind).ok_or_else(|| {
@@ -453,6 +480,90 @@ fn check_body_size(app: &App, headers: &HeaderMap) -> Option<Response> {
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     Some(response)
+}
+
+/// Routes that hand users' files to a browser as they are (not as a JSON model): another
+/// site must not be able to include them (`<script src>`, `<img>`, a stylesheet) with the
+/// caller's cookies. jupyter_server checks its `/files/` (and `/nbconvert/`) handlers; `/view/`
+/// is a page naming the file, framed by no other site (`frame-ancestors 'self'`).
+fn serves_user_files(route: &Route) -> bool {
+    route.pattern == "/files/{*path}"
+}
+
+/// jupyter_server's check of a cookie-authenticated GET of `/files/` (its
+/// `check_xsrf_cookie` then `check_referer`): allowed with the `_xsrf` token (query argument
+/// or header, as JupyterLab's download links carry it) or a `Referer` from this host or an
+/// allowed origin. Also allowed, as the browser vouches for them: `Sec-Fetch-Site:
+/// same-origin`, and `none` (the user typed or bookmarked the address). Anything else,
+/// e.g. another site's page including the file, is a 403.
+fn check_same_site_read(
+    app: &App,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(), ApiError> {
+    let allow_origin = &app.settings.allow_origin;
+    if allow_origin.iter().any(|o| o == "*") {
+        return Ok(());
+    }
+    let cookie = crate::auth::cookie_value(headers, crate::auth::XSRF_COOKIE).unwrap_or_default();
+    let sent = headers
+        .get("x-xsrftoken")
+        .or_else(|| headers.get("x-csrftoken"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            crate::api::query_pairs(query)
+                .into_iter()
+                .find(|(k, _)| k == "_xsrf")
+                .map(|(_, v)| v)
+        });
+    if let Some(sent) = sent {
+        if !cookie.is_empty() && crate::auth::constant_time_eq(&cookie, &sent) {
+            return Ok(());
+        }
+    }
+    let fetch_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if fetch_site.eq_ignore_ascii_case("same-origin") || fetch_site.eq_ignore_ascii_case("none") {
+        return Ok(());
+    }
+    let Some(referer) = headers.get(header::REFERER).and_then(|r| r.to_str().ok()) else {
+        return Err(ApiError::forbidden("Blocking request from unknown origin"));
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let referer_origin = url_origin(referer);
+    let referer_host = referer_origin
+        .split_once("://")
+        .map_or("", |(_, authority)| authority);
+    let allowed = (!host.is_empty() && referer_host.eq_ignore_ascii_case(host))
+        || allow_origin
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(referer_origin));
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "Blocking Cross Origin request from {referer}."
+        )))
+    }
+}
+
+/// `scheme://host:port` of an absolute URL (empty when it has none).
+fn url_origin(url: &str) -> &str {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "";
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // The authority without userinfo is what a browser sends; drop any to compare hosts.
+    if rest[..authority_end].contains('@') {
+        return "";
+    }
+    &url[..scheme.len() + 3 + authority_end]
 }
 
 /// Refuse requests whose Host header is not this server's (DNS rebinding).
@@ -553,12 +664,28 @@ fn not_found_page() -> Response {
     ApiError::not_found("Not Found").into_response()
 }
 
-fn add_security_headers(base_url: &str, headers: &mut HeaderMap) {
+/// Whether a request path (with the base URL) is under the JSON API: `/api`, `/api/…`,
+/// `/lab/api/…`, whether or not a route serves it.
+fn is_api_path(base_url: &str, path: &str) -> bool {
+    let Some(rel) = path.strip_prefix(base_url.trim_end_matches('/')) else {
+        return false;
+    };
+    rel == "/api" || rel.starts_with("/api/") || rel.starts_with("/lab/api/")
+}
+
+/// jupyter_server's headers: `nosniff`, and the CSP of its handlers unless the response
+/// set its own. API answers (successes, errors, unknown API routes) are data, never a
+/// document: they also get `default-src 'none'`, as its `APIHandler`.
+fn add_security_headers(base_url: &str, is_api: bool, headers: &mut HeaderMap) {
     headers
         .entry(header::X_CONTENT_TYPE_OPTIONS)
         .or_insert(HeaderValue::from_static("nosniff"));
     if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
-        let csp = format!("frame-ancestors 'self'; report-uri {base_url}api/security/csp-report");
+        let mut csp =
+            format!("frame-ancestors 'self'; report-uri {base_url}api/security/csp-report");
+        if is_api {
+            csp.push_str("; default-src 'none'");
+        }
         if let Ok(v) = HeaderValue::from_str(&csp) {
             headers.insert(header::CONTENT_SECURITY_POLICY, v);
         }
@@ -577,5 +704,18 @@ mod tests {
         assert_eq!(host_name("example.org:8888"), "example.org");
         assert_eq!(host_name("[::1]:8888"), "::1");
         assert_eq!(host_name("localhost"), "localhost");
+    }
+
+    #[test]
+    fn url_origins() {
+        assert_eq!(
+            url_origin("http://a.example:8888/x?y#z"),
+            "http://a.example:8888"
+        );
+        assert_eq!(url_origin("https://a.example"), "https://a.example");
+        assert_eq!(url_origin("http://a.example?q"), "http://a.example");
+        assert_eq!(url_origin("http://user@a.example/"), "");
+        assert_eq!(url_origin("a.example/x"), "");
+        assert_eq!(url_origin(""), "");
     }
 }

@@ -355,6 +355,77 @@ mod tests {
         assert!(match_pattern(pat, "/api/contents/a").is_none());
     }
 
+    mod fuzz {
+        //! Fuzz target of the route matcher, run as a bounded property test: no request path
+        //! makes it panic, and every value a client puts in a pattern's places comes back.
+        use super::super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        fn encode(s: &str) -> String {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        }
+
+        fn patterns() -> Vec<&'static str> {
+            let mut p: Vec<&'static str> = table().iter().map(|r| r.pattern).collect();
+            p.dedup();
+            p
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_paths_never_panic(raw in "(/|[a-z]{1,3}|%[0-9a-fA-F]{0,2}|\\.|.){0,24}") {
+                for pattern in patterns() {
+                    let _ = match_pattern(pattern, &raw);
+                    let _ = match_pattern(pattern, &format!("/{raw}"));
+                }
+            }
+
+            #[test]
+            fn captured_values_come_back(
+                values in vec(".{1,8}", 8),
+                rest in vec("[^/]{1,6}", 0..4),
+                trailing_slash in any::<bool>(),
+            ) {
+                for pattern in patterns() {
+                    let mut path = String::new();
+                    let mut expected: Vec<(String, String)> = Vec::new();
+                    for (i, seg) in split(pattern).into_iter().enumerate() {
+                        path.push('/');
+                        if let Some(name) = seg.strip_prefix("{*").and_then(|s| s.strip_suffix('}')) {
+                            let raw: Vec<String> = rest.iter().map(|r| encode(r)).collect();
+                            path.push_str(&raw.join("/"));
+                            if raw.is_empty() {
+                                path.pop();
+                            }
+                            expected.push((name.to_string(), raw.join("/")));
+                        } else if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                            let value = &values[i % values.len()];
+                            path.push_str(&encode(value));
+                            expected.push((name.to_string(), value.clone()));
+                        } else {
+                            path.push_str(seg);
+                        }
+                    }
+                    if path.is_empty() {
+                        path.push('/');
+                    }
+                    if trailing_slash && !path.ends_with('/') {
+                        path.push('/');
+                    }
+                    let params = match_pattern(pattern, &path);
+                    prop_assert!(params.is_some(), "{} does not match {}", pattern, path);
+                    let params = params.unwrap_or_default();
+                    for (name, value) in &expected {
+                        prop_assert_eq!(params.get(name), Some(value.as_str()), "{} {}", pattern, path);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_route_declares_a_known_pattern_once_per_verb() {
         let rows = table();

@@ -286,6 +286,33 @@ async fn security_headers_and_unknown_routes() {
     assert!(v["message"].is_string());
     let r = s.owner().delete(s.url("api/status")).send().await.unwrap();
     assert_eq!(r.status(), 405);
+    // Every API answer is data, never a document: jupyter_server's APIHandler CSP, on
+    // successes, errors, refusals and API paths no route serves; pages keep theirs.
+    const API_CSP: &str =
+        "frame-ancestors 'self'; report-uri /api/security/csp-report; default-src 'none'";
+    let anonymous = reqwest::Client::new();
+    for (client, method, path, status) in [
+        (s.owner(), "GET", "api/status", 200),
+        (s.owner(), "GET", "api/nope", 404),
+        (s.owner(), "GET", "api/contents/missing", 404),
+        (s.owner(), "DELETE", "api/status", 405),
+        (s.owner(), "POST", "api/kernels", 400),
+        (s.owner(), "GET", "lab/api/nope", 404),
+        (anonymous.clone(), "GET", "api/status", 403),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = client
+            .request(method, s.url(path))
+            .body("{")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        assert_eq!(r.headers()["content-security-policy"], API_CSP, "{path}");
+    }
+    let r = anonymous.get(s.url("login")).send().await.unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(!csp.contains("default-src"), "{csp}");
 }
 
 #[tokio::test]

@@ -199,3 +199,80 @@ async fn user_list_shows_groups() {
     assert!(out.lines().any(|l| l.starts_with("alice\tteam")), "{out}");
     assert!(out.lines().any(|l| l.starts_with("bob\t")), "{out}");
 }
+
+/// The username `/api/me` names for this client (following no token).
+async fn who(s: &common::Server, client: &reqwest::Client) -> String {
+    let v: Value = client
+        .get(s.url("api/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["identity"]["username"].as_str().unwrap_or("").to_string()
+}
+
+/// Whether a response sets the login cookie.
+fn sets_login_cookie(r: &reqwest::Response) -> bool {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|c| c.starts_with("concord-session-") && !c.contains("Max-Age=0"))
+}
+
+/// Login CSRF: a link carrying another user's API token must not turn a logged-in browser
+/// into that user. The token acts for that one request; the session stays who it was.
+#[tokio::test]
+async fn a_url_token_never_replaces_a_session() {
+    let b = users_server();
+    let bob_token = b.issue_token("bob");
+    let alice_token = b.issue_token("alice");
+    let s = b.start();
+    let (alice, _) = s.login("alice", "alice-password-1").await;
+    assert_eq!(who(&s, &alice).await, "alice");
+
+    for page in ["", "lab", "api/me"] {
+        let r = alice
+            .get(s.url(&format!("{page}?token={bob_token}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().as_u16() < 400, "{page}: {}", r.status());
+        assert!(
+            !sets_login_cookie(&r),
+            "{page}: a URL token replaced the session"
+        );
+        assert_eq!(who(&s, &alice).await, "alice", "after {page}?token=<bob's>");
+    }
+    // The token is honoured for its own request only.
+    let v: Value = alice
+        .get(s.url(&format!("api/me?token={bob_token}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["identity"]["username"], "bob");
+    assert_eq!(who(&s, &alice).await, "alice");
+
+    // Her own token in a URL does not start a second session either.
+    let r = alice
+        .get(s.url(&format!("lab?token={alice_token}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(!sets_login_cookie(&r));
+
+    // A browser without a session is logged in by a URL token, as jupyter_server does.
+    let fresh = s.browser();
+    let r = fresh
+        .get(s.url(&format!("lab?token={bob_token}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(sets_login_cookie(&r));
+    assert_eq!(who(&s, &fresh).await, "bob");
+}

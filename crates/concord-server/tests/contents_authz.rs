@@ -285,3 +285,227 @@ async fn contents_authorization_matrix() {
         b["message"].as_str().unwrap().replace("c.txx", "X")
     );
 }
+
+/// alice may read and write `/pub/**`, read `/`, and nothing under `/secret`.
+const ORACLE_POLICY: &str = r#"
+[roles.reader]
+permissions = ["contents:read"]
+
+[roles.writer]
+permissions = ["contents:read", "contents:write"]
+
+[[bindings]]
+role = "reader"
+users = ["alice"]
+paths = ["/"]
+
+[[bindings]]
+role = "writer"
+users = ["alice"]
+paths = ["/pub/**"]
+"#;
+
+/// Everything of an answer a client can see: status, headers (but the date and the fresh
+/// random `_xsrf` cookie) and body.
+type Answer = (u16, Vec<(String, String)>, String);
+
+async fn answer(r: reqwest::RequestBuilder) -> Answer {
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r
+        .headers()
+        .iter()
+        .filter(|(name, _)| *name != "date" && *name != "set-cookie")
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap_or("?").to_string()))
+        .collect();
+    (status, headers, r.text().await.unwrap())
+}
+
+/// Every request a client can make on a contents path: each route and method.
+fn path_requests(p: &str) -> Vec<(Method, String, Option<Value>)> {
+    let file = json!({"type": "file", "format": "text", "content": "x"});
+    vec![
+        (Method::GET, format!("api/contents/{p}"), None),
+        (
+            Method::GET,
+            format!("api/contents/{p}?content=0&type=file"),
+            None,
+        ),
+        (Method::HEAD, format!("api/contents/{p}"), None),
+        (Method::PUT, format!("api/contents/{p}"), Some(file)),
+        (
+            Method::POST,
+            format!("api/contents/{p}"),
+            Some(json!({"type": "notebook"})),
+        ),
+        (
+            Method::PATCH,
+            format!("api/contents/{p}"),
+            Some(json!({"path": "pub/renamed.txt"})),
+        ),
+        (Method::DELETE, format!("api/contents/{p}"), None),
+        (Method::GET, format!("api/contents/{p}/checkpoints"), None),
+        (Method::POST, format!("api/contents/{p}/checkpoints"), None),
+        (
+            Method::POST,
+            format!("api/contents/{p}/checkpoints/checkpoint"),
+            None,
+        ),
+        (
+            Method::DELETE,
+            format!("api/contents/{p}/checkpoints/checkpoint"),
+            None,
+        ),
+        (Method::POST, format!("api/contents/{p}/trust"), None),
+        (Method::GET, format!("files/{p}"), None),
+        (Method::HEAD, format!("files/{p}"), None),
+        (Method::GET, format!("files/{p}?download=1"), None),
+        (Method::GET, format!("view/{p}"), None),
+    ]
+}
+
+/// Shapes of a path below a folder, as a client may write them (some lead through files,
+/// symlinks in and out of the root, dangling links, checkpoints).
+const SHAPES: &[&str] = &[
+    "file.txt",
+    "nb.ipynb",
+    "dir",
+    "dir/inner.txt",
+    "dir/deep/x.txt",
+    "file.txt/x",
+    "file.txt/x/y.txt",
+    "link-out",
+    "link-out/hostname",
+    "link-out-file",
+    "link-in",
+    "link-in-dir/a.txt",
+    "dangling",
+    "dangling/x",
+    "missing",
+    "missing/x.txt",
+    ".ipynb_checkpoints",
+    "dir/./inner.txt",
+    "dir/deep/../inner.txt",
+    "a%20b.txt",
+    "x%2F..%2Ffile.txt",
+];
+
+/// What lies in `/secret` (and links from `/pub` into it).
+fn populate_secret(root: &std::path::Path) {
+    use std::os::unix::fs::symlink;
+    let s = root.join("secret");
+    std::fs::create_dir_all(s.join("dir/deep")).unwrap();
+    std::fs::create_dir_all(s.join(".ipynb_checkpoints")).unwrap();
+    for (rel, content) in [
+        ("file.txt", "secret"),
+        ("a b.txt", "secret"),
+        ("dir/inner.txt", "secret"),
+        ("dir/deep/x.txt", "secret"),
+        (".ipynb_checkpoints/file-checkpoint.txt", "old"),
+        (
+            "nb.ipynb",
+            r#"{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}"#,
+        ),
+    ] {
+        std::fs::write(s.join(rel), content).unwrap();
+    }
+    symlink("/etc", s.join("link-out")).unwrap();
+    symlink("/etc/hostname", s.join("link-out-file")).unwrap();
+    symlink(root.join("pub/a.txt"), s.join("link-in")).unwrap();
+    symlink(root.join("pub"), s.join("link-in-dir")).unwrap();
+    symlink(s.join("nowhere"), s.join("dangling")).unwrap();
+    symlink(s.join("file.txt"), root.join("pub/ln1")).unwrap();
+    symlink(s.join("dir"), root.join("pub/ln2")).unwrap();
+}
+
+/// The existence oracle: whatever lies at a path the caller may not read, every route and
+/// method answers byte for byte as for a path where nothing lies, and as it answers for a
+/// missing path the caller could otherwise use.
+#[tokio::test]
+async fn hidden_paths_answer_exactly_as_missing_ones() {
+    let b = common::server()
+        .users_with_policy(ORACLE_POLICY)
+        .args(&["--delete-to-trash", "false"]);
+    std::fs::create_dir_all(b.root().join("pub")).unwrap();
+    std::fs::write(b.root().join("pub/a.txt"), "public").unwrap();
+    b.add_user("alice", "alice-password", &[]);
+    let token = b.issue_token("alice");
+    let root = b.root().to_path_buf();
+    let s = b.start();
+    let alice = common::token_client(&token);
+    let run = |folder: &'static str, shapes: Vec<String>| {
+        let (s, alice) = (&s, &alice);
+        async move {
+            let mut out = Vec::new();
+            for shape in shapes {
+                for (method, url, body) in path_requests(&format!("{folder}/{shape}")) {
+                    let mut req = alice.request(method.clone(), s.url(&url));
+                    if let Some(b) = &body {
+                        req = req.body(b.to_string());
+                    }
+                    out.push((format!("{method} {url}"), answer(req).await));
+                }
+            }
+            out
+        }
+    };
+    let shapes: Vec<String> = SHAPES.iter().map(|s| s.to_string()).collect();
+    let links: Vec<String> = ["ln1", "ln2/inner.txt", "ln2"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+
+    populate_secret(&root);
+    let hidden = run("secret", shapes.clone()).await;
+    let hidden_links = run("pub", links.clone()).await;
+    // Nothing was changed through the refusals.
+    assert_eq!(
+        std::fs::read_to_string(root.join("secret/file.txt")).unwrap(),
+        "secret"
+    );
+    std::fs::remove_dir_all(root.join("secret")).unwrap();
+    let absent = run("secret", shapes.clone()).await;
+    let dangling_links = run("pub", links).await;
+    // The same shapes where alice could read and write, but nothing lies ("pub/nw" has the
+    // length of "secret", so even Content-Length must agree).
+    let missing: Vec<_> = run("pub/nw", shapes)
+        .await
+        .into_iter()
+        .map(|(what, (status, headers, body))| {
+            (
+                what.replace("pub/nw", "secret"),
+                (status, headers, body.replace("pub/nw", "secret")),
+            )
+        })
+        .collect();
+
+    let mut failures = Vec::new();
+    for (((what, h), (_, a)), (_, m)) in hidden.iter().zip(&absent).zip(&missing) {
+        if h != a {
+            failures.push(format!("{what}\n  hidden: {h:?}\n  absent: {a:?}"));
+        }
+        // Listing the checkpoints of a missing file the caller may read is an empty list
+        // (as jupyter_server); of a path they may not see, it is a 404 like every refusal.
+        // A hidden (dot) name is refused for its name alone where the caller may write.
+        let by_name = what.contains("/.") || what.ends_with("/checkpoints");
+        if h != m && !by_name {
+            failures.push(format!("{what}\n  hidden:  {h:?}\n  missing: {m:?}"));
+        }
+        if h.0 < 400 {
+            failures.push(format!("{what} was answered {}", h.0));
+        }
+    }
+    for ((what, h), (_, d)) in hidden_links.iter().zip(&dangling_links) {
+        if h != d {
+            failures.push(format!(
+                "{what}\n  into hidden: {h:?}\n  dangling:    {d:?}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

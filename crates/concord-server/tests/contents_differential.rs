@@ -77,8 +77,10 @@ fn normalise(v: &mut Value, roots: &[&str]) {
         }
         Value::Array(items) => items.iter_mut().for_each(|i| normalise(i, roots)),
         Value::String(s) => {
+            // jupyter_server names files by their path on the server; concord by their path
+            // in the API.
             for root in roots {
-                *s = s.replace(root, "<root>");
+                *s = s.replace(&format!("{root}/"), "").replace(root, "<root>");
             }
         }
         _ => {}
@@ -684,4 +686,298 @@ async fn directory_copy_over_the_size_limit_matches_jupyter_server() {
     for root in [s.root(), jroot.path()] {
         assert_eq!(std::fs::read_dir(root.join("into")).unwrap().count(), 0);
     }
+}
+
+/// A browser logged in with the token in the URL (a login cookie), with its `_xsrf` cookie.
+async fn cookie_browser(base: &str, token: &str) -> (reqwest::Client, String) {
+    use reqwest::cookie::CookieStore;
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let client = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // The login page sets `_xsrf`; the token in the URL logs the browser in.
+    client.get(format!("{base}login")).send().await.unwrap();
+    client
+        .get(format!("{base}api/status?token={token}"))
+        .send()
+        .await
+        .unwrap();
+    let cookies = jar.cookies(&base.parse().unwrap()).expect("cookies");
+    let xsrf = cookies
+        .to_str()
+        .unwrap()
+        .split("; ")
+        .find_map(|c| c.strip_prefix("_xsrf="))
+        .expect("an _xsrf cookie")
+        .trim_matches('"')
+        .to_string();
+    (client, xsrf)
+}
+
+/// Another site must not read a user's files through their cookies (a `<script src>`,
+/// an `<img>`): a cookie-authenticated GET of `/files/` needs the `_xsrf` token or a
+/// `Referer` of this host, as jupyter_server's files handler; tokens are not forgeable.
+#[tokio::test]
+async fn files_refuse_cross_site_reads_as_jupyter_server() {
+    let s = common::server().token("files-token").start();
+    let jroot = tempfile::tempdir().unwrap();
+    let j = Jupyter::start(jroot.path(), &[]);
+    for root in [s.root(), jroot.path()] {
+        std::fs::write(root.join("secret.js"), "var secret = 1;").unwrap();
+    }
+    let servers = [
+        (s.base.clone(), "files-token".to_string()),
+        (j.base.clone(), j.token.clone()),
+    ];
+    let mut statuses: Vec<Vec<(String, u16)>> = Vec::new();
+    for (base, token) in &servers {
+        let (browser, xsrf) = cookie_browser(base, token).await;
+        let host = base.trim_start_matches("http://").trim_end_matches('/');
+        let own_page = format!("http://{host}/lab");
+        let file = format!("{base}files/secret.js");
+        let mut seen = Vec::new();
+        let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
+            (
+                "foreign referer, cross-site",
+                browser
+                    .get(&file)
+                    .header("Referer", "http://evil.example/page")
+                    .header("Sec-Fetch-Site", "cross-site"),
+            ),
+            ("no referer", browser.get(&file)),
+            (
+                "foreign referer, HEAD",
+                browser
+                    .head(&file)
+                    .header("Referer", "http://evil.example/"),
+            ),
+            (
+                "wrong _xsrf",
+                browser
+                    .get(format!("{file}?_xsrf=forged"))
+                    .header("Referer", "http://evil.example/"),
+            ),
+            (
+                "a host that only starts like ours",
+                browser
+                    .get(&file)
+                    .header("Referer", format!("http://{host}.evil.example/")),
+            ),
+            (
+                "own referer",
+                browser.get(&file).header("Referer", &own_page),
+            ),
+            (
+                "_xsrf argument",
+                browser.get(format!("{file}?_xsrf={xsrf}")),
+            ),
+            (
+                "_xsrf header",
+                browser.get(&file).header("X-XSRFToken", &xsrf),
+            ),
+            (
+                "token header",
+                browser
+                    .get(&file)
+                    .header("Authorization", format!("token {token}"))
+                    .header("Referer", "http://evil.example/"),
+            ),
+            (
+                "token argument",
+                browser
+                    .get(format!("{file}?token={token}"))
+                    .header("Referer", "http://evil.example/"),
+            ),
+        ];
+        for (what, request) in cases {
+            let r = request.send().await.unwrap();
+            seen.push((what.to_string(), r.status().as_u16()));
+        }
+        statuses.push(seen);
+    }
+    assert_eq!(statuses[0], statuses[1], "ours, then jupyter_server's");
+    let refused: Vec<&str> = statuses[0]
+        .iter()
+        .filter(|(_, status)| *status == 403)
+        .map(|(what, _)| what.as_str())
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            "foreign referer, cross-site",
+            "no referer",
+            "foreign referer, HEAD",
+            "wrong _xsrf",
+            "a host that only starts like ours"
+        ]
+    );
+
+    // Concord also takes the browser's word for a same-origin request or one the user
+    // started (typed, bookmarked) even without a Referer; never for another site's.
+    let (browser, _) = cookie_browser(&s.base, "files-token").await;
+    for (site, status) in [
+        ("same-origin", 200),
+        ("none", 200),
+        ("cross-site", 403),
+        ("same-site", 403),
+    ] {
+        let r = browser
+            .get(s.url("files/secret.js"))
+            .header("Sec-Fetch-Site", site)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "Sec-Fetch-Site: {site}");
+        if status == 403 {
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["message"], "Blocking request from unknown origin");
+        }
+    }
+    let r = browser
+        .get(s.url("files/secret.js"))
+        .header("Referer", "http://evil.example/x")
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["message"],
+        "Blocking Cross Origin request from http://evil.example/x."
+    );
+}
+
+/// Errors name files by their API path, never by where the server keeps them, and a path
+/// through a file (ENOTDIR) is a 404 like a missing directory, never a 500.
+#[tokio::test]
+async fn errors_name_api_paths_and_a_path_through_a_file_is_not_found() {
+    let b = common::server()
+        .token("errors-token")
+        .args(&["--delete-to-trash", "false"]);
+    let root = b.root().to_path_buf();
+    std::fs::write(root.join("f.txt"), "f").unwrap();
+    std::fs::write(root.join("bin.dat"), [0xff, 0xfe, 0x00]).unwrap();
+    std::fs::write(root.join("bad.ipynb"), "{not json").unwrap();
+    std::fs::write(root.join("latin.ipynb"), [0xff, 0xfe]).unwrap();
+    std::fs::create_dir_all(root.join("full/inner")).unwrap();
+    std::fs::create_dir(root.join("d")).unwrap();
+    let s = b.start();
+    let roots = [
+        root.display().to_string(),
+        std::fs::canonicalize(&root).unwrap().display().to_string(),
+    ];
+    let nb = json!({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5});
+    let long = "n".repeat(300);
+    let cases: Vec<(&str, String, Option<Value>, u16)> = vec![
+        (
+            "PUT",
+            "x.txt".into(),
+            Some(json!({"type": "file", "format": "text", "content": 5})),
+            400,
+        ),
+        (
+            "PUT",
+            "f.txt/x.txt".into(),
+            Some(json!({"type": "file", "format": "text", "content": "a"})),
+            404,
+        ),
+        (
+            "PUT",
+            "f.txt/x.txt".into(),
+            Some(json!({"type": "file", "format": "text", "content": "a", "chunk": 1})),
+            404,
+        ),
+        (
+            "PUT",
+            "f.txt/sub".into(),
+            Some(json!({"type": "directory"})),
+            404,
+        ),
+        (
+            "PUT",
+            "f.txt/x.ipynb".into(),
+            Some(json!({"type": "notebook", "content": nb})),
+            404,
+        ),
+        (
+            "PUT",
+            "f.txt/a/b.txt".into(),
+            Some(json!({"type": "file", "format": "text", "content": "a"})),
+            404,
+        ),
+        (
+            "PUT",
+            long.clone(),
+            Some(json!({"type": "file", "format": "text", "content": "a"})),
+            400,
+        ),
+        (
+            "PUT",
+            format!("d/{long}"),
+            Some(json!({"type": "directory"})),
+            400,
+        ),
+        (
+            "PUT",
+            "f.txt".into(),
+            Some(json!({"type": "directory"})),
+            400,
+        ),
+        (
+            "PATCH",
+            "f.txt".into(),
+            Some(json!({"path": "f.txt/y.txt"})),
+            404,
+        ),
+        ("PATCH", "d".into(), Some(json!({"path": "f.txt/d"})), 404),
+        ("PATCH", "d".into(), Some(json!({"path": "nowhere/d"})), 404),
+        ("PATCH", "d".into(), Some(json!({"path": long})), 400),
+        (
+            "PATCH",
+            "f.txt/x".into(),
+            Some(json!({"path": "y.txt"})),
+            404,
+        ),
+        ("POST", "f.txt/x".into(), Some(json!({"type": "file"})), 404),
+        (
+            "POST",
+            "f.txt/x".into(),
+            Some(json!({"copy_from": "f.txt"})),
+            404,
+        ),
+        ("DELETE", "f.txt/x".into(), None, 404),
+        ("DELETE", "missing".into(), None, 404),
+        ("DELETE", "full".into(), None, 400),
+        ("GET", "f.txt/x".into(), None, 404),
+        ("GET", "bin.dat?format=text".into(), None, 400),
+        ("GET", "bad.ipynb".into(), None, 400),
+        ("GET", "latin.ipynb".into(), None, 400),
+        ("POST", "f.txt/x/checkpoints".into(), None, 404),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, body, status) in cases {
+        let mut req = s.owner().request(
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            s.url(&format!("api/contents/{path}")),
+        );
+        if let Some(b) = &body {
+            req = req.body(b.to_string());
+        }
+        let r = req.send().await.unwrap();
+        let got = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let message = v["message"].as_str().unwrap_or("");
+        let what = format!("{method} {path} {body:?}: {got} {text}");
+        if got != status {
+            failures.push(format!("expected {status}: {what}"));
+        }
+        if message.is_empty() || roots.iter().any(|r| text.contains(r.as_str())) {
+            failures.push(format!(
+                "message names the server's path or nothing: {what}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -188,27 +188,76 @@ async fn ownership_isolation_in_lists_by_id_and_by_chosen_ids() {
         connect(&s.base, &u.carol, &id, "c", true).await.err(),
         Some(404)
     );
-    let (status, _) = call(
+    // A client-chosen id: another user's kernel id is answered exactly as a free id is, with
+    // a fresh kernel under a fresh id: it never attaches, and no id can be squatted.
+    let free = "00000000-0000-4000-8000-00000000beef";
+    let mut answers = Vec::new();
+    for chosen in [id.as_str(), free] {
+        let r = api(&u.carol)
+            .post(s.url("api/kernels"))
+            .json(&json!({"kernel_id": chosen}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let location = r.headers()["location"].to_str().unwrap().to_string();
+        let model: Value = r.json().await.unwrap();
+        let fresh = model["id"].as_str().unwrap();
+        assert_ne!(fresh, chosen);
+        assert_eq!(location, format!("/api/kernels/{fresh}"));
+        let mut keys: Vec<String> = model.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        answers.push((status, keys));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].0, 201);
+    // The caller's own kernel is reused, as jupyter_server does.
+    let (status, again) = call(
         s,
-        &u.carol,
+        &u.alice,
         "POST",
         "api/kernels",
         Some(json!({"kernel_id": id})),
     )
     .await;
-    assert_eq!(
-        status, 409,
-        "a client-chosen id never attaches to another's kernel"
-    );
-    let (status, _) = call(
-        s,
-        &u.carol,
-        "POST",
-        "api/sessions",
-        Some(json!({"path": "mine.ipynb", "type": "notebook", "kernel": {"id": id}})),
-    )
-    .await;
-    assert_eq!(status, 404, "a session cannot attach to another's kernel");
+    assert_eq!((status, again["id"].as_str()), (201, Some(id.as_str())));
+    // Sessions: a kernel id that is not the caller's to use starts a fresh kernel on
+    // creation, and is "No such kernel" on a change, whether it exists or not.
+    let mut carol_sessions = Vec::new();
+    for (i, chosen) in [id.as_str(), free].into_iter().enumerate() {
+        let (status, sess) = call(
+            s,
+            &u.carol,
+            "POST",
+            "api/sessions",
+            Some(json!({"path": format!("mine{i}.ipynb"), "type": "notebook", "kernel": {"id": chosen}})),
+        )
+        .await;
+        assert_eq!(status, 201, "{sess}");
+        assert_ne!(sess["kernel"]["id"], chosen);
+        carol_sessions.push(sess["id"].as_str().unwrap().to_string());
+    }
+    let mut answers = Vec::new();
+    for chosen in [id.as_str(), free] {
+        let (status, body) = call(
+            s,
+            &u.carol,
+            "PATCH",
+            &format!("api/sessions/{}", carol_sessions[0]),
+            Some(json!({"kernel": {"id": chosen}})),
+        )
+        .await;
+        let message = body["message"].as_str().unwrap().replace(chosen, "<id>");
+        answers.push((status, message));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0], (400, "No such kernel: <id>".to_string()));
+    let (_, list) = call(s, &u.carol, "GET", "api/kernels", None).await;
+    assert!(!ids(&list).contains(&free.to_string()));
+    for sid in &carol_sessions {
+        let (status, _) = call(s, &u.carol, "DELETE", &format!("api/sessions/{sid}"), None).await;
+        assert_eq!(status, 204);
+    }
     // The same notebook path: carol gets her own session and kernel.
     let (status, carol_sess) = call(
         s,

@@ -109,3 +109,41 @@ async fn status_and_api_spec_match_jupyter_server() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+/// The `Content-Security-Policy` of an answer.
+fn csp(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("content-security-policy")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// API answers carry jupyter_server's `APIHandler` CSP (`default-src 'none'`), successes and
+/// errors alike; pages keep the page CSP.
+#[tokio::test]
+async fn api_csp_matches_jupyter_server() {
+    let s = common::server().token("csp-token").start();
+    let j = Jupyter::start(s.root(), &[]);
+    std::fs::write(s.root().join("a.txt"), "a").unwrap();
+    for (q, status) in [
+        ("api", 200),
+        ("api/status", 200),
+        ("api/contents/a.txt", 200),
+        ("api/contents/missing.txt", 404),
+        ("api/kernelspecs", 200),
+        ("api/sessions/00000000-0000-0000-0000-000000000000", 404),
+        ("api/kernels/00000000-0000-0000-0000-000000000000", 404),
+    ] {
+        let ours = s.owner().get(s.url(q)).send().await.unwrap();
+        let theirs = j.client().get(j.url(q)).send().await.unwrap();
+        assert_eq!(ours.status(), status, "{q}");
+        assert_eq!(theirs.status(), status, "{q}");
+        assert_eq!(csp(&ours), csp(&theirs), "{q}");
+        assert!(csp(&ours).ends_with("; default-src 'none'"), "{q}");
+    }
+    // A page: both keep the page CSP (no default-src).
+    let ours = s.browser().get(s.url("login")).send().await.unwrap();
+    let theirs = reqwest::get(j.url("login")).await.unwrap();
+    assert_eq!(csp(&ours), csp(&theirs));
+    assert!(!csp(&ours).contains("default-src"));
+}

@@ -34,7 +34,8 @@ pub enum TerminalError {
         limit: usize,
     },
     /// The working directory is unusable.
-    #[error("Cannot start a terminal in {path:?}: {reason}")]
+    /// (The message leaves out the server's own path to it, which the server logs.)
+    #[error("Cannot start a terminal in that directory: {reason}")]
     InvalidCwd {
         /// The directory asked for.
         path: String,

@@ -284,9 +284,12 @@ fn forget(manager: &Weak<ManagerInner>, ended: &Arc<Terminal>) {
 }
 
 fn check_cwd(cwd: &Path) -> Result<std::path::PathBuf, TerminalError> {
-    let invalid = |reason: &str| TerminalError::InvalidCwd {
-        path: cwd.display().to_string(),
-        reason: reason.to_string(),
+    let invalid = |reason: &str| {
+        tracing::warn!(cwd = %cwd.display(), "cannot start a terminal: {reason}");
+        TerminalError::InvalidCwd {
+            path: cwd.display().to_string(),
+            reason: reason.to_string(),
+        }
     };
     if !cwd.is_absolute() {
         return Err(invalid("not an absolute path"));

@@ -16,7 +16,7 @@ use axum::Extension;
 use concord_authz::{Action, CanonicalPath, Resource};
 use concord_contents::{
     Caller as ContentsCaller, Content, ContentsConfig, ContentsError, ContentsManager, ErrorKind,
-    GetOptions, Model, PathAccess,
+    GetOptions, Missing, Model, PathAccess,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -121,6 +121,31 @@ fn to_api_error(e: ContentsError) -> ApiError {
         Some(r) => err.with_reason(r),
         None => err,
     }
+}
+
+/// What a contents route answers for a path that does not exist: the pipeline answers a
+/// path the caller may not see with exactly this, so a refusal never tells what lies there.
+/// (A POST answers as for a new untitled file, a PUT as for a file, whatever the body.)
+pub fn not_found(
+    pattern: &str,
+    method: &axum::http::Method,
+    params: &RouteParams,
+    path: &CanonicalPath,
+) -> ApiError {
+    use axum::http::Method;
+    let op = if pattern.ends_with("/checkpoints/{checkpoint_id}") {
+        Missing::Checkpoint(params.get("checkpoint_id").unwrap_or_default())
+    } else if pattern == "/api/contents/{*path}" {
+        match *method {
+            Method::PUT => Missing::Save,
+            Method::POST => Missing::CreateIn,
+            Method::PATCH | Method::DELETE => Missing::Change,
+            _ => Missing::Read,
+        }
+    } else {
+        Missing::Read
+    };
+    to_api_error(ContentsError::missing(op, path))
 }
 
 fn service(app: &App) -> ApiResult<Arc<ContentsManager>> {

@@ -367,12 +367,7 @@ pub fn kernel_error_message(e: &KernelError) -> String {
 
 /// Parse a contents path named in a body (already decoded, API form), resolve it and
 /// require `action` on it; returns the resolved path.
-pub fn authorize_path(
-    app: &App,
-    guard: &Guard,
-    action: Action,
-    raw: &str,
-) -> ApiResult<CanonicalPath> {
+pub fn authorize_path(guard: &Guard, action: Action, raw: &str) -> ApiResult<CanonicalPath> {
     let requested = CanonicalPath::parse(raw).map_err(|e| match e {
         concord_authz::PathError::OutsideRoot(_) => ApiError::not_found(format!(
             "No such file or directory: {raw} (outside the root directory)"
@@ -381,11 +376,9 @@ pub fn authorize_path(
             ApiError::bad_request(format!("Invalid path: {raw:?}"))
         }
     })?;
-    let resolved = app.paths.resolve(&requested)?;
-    guard.require(action, &Resource::contents(resolved.clone()), || {
-        contents_not_found(&requested)
-    })?;
-    Ok(resolved)
+    let not_found = contents_not_found(&requested);
+    let target = guard.require_resolved(action, requested, || not_found.clone())?;
+    Ok(target.resolved)
 }
 
 /// `GET /api/kernels`: the kernels the caller may read.
@@ -452,7 +445,7 @@ pub async fn start_kernel(
     };
     // The working directory: a path the caller may read.
     let path = match raw_path.as_deref() {
-        Some(raw) => Some(authorize_path(&app, &guard, Action::Read, raw)?),
+        Some(raw) => Some(authorize_path(&guard, Action::Read, raw)?),
         None => None,
     };
     let owner = Owner::of(guard.identity());
@@ -460,18 +453,16 @@ pub async fn start_kernel(
     guard.require(Action::Write, &new_kernel, || {
         ApiError::forbidden("You may not start a kernel there")
     })?;
-    // jupyter_server answers a POST naming a running kernel's id with that kernel: only the
-    // caller's own kernel (or one the policy lets them manage) is returned; another user's
-    // id never attaches.
+    // jupyter_server answers a POST naming a running kernel's id with that kernel, and
+    // starts a kernel under any other id it is given. On a shared server a client's id is
+    // honoured only for the caller's own reuse (a kernel they may already execute in);
+    // any other id, free or another user's, gets a fresh kernel under a fresh id, so ids
+    // can be neither squatted nor probed.
     if let Some(id) = &kernel_id {
         if let Ok(existing) = svc.kernels.get(id) {
-            if guard.may(Action::Write, &kernel_resource(&app.paths, &existing)) {
+            if guard.may(Action::Execute, &kernel_resource(&app.paths, &existing)) {
                 return Ok(created(&app, existing));
             }
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("Kernel id {id} is already in use"),
-            ));
         }
     }
     let info = svc
@@ -480,7 +471,7 @@ pub async fn start_kernel(
             name,
             path,
             env,
-            kernel_id,
+            kernel_id: None,
             owner,
         })
         .await

@@ -101,13 +101,12 @@ fn share_hook<'a>(
 /// Authorize a session for `raw_path` owned by `owner` (read on the notebook path, write on
 /// the session and on a kernel in its directory).
 fn authorize_session(
-    app: &App,
     guard: &Guard,
     raw_path: &str,
     id: Option<String>,
     owner: Owner,
 ) -> ApiResult<()> {
-    let path = authorize_path(app, guard, Action::Read, raw_path)?;
+    let path = authorize_path(guard, Action::Read, raw_path)?;
     let forbidden = || ApiError::forbidden("You may not open a session there");
     guard.require(
         Action::Write,
@@ -152,7 +151,7 @@ pub async fn create(
     let svc = service(&app)?;
     let req = NewSession::from_json(&body).map_err(session_error)?;
     let owner = Owner::of(guard.identity());
-    authorize_session(&app, &guard, &req.path, None, owner.clone())?;
+    authorize_session(&guard, &req.path, None, owner.clone())?;
     let kernel_name = req
         .kernel
         .name
@@ -212,7 +211,7 @@ pub async fn update(
     let before = svc.sessions.get(&id).map_err(session_error)?;
     let caller = Owner::of(guard.identity());
     if let Some(path) = &patch.path {
-        authorize_session(&app, &guard, path, Some(id.clone()), before.owner.clone())?;
+        authorize_session(&guard, path, Some(id.clone()), before.owner.clone())?;
     }
     let starts_kernel = patch
         .kernel
