@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use crate::supervisor::{
-    Bind, NamespaceSpec, Spec, LANDLOCK_FD, LIFELINE_FD, SPEC_FD, SUPERVISOR_ARG,
+    Account, Bind, NamespaceSpec, Spec, LANDLOCK_FD, LIFELINE_FD, SPEC_FD, SUPERVISOR_ARG,
 };
 use crate::{ConfineError, ConfinementPlan, LaunchExtras, PreparedConfinement, RuleAccess};
 
@@ -20,6 +20,9 @@ pub struct Sandbox {
     pub plan: Option<Arc<ConfinementPlan>>,
     /// The supervisor and its namespaces; `None`: the command is executed directly.
     pub supervision: Option<Arc<Supervision>>,
+    /// The operating-system account the process runs as (concord is root and maps its
+    /// users to accounts); `None`: concord's own.
+    pub account: Option<Account>,
 }
 
 /// The supervisor, as the server configures it once.
@@ -179,6 +182,7 @@ impl Sandbox {
         Sandbox {
             plan: Some(plan),
             supervision: None,
+            account: None,
         }
     }
 
@@ -194,7 +198,19 @@ impl Sandbox {
             None => None,
         };
         let env = self.plan.as_ref().map(|p| p.env()).unwrap_or_default();
+        if let (Some(account), Some(plan)) = (&self.account, &self.plan) {
+            // The user's private home and tmp become the account's.
+            give(&[plan.home.as_path(), plan.tmp.as_path()], account)?;
+            if let Some(user_dir) = plan.home.parent() {
+                give(&[user_dir], account)?;
+            }
+        }
         let Some(supervision) = &self.supervision else {
+            if self.account.is_some() {
+                return Err(ConfineError::Ruleset(
+                    "running a process as another account needs the supervisor".into(),
+                ));
+            }
             let (program, args) = argv
                 .split_first()
                 .ok_or_else(|| ConfineError::Ruleset("no command".into()))?;
@@ -220,6 +236,7 @@ impl Sandbox {
                 .as_ref()
                 .map(|ns| self.namespace_spec(ns, extras)),
             drop_capabilities: supervision.drop_capabilities,
+            run_as: self.account.clone(),
             landlock: prepared.is_some(),
             probe: false,
         };
@@ -290,6 +307,20 @@ impl Sandbox {
             shm_access,
         }
     }
+}
+
+/// Make `paths` belong to `account` (what the process it runs must use as its own).
+pub fn give(paths: &[&Path], account: &Account) -> Result<(), ConfineError> {
+    for path in paths {
+        std::os::unix::fs::chown(path, Some(account.uid), Some(account.gid)).map_err(|source| {
+            ConfineError::Io {
+                what: "cannot give to the user's account",
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Whether namespaces can be made here: runs the supervisor once in probe mode (it makes

@@ -22,9 +22,12 @@ mod plan;
 mod status;
 pub mod supervisor;
 
-pub use launch::{probe_namespaces, Namespaces, PreExec, PreparedLaunch, Sandbox, Supervision};
+pub use launch::{
+    give, probe_namespaces, Namespaces, PreExec, PreparedLaunch, Sandbox, Supervision,
+};
 pub use plan::{PlanRule, RuleAccess};
 pub use status::{status, LandlockStatus, MIN_ABI, NET_ABI, SCOPE_ABI};
+pub use supervisor::Account;
 
 /// Why confinement could not be planned, prepared or applied.
 #[derive(Debug, thiserror::Error)]

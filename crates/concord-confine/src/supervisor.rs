@@ -71,6 +71,8 @@ pub struct Spec {
     pub namespaces: Option<NamespaceSpec>,
     /// Keep only the capabilities that reach files (for a target running as root).
     pub drop_capabilities: bool,
+    /// Run the target as this operating-system account (concord is root).
+    pub run_as: Option<Account>,
     /// Enforce the Landlock ruleset on [`LANDLOCK_FD`].
     pub landlock: bool,
     /// Only check that the namespaces can be made (used once at start-up): the init exits
@@ -92,6 +94,17 @@ pub struct NamespaceSpec {
     pub proc_access: u64,
     /// A private tmpfs on `/dev/shm`, and the Landlock rights the target gets on it (0: none).
     pub shm_access: Option<u64>,
+}
+
+/// An operating-system account a process runs as.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Account {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
 }
 
 /// One bind mount.
@@ -600,12 +613,19 @@ fn exec_target(spec: &Spec) -> String {
         let _ = ttou.thread_block();
         let _ = tcsetpgrp(std::io::stdin(), me);
     }
+    // SAFETY: closing the supervisor's own fd, which the target must not inherit.
+    unsafe { libc::close(LIFELINE_FD) };
+    if let Some(account) = &spec.run_as {
+        if let Err(e) = take_account(account) {
+            return e;
+        }
+    }
+    // After any change of account, which clears it.
     if let Err(e) = prctl::set_pdeathsig(Signal::SIGKILL) {
         return format!("cannot set the parent-death signal: {e}");
     }
-    // SAFETY: closing the supervisor's own fd, which the target must not inherit.
-    unsafe { libc::close(LIFELINE_FD) };
-    if spec.drop_capabilities {
+    let root = spec.run_as.as_ref().is_none_or(|a| a.uid == 0);
+    if spec.drop_capabilities && root {
         if let Err(e) = keep_file_capabilities() {
             return e;
         }
@@ -647,6 +667,18 @@ fn exec_target(spec: &Spec) -> String {
         Err(e) => format!("cannot run {}: {e}", spec.argv[0]),
         Ok(never) => match never {},
     }
+}
+
+/// Take the account's groups and ids, for good (real, effective and saved): a process that is
+/// not root keeps no capability.
+fn take_account(account: &Account) -> Result<(), String> {
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    let groups: Vec<Gid> = account.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    setgroups(&groups).map_err(|e| format!("cannot set the groups of uid {}: {e}", account.uid))?;
+    let gid = Gid::from_raw(account.gid);
+    setresgid(gid, gid, gid).map_err(|e| format!("cannot take gid {}: {e}", account.gid))?;
+    let uid = Uid::from_raw(account.uid);
+    setresuid(uid, uid, uid).map_err(|e| format!("cannot take uid {}: {e}", account.uid))
 }
 
 fn keep_file_capabilities() -> Result<(), String> {

@@ -1102,6 +1102,11 @@ impl KernelManager {
         let key = info["key"].as_str().unwrap_or_default().to_string();
         let conn_file = self.connection_file(&k.id);
         write_private_file(&conn_file, info.to_string().as_bytes())?;
+        if let Some(account) = &k.sandbox.account {
+            // The kernel runs as its user's account: its directory is theirs.
+            concord_confine::give(&[kernel_dir.as_path(), conn_file.as_path()], account)
+                .map_err(|e| KernelError::StartFailed(e.to_string()))?;
+        }
         files.push(conn_file.clone());
 
         let argv = resolve_python(&k.spec.argv(), &k.spec.resource_dir);

@@ -47,6 +47,119 @@ pub struct ConfineOptions {
         value_delimiter = ','
     )]
     pub tcp_connect: Option<Vec<u16>>,
+    /// Run each user's kernels and terminals as an operating-system account (concord must
+    /// be root): `same-name` (the account named as the user), or `USER=ACCOUNT` /
+    /// `USER=UID:GID` entries. A user without one may not start kernels or terminals.
+    /// Unset: every process runs as concord's own account.
+    #[arg(
+        long = "confine-os-users",
+        env = "CONCORD_CONFINE_OS_USERS",
+        value_delimiter = ','
+    )]
+    pub os_users: Option<Vec<String>>,
+}
+
+/// Which operating-system account a user's processes run as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OsAccounts {
+    /// Concord's own (the default).
+    Concord,
+    /// The account named as the user, looked up when a process starts.
+    SameName,
+    /// A fixed mapping, resolved at start-up.
+    Mapped(std::collections::HashMap<String, concord_confine::Account>),
+}
+
+impl OsAccounts {
+    /// Parse `--confine-os-users`; `root` says whether concord runs as root (it must).
+    pub fn parse(entries: &[String], root: bool) -> anyhow::Result<OsAccounts> {
+        let entries: Vec<&str> = entries
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if entries.is_empty() {
+            return Ok(OsAccounts::Concord);
+        }
+        if !root {
+            anyhow::bail!(
+                "--confine-os-users needs concord to run as root (it starts processes as other accounts)"
+            );
+        }
+        if entries == ["same-name"] {
+            return Ok(OsAccounts::SameName);
+        }
+        let mut map = std::collections::HashMap::new();
+        for entry in entries {
+            let Some((user, account)) = entry.split_once('=') else {
+                anyhow::bail!(
+                    "--confine-os-users: {entry:?} is neither `same-name` nor USER=ACCOUNT or USER=UID:GID"
+                );
+            };
+            let resolved = match account.split_once(':') {
+                Some((uid, gid)) => {
+                    let (Ok(uid), Ok(gid)) = (uid.parse::<u32>(), gid.parse::<u32>()) else {
+                        anyhow::bail!("--confine-os-users: {entry:?}: UID:GID must be numbers");
+                    };
+                    concord_confine::Account {
+                        uid,
+                        gid,
+                        groups: Vec::new(),
+                    }
+                }
+                None => account_named(account)
+                    .map_err(|e| anyhow::anyhow!("--confine-os-users: {e}"))?,
+            };
+            if resolved.uid == 0 {
+                anyhow::bail!("--confine-os-users: {entry:?} maps to root, which isolates nothing");
+            }
+            map.insert(user.to_string(), resolved);
+        }
+        Ok(OsAccounts::Mapped(map))
+    }
+
+    /// The account for `username`'s processes (`None`: concord's own), or why there is none.
+    pub fn account_for(&self, username: &str) -> Result<Option<concord_confine::Account>, String> {
+        match self {
+            OsAccounts::Concord => Ok(None),
+            OsAccounts::SameName => {
+                let account = account_named(username)?;
+                if account.uid == 0 {
+                    return Err(format!(
+                        "{username} is root's account: its processes are not started"
+                    ));
+                }
+                Ok(Some(account))
+            }
+            OsAccounts::Mapped(map) => map.get(username).cloned().map(Some).ok_or_else(|| {
+                format!("{username} has no operating-system account (--confine-os-users)")
+            }),
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            OsAccounts::Concord => "concord's",
+            OsAccounts::SameName => "same-name",
+            OsAccounts::Mapped(_) => "mapped",
+        }
+    }
+}
+
+/// The operating-system account `name`: its ids and groups.
+fn account_named(name: &str) -> Result<concord_confine::Account, String> {
+    use nix::unistd::{getgrouplist, User};
+    let user = User::from_name(name)
+        .map_err(|e| format!("cannot look up the account {name}: {e}"))?
+        .ok_or_else(|| format!("no operating-system account named {name}"))?;
+    let cname = std::ffi::CString::new(name).map_err(|_| format!("bad account name {name:?}"))?;
+    let groups = getgrouplist(&cname, user.gid)
+        .map_err(|e| format!("cannot list the groups of {name}: {e}"))?;
+    Ok(concord_confine::Account {
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        groups: groups.into_iter().map(|g| g.as_raw()).collect(),
+    })
 }
 
 /// What applies to kernels and terminals started from now on.
@@ -88,6 +201,8 @@ pub struct Confinement {
     pub namespaces: bool,
     /// Whether TCP is restricted for confined processes.
     pub tcp_restricted: bool,
+    /// The accounts processes run as.
+    pub accounts: OsAccounts,
     config: ConfineConfig,
     supervision: Arc<Supervision>,
     root: PathBuf,
@@ -237,7 +352,22 @@ impl Confinement {
                 missing.join("; ")
             ),
         }
+        let accounts = OsAccounts::parse(
+            &cli.os_users
+                .clone()
+                .or(file.os_users.clone())
+                .unwrap_or_default(),
+            // SAFETY: geteuid has no preconditions.
+            unsafe { libc::geteuid() } == 0,
+        )?;
+        if accounts != OsAccounts::Concord {
+            tracing::info!(
+                "kernels and terminals run as their users' accounts ({})",
+                accounts.describe()
+            );
+        }
         Ok(Confinement {
+            accounts,
             tcp_restricted: config.net.is_some() && status.network,
             namespaces: enabled && namespaces_work,
             status,
@@ -254,9 +384,11 @@ impl Confinement {
     /// The sandbox for a process `owner` starts now, or why it must not start.
     pub fn sandbox_for(&self, owner: &Owner) -> Result<Sandbox, String> {
         let plan = self.plan_for(owner)?;
+        let account = self.accounts.account_for(&owner.username)?;
         Ok(Sandbox {
             plan,
             supervision: Some(self.supervision.clone()),
+            account,
         })
     }
 
@@ -305,7 +437,8 @@ impl Confinement {
                 "namespaces": self.namespaces,
                 "landlock_scopes": enforced && self.status.available && self.status.abi >= concord_confine::SCOPE_ABI,
                 "tcp_restricted": enforced && self.tcp_restricted,
-                "capabilities": if self.supervision.drop_capabilities { "file-only" } else { "none" },
+                "capabilities": if self.supervision.drop_capabilities && self.accounts == OsAccounts::Concord { "file-only" } else { "none" },
+                "accounts": self.accounts.describe(),
                 "missing": self.missing,
             },
         })
@@ -409,5 +542,42 @@ fn describe_mechanisms(status: &LandlockStatus, namespaces: bool, tcp: bool) -> 
         "nothing".to_string()
     } else {
         parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OsAccounts;
+
+    fn entries(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn os_accounts_are_parsed_and_checked() {
+        assert_eq!(OsAccounts::parse(&[], false).unwrap(), OsAccounts::Concord);
+        let err = OsAccounts::parse(&entries(&["same-name"]), false).unwrap_err();
+        assert!(
+            err.to_string().contains("needs concord to run as root"),
+            "{err}"
+        );
+        assert_eq!(
+            OsAccounts::parse(&entries(&["same-name"]), true).unwrap(),
+            OsAccounts::SameName
+        );
+        let mapped =
+            OsAccounts::parse(&entries(&["alice=40001:40002", " bob=40003:40003 "]), true).unwrap();
+        let alice = mapped.account_for("alice").unwrap().unwrap();
+        assert_eq!((alice.uid, alice.gid), (40001, 40002));
+        let err = mapped.account_for("carol").unwrap_err();
+        assert!(
+            err.contains("carol has no operating-system account"),
+            "{err}"
+        );
+        for bad in ["alice", "alice=x:1", "alice=0:0", "alice=root"] {
+            assert!(OsAccounts::parse(&entries(&[bad]), true).is_err(), "{bad}");
+        }
+        // `same-name` of a user named like root is never root.
+        assert!(OsAccounts::SameName.account_for("root").is_err());
     }
 }

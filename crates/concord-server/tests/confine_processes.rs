@@ -257,10 +257,11 @@ struct Pair {
     bob: String,
 }
 
-fn two_users(transport: &str, run_as: Option<(u32, u32)>) -> Pair {
+fn two_users(transport: &str, run_as: Option<(u32, u32)>, args: &[&str]) -> Pair {
     let mut b = common::server()
         .users_with_policy(TWO_USERS)
         .args(&["--kernel-transport", transport])
+        .args(args)
         .env("PATH", &path_with_venv())
         // A setting of the server's (as a token would be): never a kernel's business.
         .env("CONCORD_ISOLATION_PROBE", "server-only");
@@ -431,7 +432,7 @@ fn assert_isolated(output: &str, who: &str) {
 /// User A's kernel and terminal cannot reach user B's kernel, other processes or concord,
 /// and B's kernel keeps working, its outputs private.
 async fn isolated_from_each_other(transport: &str, run_as: Option<(u32, u32)>) {
-    let p = two_users(transport, run_as);
+    let p = two_users(transport, run_as, &[]);
     let (bob_id, mut bob) = kernel_of(&p, &p.bob, "projects/b").await;
     let (_, mut alice) = kernel_of(&p, &p.alice, "projects/a").await;
     let conn = connection_file(p.s.state(), &bob_id);
@@ -626,4 +627,101 @@ fn uuid_like(id: &str) -> String {
         .take(8)
         .collect::<String>()
         + "0"
+}
+
+/// The accounts of `--confine-os-users` in the test below: nobody on the machine has them.
+const ALICE_ACCOUNT: u32 = 40_001;
+const BOB_ACCOUNT: u32 = 40_002;
+
+/// With concord as root and `--confine-os-users`, each user's kernels and terminals run as
+/// their own account: isolated as before, and what they create is theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_run_as_their_own_accounts_when_concord_is_root() {
+    if !nix::unistd::geteuid().is_root() {
+        // Only root can start processes as other accounts; concord refuses the option then.
+        return;
+    }
+    let map = format!("alice={ALICE_ACCOUNT}:{ALICE_ACCOUNT},bob={BOB_ACCOUNT}:{BOB_ACCOUNT}");
+    let p = two_users("ipc", None, &["--confine-os-users", &map]);
+    for (dir, id) in [("projects/a", ALICE_ACCOUNT), ("projects/b", BOB_ACCOUNT)] {
+        nix::unistd::chown(&p.s.root().join(dir), Some(id.into()), Some(id.into())).unwrap();
+    }
+    let (bob_id, mut bob) = kernel_of(&p, &p.bob, "projects/b").await;
+    let (_, mut alice) = kernel_of(&p, &p.alice, "projects/a").await;
+    let conn = connection_file(p.s.state(), &bob_id);
+    let bob_pid = kernels_support::kernel_process(&bob_id).expect("bob's kernel process");
+    let state = p.s.state().canonicalize().unwrap();
+    let probe = isolation_probe(
+        &conn,
+        bob_pid,
+        p.s.pid(),
+        &bob_id,
+        state.to_str().unwrap(),
+        0.5,
+    );
+    let (_, outputs) = alice.execute(&probe).await;
+    assert_isolated(&KernelClient::stdout(&outputs), "alice's kernel");
+
+    let code = "import os\nopen('made.txt', 'w').write('x')\nprint(os.getuid(), os.getgid(), os.stat('made.txt').st_uid)";
+    for (client, who, id, dir) in [
+        (&mut alice, "alice", ALICE_ACCOUNT, "projects/a"),
+        (&mut bob, "bob", BOB_ACCOUNT, "projects/b"),
+    ] {
+        let (reply, outputs) = client.execute(code).await;
+        assert_eq!(reply["status"], "ok", "{who}: {reply}");
+        assert_eq!(
+            KernelClient::stdout(&outputs).trim(),
+            format!("{id} {id} {id}"),
+            "{who}"
+        );
+        let made = std::fs::metadata(p.s.root().join(dir).join("made.txt")).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), id, "{who}");
+    }
+    // Alice's terminal too.
+    let resp = api(&p.alice)
+        .post(p.s.url("api/terminals"))
+        .json(&json!({"cwd": "projects/a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let name = resp.json::<Value>().await.unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url =
+        p.s.url(&format!("terminals/websocket/{name}"))
+            .replacen("http://", "ws://", 1);
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Authorization",
+        format!("token {}", p.alice).parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    ws.send(Message::Text(
+        json!([
+            "stdin",
+            "echo UID-$(id -u)-$(stat -c %u $(tty))-E$((1+1))ND\r"
+        ])
+        .to_string()
+        .into(),
+    ))
+    .await
+    .unwrap();
+    let out = read_until(&mut ws, "-E2ND").await;
+    assert!(
+        out.contains(&format!("UID-{ALICE_ACCOUNT}-{ALICE_ACCOUNT}-E2ND")),
+        "{out}"
+    );
+    let _ = ws.close(None).await;
+    // The machine sees each kernel under its account.
+    let status = std::fs::read_to_string(format!("/proc/{bob_pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains(&BOB_ACCOUNT.to_string())),
+        "{status}"
+    );
+    alice.close().await;
+    bob.close().await;
 }

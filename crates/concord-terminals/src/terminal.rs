@@ -170,6 +170,11 @@ impl Terminal {
             )
             .map_err(|e| spawn_error(format!("cannot confine the shell: {e}")))?;
         let (pty, pts) = pty_process::open().map_err(|e| spawn_error(e.to_string()))?;
+        if let Some(account) = &sandbox.account {
+            // The shell runs as its user's account: its terminal is theirs, as after a login.
+            std::os::unix::fs::fchown(&pts, Some(account.uid), Some(account.gid))
+                .map_err(|e| spawn_error(format!("cannot give the terminal to its user: {e}")))?;
+        }
         pty.resize(pty_process::Size::new(INITIAL_SIZE.0, INITIAL_SIZE.1))
             .map_err(|e| spawn_error(e.to_string()))?;
         let master = pty
