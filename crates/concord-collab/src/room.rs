@@ -496,7 +496,10 @@ impl Room {
         let sv = catch_unwind(|| StateVector::decode_v1(sv).ok())
             .ok()
             .flatten()
-            .ok_or_else(|| self.close_with(id, CloseReason::malformed("malformed state vector")))?;
+            .ok_or_else(|| {
+                inner.metrics.malformed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.close_with(id, CloseReason::malformed("malformed state vector"))
+            })?;
         let mut state = lock(&self.state);
         let ours = state.doc.transact().state_vector();
         // A client holding what an earlier load of this file wrote, beyond what this room

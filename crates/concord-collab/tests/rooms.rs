@@ -353,3 +353,334 @@ async fn a_change_on_disk_while_the_room_is_open_is_merged_not_lost() {
     })
     .await;
 }
+
+fn awareness(client_id: u64, clock: u64, state: serde_json::Value) -> Vec<u8> {
+    let json = state.to_string();
+    codec::encode_awareness([(client_id, clock, json.as_str())])
+}
+
+#[tokio::test]
+async fn awareness_claiming_another_identity_or_client_is_refused() {
+    let s = setup(fast_config());
+    s.write("a.txt", "x");
+    let target = s.target("a.txt", "text", "file").await;
+    let mut alice = Client::join(&s, &target, "alice", Permission::Edit).await;
+    let mut bob = Client::join(&s, &target, "bob", Permission::View).await;
+
+    // Bob's own presence goes to everyone.
+    let own = awareness(200, 1, json!({"user": {"username": "bob", "name": "bob",
+        "display_name": "bob", "initials": "B", "color": "var(--jp-collaborator-color1)",
+        "avatar_url": null}, "cursors": []}));
+    bob.conn.handle(&own).await.unwrap();
+    alice.pump().await;
+    assert_eq!(alice.awareness, vec![own.clone()]);
+
+    // Bob claiming to be alice, or writing alice's presence, goes nowhere.
+    let forged_name = awareness(200, 2, json!({"user": {"username": "alice", "name": "alice",
+        "display_name": "alice"}}));
+    bob.conn.handle(&forged_name).await.unwrap();
+    let alice_state = awareness(100, 1, json!({"user": {"username": "alice", "name": "alice",
+        "display_name": "alice"}}));
+    alice.conn.handle(&alice_state).await.unwrap();
+    let overwrite_alice = awareness(100, 5, json!({"user": {"username": "bob", "name": "bob",
+        "display_name": "bob"}}));
+    bob.conn.handle(&overwrite_alice).await.unwrap();
+    let remove_alice = awareness(100, 6, serde_json::Value::Null);
+    bob.conn.handle(&remove_alice).await.unwrap();
+    let unknown_field = awareness(200, 3, json!({"user": {"username": "bob", "admin": true}}));
+    bob.conn.handle(&unknown_field).await.unwrap();
+    alice.pump().await;
+    bob.pump().await;
+    assert_eq!(alice.awareness, vec![own.clone(), alice_state.clone()]);
+    assert_eq!(s.service.metrics().refused_awareness, 4);
+    let reports = s.recorder.awareness.lock().unwrap().clone();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].username, "bob");
+
+    // A newcomer learns who is here; query-awareness answers the same.
+    let mut carol = Client::join(&s, &target, "carol", Permission::View).await;
+    assert_eq!(carol.awareness.len(), 1);
+    carol.awareness.clear();
+    carol.conn.handle(&codec::encode_query_awareness()).await.unwrap();
+    carol.pump().await;
+    assert_eq!(carol.awareness.len(), 1);
+    let entries = codec::decode_awareness(
+        match codec::decode_message(&carol.awareness[0], &codec::Limits::default()).unwrap() {
+            codec::Message::Awareness(p) => p,
+            other => panic!("{other:?}"),
+        },
+        &codec::Limits::default(),
+    )
+    .unwrap();
+    let ids: Vec<u64> = entries.iter().map(|e| e.client_id).collect();
+    assert_eq!(ids, vec![100, 200]);
+
+    // Bob leaving removes his presence for the others.
+    drop(bob);
+    alice.pump().await;
+    let last = alice.awareness.last().unwrap();
+    let codec::Message::Awareness(p) = codec::decode_message(last, &codec::Limits::default()).unwrap() else {
+        panic!()
+    };
+    let gone = codec::decode_awareness(p, &codec::Limits::default()).unwrap();
+    assert_eq!((gone[0].client_id, gone[0].state.clone()), (200, None));
+}
+
+#[tokio::test]
+async fn malformed_or_huge_messages_close_with_a_clear_code() {
+    let s = setup(CollabConfig {
+        limits: codec::Limits {
+            max_message_bytes: 4096,
+            ..codec::Limits::default()
+        },
+        ..fast_config()
+    });
+    s.write("a.txt", "x");
+    let target = s.target("a.txt", "text", "file").await;
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (vec![0, 2, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2], close_codes::INVALID),
+        (vec![0, 9, 1, 0], close_codes::INVALID),
+        (vec![0xff; 12], close_codes::INVALID),
+        (codec::encode_update(&[1, 2, 3, 4, 5, 6, 7, 8]), close_codes::INVALID),
+        (codec::encode_sync_step1(&[0xff, 0xff, 0xff]), close_codes::INVALID),
+        (vec![1, 3, 1, 1, 1], close_codes::INVALID),
+        (awareness(1, 1, json!([1, 2])), close_codes::INVALID),
+        (codec::encode_update(&vec![0u8; 5000]), close_codes::TOO_LARGE),
+    ];
+    for (frame, code) in cases {
+        let mut client = Client::join(&s, &target, "alice", Permission::Edit).await;
+        let err = client.conn.handle(&frame).await.unwrap_err();
+        assert_eq!(err.code, code, "{frame:?}: {err:?}");
+        client.pump().await;
+        assert_eq!(client.closed.as_ref().map(|r| r.code), Some(code));
+        assert!(client.conn.next().await.is_none());
+        assert_eq!(client.text(), "x");
+    }
+    // Unknown message types and other raw strings are ignored, as jupyter-server-ydoc does.
+    let client = Client::join(&s, &target, "alice", Permission::Edit).await;
+    client.conn.handle(&[125, 1, 2]).await.unwrap();
+    client.conn.handle(&codec::encode_raw("hello")).await.unwrap();
+    assert!(s.service.metrics().malformed >= 8);
+}
+
+#[tokio::test]
+async fn limits_bound_participants_rooms_queues_and_documents() {
+    let s = setup(CollabConfig {
+        max_participants_per_room: 2,
+        max_rooms_per_user: 1,
+        max_queue_bytes: 2048,
+        max_document_bytes: 64 * 1024,
+        ..fast_config()
+    });
+    s.write("a.txt", "x");
+    s.write("b.txt", "y");
+    let a = s.target("a.txt", "text", "file").await;
+    let b = s.target("b.txt", "text", "file").await;
+    let mut alice = Client::join(&s, &a, "alice", Permission::Edit).await;
+    let slow = s.service.join(&a, Identity::named("sam"), Permission::View).await.unwrap();
+    let full = s.service.join(&a, Identity::named("zoe"), Permission::View).await;
+    assert!(full.err().unwrap().message.contains("participants"));
+    let too_many = s.service.join(&b, Identity::named("alice"), Permission::Edit).await;
+    assert!(too_many.err().unwrap().message.contains("documents open"));
+
+    // Sam never reads: once his queue passes its bound he is closed, the room goes on.
+    for _ in 0..60 {
+        alice.edit(append("0123456789012345678901234567890123456789012345678901234567890123456789")).await.unwrap();
+    }
+    let mut closed = None;
+    while let Some(out) = slow.try_next() {
+        if let Outbound::Close(reason) = out {
+            closed = Some(reason.code);
+        }
+    }
+    assert_eq!(closed, Some(close_codes::TRY_AGAIN));
+
+    // A document past its size limit refuses the update that would grow it.
+    let big: &'static str = Box::leak("z".repeat(70 * 1024).into_boxed_str());
+    let err = alice.edit(append(big)).await.unwrap_err();
+    assert_eq!(err.code, close_codes::TOO_LARGE);
+
+    // Empty rooms are released.
+    drop((alice, slow));
+    eventually("rooms released", || s.service.metrics().rooms == 0).await;
+    assert_eq!(s.service.metrics().participants, 0);
+}
+
+#[tokio::test]
+async fn permission_changes_and_revocation_reach_live_participants() {
+    let s = setup(fast_config());
+    s.write("a.txt", "start\n");
+    let target = s.target("a.txt", "text", "file").await;
+    let mut alice = Client::join(&s, &target, "alice", Permission::Edit).await;
+    let mut bob = Client::join(&s, &target, "bob", Permission::Edit).await;
+    let bob_id = s
+        .service
+        .participants()
+        .into_iter()
+        .find(|p| p.username == "bob")
+        .unwrap();
+    assert_eq!((bob_id.permission, bob_id.path.as_str()), (Permission::Edit, "a.txt"));
+
+    assert!(s.service.set_permission(bob_id.id, Permission::View));
+    bob.edit(append("after downgrade\n")).await.unwrap();
+    alice.pump().await;
+    assert_eq!(alice.text(), "start\n");
+    assert_eq!(s.service.metrics().refused_updates, 1);
+
+    assert!(s.service.close(bob_id.id, CloseReason::revoked()));
+    bob.pump().await;
+    let reason = bob.closed.clone().unwrap();
+    assert_eq!(reason.code, close_codes::SESSION);
+    let payload: serde_json::Value = serde_json::from_str(&reason.reason).unwrap();
+    assert_eq!(payload["reason"], "access_revoked");
+    assert!(bob.conn.next().await.is_none());
+}
+
+#[tokio::test]
+async fn a_client_of_a_released_room_is_asked_to_reload_instead_of_duplicating() {
+    let s = setup(fast_config());
+    s.write("a.txt", "one\n");
+    let target = s.target("a.txt", "text", "file").await;
+    let mut alice = Client::join(&s, &target, "alice", Permission::Edit).await;
+    alice.edit(append("two\n")).await.unwrap();
+    let old_doc = alice.doc;
+    drop(alice.conn);
+    eventually("saved and released", || {
+        s.read("a.txt") == "one\ntwo\n" && s.service.metrics().rooms == 0
+    })
+    .await;
+
+    // The old document (y-websocket reconnecting with it) meets a room loaded anew.
+    let conn = s.service.join(&target, Identity::named("alice"), Permission::Edit).await.unwrap();
+    let mut stale = Client::with_doc(old_doc, conn);
+    stale.sync().await;
+    let reason = stale.closed.clone().expect("closed");
+    assert_eq!(reason.code, close_codes::SESSION);
+    assert!(reason.reason.contains("\"reloadable\":true"));
+
+    // A fresh client is fine and sees the file once.
+    let fresh = Client::join(&s, &target, "alice", Permission::Edit).await;
+    assert_eq!(fresh.text(), "one\ntwo\n");
+}
+
+#[tokio::test]
+async fn file_ids_survive_renames_and_rooms_follow() {
+    let s = setup(fast_config());
+    std::fs::create_dir(s.dir.path().join("dir")).unwrap();
+    s.write("dir/a.txt", "x");
+    let first = s.service.session("dir/a.txt", "text", "file").await.unwrap();
+    assert!(first.created);
+    let again = s.service.session("/dir/a.txt", "text", "file").await.unwrap();
+    assert_eq!((again.file_id.as_str(), again.created), (first.file_id.as_str(), false));
+    assert_eq!(first.to_json()["sessionId"], s.service.session_id());
+    assert!(s.service.session("missing.txt", "text", "file").await.is_err());
+
+    let target = s.target("dir/a.txt", "text", "file").await;
+    let mut alice = Client::join(&s, &target, "alice", Permission::Edit).await;
+    std::fs::rename(s.dir.path().join("dir"), s.dir.path().join("moved")).unwrap();
+    let affected = s.service.file_moved("dir", "moved").unwrap();
+    assert_eq!(affected.len(), 1);
+    assert_eq!(affected[0].path, "moved/a.txt");
+    let renamed = s.service.session("moved/a.txt", "text", "file").await.unwrap();
+    assert_eq!(renamed.file_id, first.file_id);
+    alice.pump().await;
+    let path = {
+        let txn = alice.doc.transact();
+        let state = txn.get_map("state").unwrap();
+        yrs::Map::get(&state, &txn, "path").unwrap().to_string(&txn)
+    };
+    assert_eq!(path, "moved/a.txt");
+    alice.edit(append("y")).await.unwrap();
+    eventually("saved at the new path", || s.read("moved/a.txt") == "xy").await;
+
+    s.service.file_deleted("moved").unwrap();
+    alice.pump().await;
+    assert!(alice.closed.unwrap().reason.contains("file_deleted"));
+    assert!(s.service.resolve_room(&target.room_id).is_err());
+}
+
+fn notebook(cells: serde_json::Value, minor: u32) -> String {
+    json!({"nbformat": 4, "nbformat_minor": minor, "metadata": {}, "cells": cells}).to_string()
+}
+
+fn cell_source(doc: &Doc, index: u32) -> String {
+    use yrs::{Array, Map, Out};
+    let txn = doc.transact();
+    let cells = txn.get_array("cells").unwrap();
+    let Some(Out::YMap(cell)) = cells.get(&txn, index) else {
+        panic!("no cell {index}")
+    };
+    let Some(Out::YText(text)) = cell.get(&txn, "source") else {
+        panic!()
+    };
+    text.get_string(&txn)
+}
+
+fn edit_cell(index: u32, at: u32, chunk: &'static str) -> impl FnOnce(&mut TransactionMut) {
+    use yrs::{Array, Map, Out};
+    move |txn| {
+        let cells = txn.get_or_insert_array("cells");
+        let Some(Out::YMap(cell)) = cells.get(txn, index) else {
+            panic!()
+        };
+        let Some(Out::YText(text)) = cell.get(txn, "source") else {
+            panic!()
+        };
+        text.insert(txn, at, chunk);
+    }
+}
+
+#[tokio::test]
+async fn notebook_cells_merge_with_disk_changes_and_record_their_authors() {
+    let s = setup(CollabConfig {
+        save_delay: Duration::from_secs(3600),
+        ..fast_config()
+    });
+    // nbformat 4.4: no cell ids on disk.
+    s.write(
+        "nb.ipynb",
+        &notebook(
+            json!([
+                {"cell_type": "markdown", "metadata": {}, "source": "# Title"},
+                {"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [],
+                 "source": "x = 1"}
+            ]),
+            4,
+        ),
+    );
+    let target = s.target("nb.ipynb", "json", "notebook").await;
+    let mut alice = Client::join(&s, &target, "alice", Permission::Edit).await;
+    alice.edit(edit_cell(1, 5, "0")).await.unwrap();
+    assert_eq!(cell_source(&alice.doc, 1), "x = 10");
+
+    // Someone changes the first cell on disk meanwhile.
+    s.write(
+        "nb.ipynb",
+        &notebook(
+            json!([
+                {"cell_type": "markdown", "metadata": {}, "source": "# Title, edited on disk"},
+                {"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [],
+                 "source": "x = 1"}
+            ]),
+            4,
+        ),
+    );
+    alice
+        .pump_until("the disk's change", |c| cell_source(&c.doc, 0).contains("on disk"))
+        .await;
+    assert_eq!(cell_source(&alice.doc, 1), "x = 10", "the room's edit survived");
+
+    drop(alice);
+    eventually("both in the file", || {
+        let nb: serde_json::Value = serde_json::from_str(&s.read("nb.ipynb")).unwrap();
+        nb["cells"][0]["source"] == "# Title, edited on disk" && nb["cells"][1]["source"] == "x = 10"
+    })
+    .await;
+    let nb: serde_json::Value = serde_json::from_str(&s.read("nb.ipynb")).unwrap();
+    assert!(nb["cells"][0].get("id").is_none(), "nbformat 4.4 keeps no ids");
+    let authors = s.service.cell_authors("nb.ipynb").unwrap();
+    assert_eq!(authors.len(), 1, "{authors:?}");
+    assert_eq!(authors[0].username, "alice");
+    let saves = s.recorder.saves.lock().unwrap().clone();
+    assert_eq!(saves.last().unwrap().editors[0].cells, vec![authors[0].cell_id.clone()]);
+}
