@@ -215,14 +215,18 @@ pub fn decode_awareness(
     let mut r = Reader::new(payload);
     let count = r.var_uint()?;
     if count > limits.max_awareness_entries as u64 {
-        return Err(CodecError::Malformed("too many awareness states in one message"));
+        return Err(CodecError::Malformed(
+            "too many awareness states in one message",
+        ));
     }
     let mut entries = Vec::new();
     for _ in 0..count {
         let client_id = r.var_uint()?;
         let clock = r.var_uint()?;
         if client_id > MAX_SAFE_INTEGER || clock > MAX_SAFE_INTEGER {
-            return Err(CodecError::Malformed("awareness client id or clock out of range"));
+            return Err(CodecError::Malformed(
+                "awareness client id or clock out of range",
+            ));
         }
         let json = r.string()?;
         if json.len() > limits.max_awareness_state_bytes {
@@ -398,5 +402,71 @@ mod tests {
         let reply = decode_raw_reply(&encode_save_reply(7, SaveStatus::Skipped)).unwrap();
         assert_eq!(reply["responseTo"], 7);
         assert_eq!(reply["status"], "skipped");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any bytes decode to a message or an error, never a panic, and never to more
+        /// than the frame holds.
+        #[test]
+        fn arbitrary_frames_never_panic(frame in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let limits = Limits { max_message_bytes: 200, ..Limits::default() };
+            match decode_message(&frame, &limits) {
+                Ok(Message::Awareness(payload)) => {
+                    prop_assert!(payload.len() <= frame.len());
+                    let _ = decode_awareness(payload, &limits);
+                }
+                Ok(Message::SyncStep1(p)) | Ok(Message::SyncStep2(p)) | Ok(Message::Update(p)) => {
+                    prop_assert!(p.len() <= frame.len());
+                }
+                Ok(_) => {}
+                Err(CodecError::TooLarge { size, .. }) => prop_assert!(size > 200),
+                Err(CodecError::Malformed(_)) => {}
+            }
+        }
+
+        /// What the encoders write decodes back to the same message.
+        #[test]
+        fn encoded_messages_round_trip(
+            payload in proptest::collection::vec(any::<u8>(), 0..512),
+            id in 0u64..=MAX_SAFE_INTEGER,
+            clock in 0u64..=MAX_SAFE_INTEGER,
+            name in "[a-zA-Z0-9 éü✓]{0,40}",
+        ) {
+            let limits = Limits::default();
+            let (update, step1, step2, save) = (
+                encode_update(&payload),
+                encode_sync_step1(&payload),
+                encode_sync_step2(&payload),
+                encode_save_request(id),
+            );
+            prop_assert_eq!(decode_message(&update, &limits), Ok(Message::Update(&payload)));
+            prop_assert_eq!(decode_message(&step1, &limits), Ok(Message::SyncStep1(&payload)));
+            prop_assert_eq!(decode_message(&step2, &limits), Ok(Message::SyncStep2(&payload)));
+            prop_assert_eq!(decode_message(&save, &limits), Ok(Message::Save { request_id: id }));
+            let json = serde_json::json!({"user": {"name": name}}).to_string();
+            let frame = encode_awareness([(id, clock, json.as_str())]);
+            let Ok(Message::Awareness(p)) = decode_message(&frame, &limits) else {
+                return Err(TestCaseError::fail("not awareness"));
+            };
+            let entries = decode_awareness(p, &limits).unwrap();
+            prop_assert_eq!((entries[0].client_id, entries[0].clock, entries[0].json.as_str()), (id, clock, json.as_str()));
+        }
+
+        /// A length prefix claiming more than the frame holds is refused without allocating it.
+        #[test]
+        fn oversized_length_prefixes_are_refused(claimed in 17u64..u64::MAX, body in proptest::collection::vec(any::<u8>(), 0..16)) {
+            let mut frame = vec![0u8, 2];
+            write_var_uint(&mut frame, claimed);
+            frame.extend_from_slice(&body);
+            prop_assert!(decode_message(&frame, &Limits::default()).is_err());
+        }
     }
 }

@@ -292,7 +292,11 @@ fn write_notebook(txn: &mut TransactionMut, nb: &Value) -> Result<(), CollabErro
     let mut metadata = match nb.get("metadata") {
         Some(Value::Object(map)) => map.clone(),
         Some(Value::Null) | None => JsonMap::new(),
-        Some(_) => return Err(CollabError::invalid("the notebook's metadata is not an object")),
+        Some(_) => {
+            return Err(CollabError::invalid(
+                "the notebook's metadata is not an object",
+            ))
+        }
     };
     metadata
         .entry("language_info")
@@ -356,8 +360,7 @@ fn write_cell(
                     write_outputs(txn, &youtputs, outputs);
                 }
             }
-            "attachments"
-                if matches!(cell_type, "raw" | "markdown") && is_falsy(value) => {}
+            "attachments" if matches!(cell_type, "raw" | "markdown") && is_falsy(value) => {}
             "execution_state" => {}
             _ => {
                 ycell.insert(txn, key.as_str(), json_to_any(value));
@@ -368,7 +371,10 @@ fn write_cell(
         ycell.insert(
             txn,
             "id",
-            Any::String(Arc::from(derived_cell_id(index, &Value::Object(cell.clone())))),
+            Any::String(Arc::from(derived_cell_id(
+                index,
+                &Value::Object(cell.clone()),
+            ))),
         );
     }
     if !cell.contains_key("source") {
@@ -548,7 +554,8 @@ pub fn set_content(txn: &mut TransactionMut, content: &FileContent) -> Result<()
         }
         FileContent::Binary(bytes) => {
             let source = txn.get_or_insert_map(SOURCE);
-            let same = matches!(source.get(txn, "bytes"), Some(Out::Any(Any::Buffer(b))) if *b == **bytes);
+            let same =
+                matches!(source.get(txn, "bytes"), Some(Out::Any(Any::Buffer(b))) if *b == **bytes);
             if !same {
                 source.insert(txn, "bytes", Any::Buffer(Arc::from(bytes.as_slice())));
             }
@@ -595,7 +602,10 @@ fn set_notebook(txn: &mut TransactionMut, nb: &Value) -> Result<(), CollabError>
             meta.insert(txn, key, new);
         }
     }
-    let metadata = nb.get("metadata").cloned().unwrap_or(Value::Object(JsonMap::new()));
+    let metadata = nb
+        .get("metadata")
+        .cloned()
+        .unwrap_or(Value::Object(JsonMap::new()));
     let ymetadata = match meta.get(txn, "metadata") {
         Some(Out::YMap(m)) => m,
         _ => meta.insert(txn, "metadata", MapPrelim::default()),
@@ -613,7 +623,9 @@ fn set_notebook(txn: &mut TransactionMut, nb: &Value) -> Result<(), CollabError>
         if let Out::YMap(map) = &ycell {
             if let Some(Out::Any(Any::String(id))) = map.get(txn, "id") {
                 let value = out_to_json(txn, &ycell);
-                old_by_id.entry(id.to_string()).or_insert((map.clone(), value));
+                old_by_id
+                    .entry(id.to_string())
+                    .or_insert((map.clone(), value));
             }
         }
     }
@@ -664,7 +676,9 @@ fn set_notebook(txn: &mut TransactionMut, nb: &Value) -> Result<(), CollabError>
             let len = ycells.len(txn);
             for position in index + 1..len {
                 let here = match ycells.get(txn, position) {
-                    Some(Out::YMap(map)) => matches!(map.get(txn, "id"), Some(Out::Any(Any::String(s))) if &*s == id),
+                    Some(Out::YMap(map)) => {
+                        matches!(map.get(txn, "id"), Some(Out::Any(Any::String(s))) if &*s == id)
+                    }
                     _ => false,
                 };
                 if here {

@@ -28,8 +28,8 @@ mod store;
 pub use error::{CollabError, ErrorKind};
 pub use service::{
     close_codes, CloseReason, CollabConfig, CollabObserver, Collaboration, Connection,
-    EditorChanges, Identity, MetricsSnapshot, NoObserver, Outbound, ParticipantInfo,
-    Permission, RefusedChanges, RoomTarget, SaveRecord, SessionModel,
+    EditorChanges, Identity, MetricsSnapshot, NoObserver, Outbound, ParticipantInfo, Permission,
+    RefusedChanges, RoomTarget, SaveRecord, SessionModel,
 };
 pub use state::{CellAuthor, StateStore};
 pub use store::{BoxFuture, DocumentStore, FileStamp, SavedFile, StoredFile};

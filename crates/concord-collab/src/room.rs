@@ -11,9 +11,7 @@ use tokio::sync::{watch, Notify};
 use yrs::types::{Change, Event, PathSegment};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{
-    Any, Array, DeepObservable, Doc, Map, Out, ReadTxn, StateVector, Transact, Update,
-};
+use yrs::{Any, Array, DeepObservable, Doc, Map, Out, ReadTxn, StateVector, Transact, Update};
 
 use crate::codec::{self, Message, SaveStatus};
 use crate::document::{self, DocKind, FileContent};
@@ -160,7 +158,9 @@ pub(crate) fn close_participant(state: &mut RoomState, id: u64, reason: CloseRea
 /// Decode and apply a client's update; a panic of the CRDT library on hostile input is
 /// a malformed message, not a crash.
 fn decode_update(bytes: &[u8]) -> Option<Update> {
-    catch_unwind(|| Update::decode_v1(bytes).ok()).ok().flatten()
+    catch_unwind(|| Update::decode_v1(bytes).ok())
+        .ok()
+        .flatten()
 }
 
 /// The full state of a document.
@@ -412,8 +412,14 @@ impl Room {
             }
         }
         if !gone.is_empty() {
-            let message = codec::encode_awareness(gone.iter().map(|(id, clock)| (*id, *clock, "null")));
-            broadcast(&mut state, None, Bytes::from(message), inner.config.max_queue_bytes);
+            let message =
+                codec::encode_awareness(gone.iter().map(|(id, clock)| (*id, *clock, "null")));
+            broadcast(
+                &mut state,
+                None,
+                Bytes::from(message),
+                inner.config.max_queue_bytes,
+            );
         }
         if state.participants.is_empty() {
             state.emptied_at = Some(Instant::now());
@@ -466,7 +472,12 @@ impl Room {
                 let mut state = lock(&self.state);
                 if !state.awareness.is_empty() {
                     let message = awareness_message(&state.awareness);
-                    push(&mut state, id, Bytes::from(message), inner.config.max_queue_bytes);
+                    push(
+                        &mut state,
+                        id,
+                        Bytes::from(message),
+                        inner.config.max_queue_bytes,
+                    );
                 }
                 Ok(())
             }
@@ -480,7 +491,10 @@ impl Room {
             codec::CodecError::TooLarge { .. } => CloseReason::too_large(&error.to_string()),
             codec::CodecError::Malformed(_) => CloseReason::malformed(&error.to_string()),
         };
-        inner.metrics.malformed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        inner
+            .metrics
+            .malformed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut state = lock(&self.state);
         close_participant(&mut state, id, reason.clone());
         reason
@@ -497,16 +511,19 @@ impl Room {
             .ok()
             .flatten()
             .ok_or_else(|| {
-                inner.metrics.malformed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                inner
+                    .metrics
+                    .malformed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.close_with(id, CloseReason::malformed("malformed state vector"))
             })?;
         let mut state = lock(&self.state);
         let ours = state.doc.transact().state_vector();
         // A client holding what an earlier load of this file wrote, beyond what this room
         // has, comes from a room that no longer exists: merging would duplicate content.
-        let stale = sv
-            .iter()
-            .any(|(client, clock)| state.retired.contains(&client.get()) && ours.get(client) < *clock);
+        let stale = sv.iter().any(|(client, clock)| {
+            state.retired.contains(&client.get()) && ours.get(client) < *clock
+        });
         if stale {
             drop(state);
             return Err(self.close_with(id, CloseReason::stale()));
@@ -521,7 +538,12 @@ impl Room {
         Ok(())
     }
 
-    fn apply_update(self: &Arc<Self>, inner: &Arc<Inner>, id: u64, bytes: &[u8]) -> Result<(), CloseReason> {
+    fn apply_update(
+        self: &Arc<Self>,
+        inner: &Arc<Inner>,
+        id: u64,
+        bytes: &[u8],
+    ) -> Result<(), CloseReason> {
         if bytes == EMPTY_UPDATE {
             return Ok(());
         }
@@ -544,14 +566,16 @@ impl Room {
         }
         let Some(update) = decode_update(bytes) else {
             drop(state);
-            inner.metrics.malformed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            inner
+                .metrics
+                .malformed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(self.close_with(id, CloseReason::malformed("malformed document update")));
         };
         let ours = state.doc.transact().state_vector();
-        let stale = update
-            .state_vector()
-            .iter()
-            .any(|(client, clock)| state.retired.contains(&client.get()) && ours.get(client) < *clock);
+        let stale = update.state_vector().iter().any(|(client, clock)| {
+            state.retired.contains(&client.get()) && ours.get(client) < *clock
+        });
         if stale {
             drop(state);
             return Err(self.close_with(id, CloseReason::stale()));
@@ -580,8 +604,14 @@ impl Room {
             Ok(Ok(change)) => change,
             Ok(Err(_)) | Err(_) => {
                 drop(state);
-                inner.metrics.malformed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Err(self.close_with(id, CloseReason::malformed("the update could not be applied")));
+                inner
+                    .metrics
+                    .malformed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(self.close_with(
+                    id,
+                    CloseReason::malformed("the update could not be applied"),
+                ));
             }
         };
         state.doc_bytes += bytes.len();
@@ -619,7 +649,12 @@ impl Room {
     }
 
     /// Mark a participant's refusal as reported; the event to report if it was not yet.
-    fn mark_reported(&self, state: &mut RoomState, id: u64, awareness: bool) -> Option<RefusedChanges> {
+    fn mark_reported(
+        &self,
+        state: &mut RoomState,
+        id: u64,
+        awareness: bool,
+    ) -> Option<RefusedChanges> {
         let path = state.path.clone();
         let p = state.participants.get_mut(&id)?;
         let flag = if awareness {
@@ -643,7 +678,13 @@ impl Room {
         })
     }
 
-    fn awareness(&self, inner: &Inner, id: u64, frame: &[u8], payload: &[u8]) -> Result<(), CloseReason> {
+    fn awareness(
+        &self,
+        inner: &Inner,
+        id: u64,
+        frame: &[u8],
+        payload: &[u8],
+    ) -> Result<(), CloseReason> {
         let entries = match codec::decode_awareness(payload, &inner.config.limits) {
             Ok(entries) => entries,
             Err(e) => return Err(self.refuse_frame(inner, id, &e)),
@@ -716,12 +757,25 @@ impl Room {
         // As pycrdt-websocket: to everyone, the sender too (it keeps the connection
         // alive), except a sender that just said it is leaving.
         let except = self_removed.then_some(id);
-        broadcast(&mut state, except, Bytes::copy_from_slice(frame), inner.config.max_queue_bytes);
+        broadcast(
+            &mut state,
+            except,
+            Bytes::copy_from_slice(frame),
+            inner.config.max_queue_bytes,
+        );
         Ok(())
     }
 
-    async fn save_request(self: &Arc<Self>, inner: &Arc<Inner>, id: u64, request_id: u64) -> Result<(), CloseReason> {
-        let permission = lock(&self.state).participants.get(&id).map(|p| p.permission);
+    async fn save_request(
+        self: &Arc<Self>,
+        inner: &Arc<Inner>,
+        id: u64,
+        request_id: u64,
+    ) -> Result<(), CloseReason> {
+        let permission = lock(&self.state)
+            .participants
+            .get(&id)
+            .map(|p| p.permission);
         let status = match permission {
             None => return Ok(()),
             Some(Permission::View) => {
@@ -877,7 +931,11 @@ impl Room {
                         document::set_state(&mut txn, "dirty", Any::Bool(false));
                     }
                     if let Some(hash) = &saved.hash {
-                        document::set_state(&mut txn, "hash", Any::String(Arc::from(hash.as_str())));
+                        document::set_state(
+                            &mut txn,
+                            "hash",
+                            Any::String(Arc::from(hash.as_str())),
+                        );
                     }
                     txn.encode_update_v1()
                 };
@@ -890,7 +948,10 @@ impl Room {
                     );
                 }
                 drop(state);
-                inner.metrics.saves.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                inner
+                    .metrics
+                    .saves
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.record_attribution(inner, &path, tallies);
                 Ok(())
             }
@@ -1009,7 +1070,14 @@ pub(crate) fn participant_list(room: &Room) -> Vec<(u64, String, Permission, Str
         .participants
         .iter()
         .filter(|(_, p)| p.close.is_none())
-        .map(|(id, p)| (*id, p.identity.username.clone(), p.permission, state.path.clone()))
+        .map(|(id, p)| {
+            (
+                *id,
+                p.identity.username.clone(),
+                p.permission,
+                state.path.clone(),
+            )
+        })
         .collect()
 }
 

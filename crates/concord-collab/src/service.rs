@@ -204,7 +204,10 @@ impl CloseReason {
 
     /// A participant that does not read.
     pub fn too_slow() -> Self {
-        CloseReason::new(close_codes::TRY_AGAIN, "too many messages waiting to be sent")
+        CloseReason::new(
+            close_codes::TRY_AGAIN,
+            "too many messages waiting to be sent",
+        )
     }
 
     /// A client whose document comes from a room that no longer exists: JupyterLab asks
@@ -216,7 +219,11 @@ impl CloseReason {
     /// Read access taken away (policy reload, rename): JupyterLab shows the message and
     /// closes the document.
     pub fn revoked() -> Self {
-        CloseReason::session("access_revoked", false, "Your access to this document was removed")
+        CloseReason::session(
+            "access_revoked",
+            false,
+            "Your access to this document was removed",
+        )
     }
 
     /// The file was deleted.
@@ -457,11 +464,12 @@ impl Collaboration {
         let (Some(format), Some(content_type), Some(file_id)) =
             (parts.next(), parts.next(), parts.next())
         else {
-            return Err(CollabError::not_found(format!("no document room {room_id:?}")));
+            return Err(CollabError::not_found(format!(
+                "no document room {room_id:?}"
+            )));
         };
-        let kind = DocKind::from_format_and_type(format, content_type).ok_or_else(|| {
-            CollabError::not_found(format!("no document room {room_id:?}"))
-        })?;
+        let kind = DocKind::from_format_and_type(format, content_type)
+            .ok_or_else(|| CollabError::not_found(format!("no document room {room_id:?}")))?;
         let path = self
             .inner
             .state
@@ -763,7 +771,12 @@ async fn run_room(inner: Arc<Inner>, room: Arc<Room>) {
     loop {
         let (closed, dirty, last_change, emptied_at) = {
             let state = lock(&room.state);
-            (state.closed, state.dirty, state.last_change, state.emptied_at)
+            (
+                state.closed,
+                state.dirty,
+                state.last_change,
+                state.emptied_at,
+            )
         };
         if closed {
             return;

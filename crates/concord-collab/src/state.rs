@@ -40,9 +40,8 @@ impl StateStore {
     /// Open (or create) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, CollabError> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                CollabError::io(format!("cannot create {}: {e}", parent.display()))
-            })?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| CollabError::io(format!("cannot create {}: {e}", parent.display())))?;
         }
         Self::init(Connection::open(path)?)
     }
@@ -77,13 +76,18 @@ impl StateStore {
         let path = normalize_path(path);
         let db = self.db();
         if let Some(id) = db
-            .query_row("SELECT id FROM files WHERE path = ?1", [&path], |r| r.get(0))
+            .query_row("SELECT id FROM files WHERE path = ?1", [&path], |r| {
+                r.get(0)
+            })
             .optional()?
         {
             return Ok((id, false));
         }
         let id = uuid::Uuid::new_v4().to_string();
-        db.execute("INSERT INTO files (id, path) VALUES (?1, ?2)", params![id, path])?;
+        db.execute(
+            "INSERT INTO files (id, path) VALUES (?1, ?2)",
+            params![id, path],
+        )?;
         Ok((id, true))
     }
 
@@ -92,7 +96,9 @@ impl StateStore {
         let path = normalize_path(path);
         Ok(self
             .db()
-            .query_row("SELECT id FROM files WHERE path = ?1", [&path], |r| r.get(0))
+            .query_row("SELECT id FROM files WHERE path = ?1", [&path], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 
@@ -114,14 +120,22 @@ impl StateStore {
             let mut stmt = tx.prepare(
                 "SELECT id, path FROM files WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
             )?;
-            let rows = stmt.query_map([&old], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let rows = stmt.query_map([&old], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
             rows.collect::<Result<_, _>>()?
         };
         let mut renamed = Vec::new();
         for (id, path) in moved {
             let new_path = format!("{new}{}", &path[old.len()..]);
-            tx.execute("DELETE FROM files WHERE path = ?1 AND id != ?2", params![new_path, id])?;
-            tx.execute("UPDATE files SET path = ?1 WHERE id = ?2", params![new_path, id])?;
+            tx.execute(
+                "DELETE FROM files WHERE path = ?1 AND id != ?2",
+                params![new_path, id],
+            )?;
+            tx.execute(
+                "UPDATE files SET path = ?1 WHERE id = ?2",
+                params![new_path, id],
+            )?;
             renamed.push((id, new_path));
         }
         tx.commit()?;
@@ -166,7 +180,9 @@ impl StateStore {
         let db = self.db();
         let mut stmt = db.prepare("SELECT client_id FROM generations WHERE file_id = ?1")?;
         let rows = stmt.query_map([file_id], |r| r.get::<_, i64>(0))?;
-        Ok(rows.map(|r| r.map(|v| v as u64)).collect::<Result<_, _>>()?)
+        Ok(rows
+            .map(|r| r.map(|v| v as u64))
+            .collect::<Result<_, _>>()?)
     }
 
     /// Count edits of cells by users.

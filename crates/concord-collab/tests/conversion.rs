@@ -114,11 +114,17 @@ fn check_notebook(nb: Value, ids_given: bool) {
     let FileContent::Notebook(ours) = read_update(DocKind::Notebook, &update) else {
         unreachable!()
     };
-    assert_eq!(ours, r.rust_get_by_python, "our reading differs from jupyter_ydoc's");
+    assert_eq!(
+        ours, r.rust_get_by_python,
+        "our reading differs from jupyter_ydoc's"
+    );
     let FileContent::Notebook(theirs) = read_update(DocKind::Notebook, &r.python_update) else {
         unreachable!()
     };
-    assert_eq!(theirs, r.python_get, "we read jupyter_ydoc's document differently");
+    assert_eq!(
+        theirs, r.python_get,
+        "we read jupyter_ydoc's document differently"
+    );
     if ids_given {
         assert_eq!(ours, r.python_get);
     }
@@ -186,7 +192,11 @@ fn notebook_without_cells_gets_one_empty_code_cell() {
 
 #[test]
 fn text_files() {
-    for text in ["", "plain\n", "héllo wörld\n日本語 🎉 emoji\nlast line without newline"] {
+    for text in [
+        "",
+        "plain\n",
+        "héllo wörld\n日本語 🎉 emoji\nlast line without newline",
+    ] {
         let content = FileContent::Text(text.to_string());
         let (update, _) = initial_update(&content).unwrap();
         let r = reference("text", json!(text), &update);
@@ -199,7 +209,11 @@ fn text_files() {
 
 #[test]
 fn binary_files() {
-    for bytes in [vec![], vec![0u8, 1, 2, 255, 254, 0x80], (0..=255u8).collect::<Vec<_>>()] {
+    for bytes in [
+        vec![],
+        vec![0u8, 1, 2, 255, 254, 0x80],
+        (0..=255u8).collect::<Vec<_>>(),
+    ] {
         let content = FileContent::Binary(bytes.clone());
         let (update, _) = initial_update(&content).unwrap();
         let r = reference("blob", json!(hex(&bytes)), &update);
@@ -221,7 +235,10 @@ fn loading_the_same_file_twice_gives_the_same_update() {
     assert_eq!(first_id, second_id);
     let state = |update: &[u8]| Update::decode_v1(update).unwrap().state_vector();
     assert_eq!(state(&first), state(&second));
-    assert_eq!(read_update(DocKind::Notebook, &first), content_read(&content));
+    assert_eq!(
+        read_update(DocKind::Notebook, &first),
+        content_read(&content)
+    );
     let other = FileContent::Text("y".into());
     assert_ne!(
         initial_update(&content).unwrap().1,

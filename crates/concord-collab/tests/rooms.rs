@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use concord_collab::codec::{self, decode_raw_reply};
 use concord_collab::document::{DocKind, FileContent};
 use concord_collab::{
-    close_codes, BoxFuture, CloseReason, CollabConfig, CollabError, CollabObserver,
-    Collaboration, Connection, DocumentStore, FileStamp, Identity, Outbound, Permission,
-    RefusedChanges, RoomTarget, SaveRecord, SavedFile, StateStore, StoredFile,
+    close_codes, BoxFuture, CloseReason, CollabConfig, CollabError, CollabObserver, Collaboration,
+    Connection, DocumentStore, FileStamp, Identity, Outbound, Permission, RefusedChanges,
+    RoomTarget, SaveRecord, SavedFile, StateStore, StoredFile,
 };
 use serde_json::json;
 use yrs::updates::decoder::Decode;
@@ -35,7 +35,8 @@ impl DocumentStore for DirStore {
             let bytes = std::fs::read(&full).map_err(|e| CollabError::not_found(e.to_string()))?;
             let content = match kind {
                 DocKind::Notebook => FileContent::Notebook(
-                    serde_json::from_slice(&bytes).map_err(|e| CollabError::invalid(e.to_string()))?,
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| CollabError::invalid(e.to_string()))?,
                 ),
                 DocKind::Text => FileContent::Text(String::from_utf8(bytes).unwrap()),
                 DocKind::Blob => FileContent::Binary(bytes),
@@ -47,7 +48,11 @@ impl DocumentStore for DirStore {
         })
     }
 
-    fn save(&self, path: String, content: FileContent) -> BoxFuture<'_, Result<SavedFile, CollabError>> {
+    fn save(
+        &self,
+        path: String,
+        content: FileContent,
+    ) -> BoxFuture<'_, Result<SavedFile, CollabError>> {
         Box::pin(async move {
             let full = self.root.join(&path);
             let bytes = match content {
@@ -235,7 +240,9 @@ impl Client {
 
     fn text(&self) -> String {
         let txn = self.doc.transact();
-        txn.get_text("source").map(|t| t.get_string(&txn)).unwrap_or_default()
+        txn.get_text("source")
+            .map(|t| t.get_string(&txn))
+            .unwrap_or_default()
     }
 }
 
@@ -281,13 +288,19 @@ async fn two_editors_edit_concurrently_converge_and_reach_the_file() {
     assert_eq!(alice.text(), bob.text());
     assert_eq!(alice.text(), "alice was here: middle\nbob too\n");
 
-    eventually("both edits on disk", || s.read("notes.txt") == "alice was here: middle\nbob too\n").await;
+    eventually("both edits on disk", || {
+        s.read("notes.txt") == "alice was here: middle\nbob too\n"
+    })
+    .await;
     let saves = s.recorder.saves.lock().unwrap().clone();
     let editors: Vec<String> = saves
         .iter()
         .flat_map(|r| r.editors.iter().map(|e| e.username.clone()))
         .collect();
-    assert!(editors.contains(&"alice".to_string()) && editors.contains(&"bob".to_string()), "{saves:?}");
+    assert!(
+        editors.contains(&"alice".to_string()) && editors.contains(&"bob".to_string()),
+        "{saves:?}"
+    );
 }
 
 #[tokio::test]
@@ -300,11 +313,22 @@ async fn a_viewers_changes_and_saves_change_nothing_anywhere() {
 
     viewer.edit(append("VIEWER WAS HERE\n")).await.unwrap();
     viewer.edit(insert(0, "AGAIN ")).await.unwrap();
-    viewer.conn.handle(&codec::encode_save_request(1)).await.unwrap();
+    viewer
+        .conn
+        .handle(&codec::encode_save_request(1))
+        .await
+        .unwrap();
     viewer.pump().await;
     editor.pump().await;
-    assert_eq!(editor.text(), "original\n", "the viewer's change reached an editor");
-    assert_eq!(viewer.raw, vec![json!({"type": "save", "responseTo": 1, "status": "failed"})]);
+    assert_eq!(
+        editor.text(),
+        "original\n",
+        "the viewer's change reached an editor"
+    );
+    assert_eq!(
+        viewer.raw,
+        vec![json!({"type": "save", "responseTo": 1, "status": "failed"})]
+    );
 
     // A newcomer sees what the room has: not the viewer's text.
     let newcomer = Client::join(&s, &target, "carol", Permission::View).await;
@@ -312,15 +336,25 @@ async fn a_viewers_changes_and_saves_change_nothing_anywhere() {
 
     // The editor's change is saved; the viewer's never is.
     editor.edit(append("by alice\n")).await.unwrap();
-    eventually("the editor's change on disk", || s.read("shared.txt") == "original\nby alice\n").await;
+    eventually("the editor's change on disk", || {
+        s.read("shared.txt") == "original\nby alice\n"
+    })
+    .await;
     viewer.pump().await;
-    assert!(viewer.text().contains("by alice"), "the viewer sees edits live");
+    assert!(
+        viewer.text().contains("by alice"),
+        "the viewer sees edits live"
+    );
 
     let metrics = s.service.metrics();
     assert_eq!(metrics.refused_updates, 2);
     assert_eq!(metrics.refused_saves, 1);
     let refused = s.recorder.refused.lock().unwrap().clone();
-    assert_eq!(refused.len(), 1, "reported once per connection: {refused:?}");
+    assert_eq!(
+        refused.len(),
+        1,
+        "reported once per connection: {refused:?}"
+    );
     assert_eq!(refused[0].username, "victor");
     assert_eq!(refused[0].path, "shared.txt");
     drop((editor, viewer, newcomer));
@@ -342,8 +376,15 @@ async fn a_change_on_disk_while_the_room_is_open_is_merged_not_lost() {
 
     // A REST save or another program changes the file meanwhile.
     s.write("story.txt", "line one\nline two\nline three from disk\n");
-    alice.pump_until("the change on disk reaches the room", |c| c.text().contains("from disk")).await;
-    assert_eq!(alice.text(), "TITLE\nline one\nline two\nline three from disk\n");
+    alice
+        .pump_until("the change on disk reaches the room", |c| {
+            c.text().contains("from disk")
+        })
+        .await;
+    assert_eq!(
+        alice.text(),
+        "TITLE\nline one\nline two\nline three from disk\n"
+    );
     assert_eq!(s.service.metrics().disk_merges, 1);
 
     // The last participant leaving flushes both changes to disk.
@@ -368,22 +409,38 @@ async fn awareness_claiming_another_identity_or_client_is_refused() {
     let mut bob = Client::join(&s, &target, "bob", Permission::View).await;
 
     // Bob's own presence goes to everyone.
-    let own = awareness(200, 1, json!({"user": {"username": "bob", "name": "bob",
+    let own = awareness(
+        200,
+        1,
+        json!({"user": {"username": "bob", "name": "bob",
         "display_name": "bob", "initials": "B", "color": "var(--jp-collaborator-color1)",
-        "avatar_url": null}, "cursors": []}));
+        "avatar_url": null}, "cursors": []}),
+    );
     bob.conn.handle(&own).await.unwrap();
     alice.pump().await;
     assert_eq!(alice.awareness, vec![own.clone()]);
 
     // Bob claiming to be alice, or writing alice's presence, goes nowhere.
-    let forged_name = awareness(200, 2, json!({"user": {"username": "alice", "name": "alice",
-        "display_name": "alice"}}));
+    let forged_name = awareness(
+        200,
+        2,
+        json!({"user": {"username": "alice", "name": "alice",
+        "display_name": "alice"}}),
+    );
     bob.conn.handle(&forged_name).await.unwrap();
-    let alice_state = awareness(100, 1, json!({"user": {"username": "alice", "name": "alice",
-        "display_name": "alice"}}));
+    let alice_state = awareness(
+        100,
+        1,
+        json!({"user": {"username": "alice", "name": "alice",
+        "display_name": "alice"}}),
+    );
     alice.conn.handle(&alice_state).await.unwrap();
-    let overwrite_alice = awareness(100, 5, json!({"user": {"username": "bob", "name": "bob",
-        "display_name": "bob"}}));
+    let overwrite_alice = awareness(
+        100,
+        5,
+        json!({"user": {"username": "bob", "name": "bob",
+        "display_name": "bob"}}),
+    );
     bob.conn.handle(&overwrite_alice).await.unwrap();
     let remove_alice = awareness(100, 6, serde_json::Value::Null);
     bob.conn.handle(&remove_alice).await.unwrap();
@@ -401,7 +458,11 @@ async fn awareness_claiming_another_identity_or_client_is_refused() {
     let mut carol = Client::join(&s, &target, "carol", Permission::View).await;
     assert_eq!(carol.awareness.len(), 1);
     carol.awareness.clear();
-    carol.conn.handle(&codec::encode_query_awareness()).await.unwrap();
+    carol
+        .conn
+        .handle(&codec::encode_query_awareness())
+        .await
+        .unwrap();
     carol.pump().await;
     assert_eq!(carol.awareness.len(), 1);
     let entries = codec::decode_awareness(
@@ -419,7 +480,9 @@ async fn awareness_claiming_another_identity_or_client_is_refused() {
     drop(bob);
     alice.pump().await;
     let last = alice.awareness.last().unwrap();
-    let codec::Message::Awareness(p) = codec::decode_message(last, &codec::Limits::default()).unwrap() else {
+    let codec::Message::Awareness(p) =
+        codec::decode_message(last, &codec::Limits::default()).unwrap()
+    else {
         panic!()
     };
     let gone = codec::decode_awareness(p, &codec::Limits::default()).unwrap();
@@ -438,14 +501,26 @@ async fn malformed_or_huge_messages_close_with_a_clear_code() {
     s.write("a.txt", "x");
     let target = s.target("a.txt", "text", "file").await;
     let cases: Vec<(Vec<u8>, u16)> = vec![
-        (vec![0, 2, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2], close_codes::INVALID),
+        (
+            vec![0, 2, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2],
+            close_codes::INVALID,
+        ),
         (vec![0, 9, 1, 0], close_codes::INVALID),
         (vec![0xff; 12], close_codes::INVALID),
-        (codec::encode_update(&[1, 2, 3, 4, 5, 6, 7, 8]), close_codes::INVALID),
-        (codec::encode_sync_step1(&[0xff, 0xff, 0xff]), close_codes::INVALID),
+        (
+            codec::encode_update(&[1, 2, 3, 4, 5, 6, 7, 8]),
+            close_codes::INVALID,
+        ),
+        (
+            codec::encode_sync_step1(&[0xff, 0xff, 0xff]),
+            close_codes::INVALID,
+        ),
         (vec![1, 3, 1, 1, 1], close_codes::INVALID),
         (awareness(1, 1, json!([1, 2])), close_codes::INVALID),
-        (codec::encode_update(&vec![0u8; 5000]), close_codes::TOO_LARGE),
+        (
+            codec::encode_update(&vec![0u8; 5000]),
+            close_codes::TOO_LARGE,
+        ),
     ];
     for (frame, code) in cases {
         let mut client = Client::join(&s, &target, "alice", Permission::Edit).await;
@@ -459,7 +534,11 @@ async fn malformed_or_huge_messages_close_with_a_clear_code() {
     // Unknown message types and other raw strings are ignored, as jupyter-server-ydoc does.
     let client = Client::join(&s, &target, "alice", Permission::Edit).await;
     client.conn.handle(&[125, 1, 2]).await.unwrap();
-    client.conn.handle(&codec::encode_raw("hello")).await.unwrap();
+    client
+        .conn
+        .handle(&codec::encode_raw("hello"))
+        .await
+        .unwrap();
     assert!(s.service.metrics().malformed >= 8);
 }
 
@@ -477,15 +556,30 @@ async fn limits_bound_participants_rooms_queues_and_documents() {
     let a = s.target("a.txt", "text", "file").await;
     let b = s.target("b.txt", "text", "file").await;
     let mut alice = Client::join(&s, &a, "alice", Permission::Edit).await;
-    let slow = s.service.join(&a, Identity::named("sam"), Permission::View).await.unwrap();
-    let full = s.service.join(&a, Identity::named("zoe"), Permission::View).await;
+    let slow = s
+        .service
+        .join(&a, Identity::named("sam"), Permission::View)
+        .await
+        .unwrap();
+    let full = s
+        .service
+        .join(&a, Identity::named("zoe"), Permission::View)
+        .await;
     assert!(full.err().unwrap().message.contains("participants"));
-    let too_many = s.service.join(&b, Identity::named("alice"), Permission::Edit).await;
+    let too_many = s
+        .service
+        .join(&b, Identity::named("alice"), Permission::Edit)
+        .await;
     assert!(too_many.err().unwrap().message.contains("documents open"));
 
     // Sam never reads: once his queue passes its bound he is closed, the room goes on.
     for _ in 0..60 {
-        alice.edit(append("0123456789012345678901234567890123456789012345678901234567890123456789")).await.unwrap();
+        alice
+            .edit(append(
+                "0123456789012345678901234567890123456789012345678901234567890123456789",
+            ))
+            .await
+            .unwrap();
     }
     let mut closed = None;
     while let Some(out) = slow.try_next() {
@@ -519,7 +613,10 @@ async fn permission_changes_and_revocation_reach_live_participants() {
         .into_iter()
         .find(|p| p.username == "bob")
         .unwrap();
-    assert_eq!((bob_id.permission, bob_id.path.as_str()), (Permission::Edit, "a.txt"));
+    assert_eq!(
+        (bob_id.permission, bob_id.path.as_str()),
+        (Permission::Edit, "a.txt")
+    );
 
     assert!(s.service.set_permission(bob_id.id, Permission::View));
     bob.edit(append("after downgrade\n")).await.unwrap();
@@ -551,7 +648,11 @@ async fn a_client_of_a_released_room_is_asked_to_reload_instead_of_duplicating()
     .await;
 
     // The old document (y-websocket reconnecting with it) meets a room loaded anew.
-    let conn = s.service.join(&target, Identity::named("alice"), Permission::Edit).await.unwrap();
+    let conn = s
+        .service
+        .join(&target, Identity::named("alice"), Permission::Edit)
+        .await
+        .unwrap();
     let mut stale = Client::with_doc(old_doc, conn);
     stale.sync().await;
     let reason = stale.closed.clone().expect("closed");
@@ -568,12 +669,27 @@ async fn file_ids_survive_renames_and_rooms_follow() {
     let s = setup(fast_config());
     std::fs::create_dir(s.dir.path().join("dir")).unwrap();
     s.write("dir/a.txt", "x");
-    let first = s.service.session("dir/a.txt", "text", "file").await.unwrap();
+    let first = s
+        .service
+        .session("dir/a.txt", "text", "file")
+        .await
+        .unwrap();
     assert!(first.created);
-    let again = s.service.session("/dir/a.txt", "text", "file").await.unwrap();
-    assert_eq!((again.file_id.as_str(), again.created), (first.file_id.as_str(), false));
+    let again = s
+        .service
+        .session("/dir/a.txt", "text", "file")
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.file_id.as_str(), again.created),
+        (first.file_id.as_str(), false)
+    );
     assert_eq!(first.to_json()["sessionId"], s.service.session_id());
-    assert!(s.service.session("missing.txt", "text", "file").await.is_err());
+    assert!(s
+        .service
+        .session("missing.txt", "text", "file")
+        .await
+        .is_err());
 
     let target = s.target("dir/a.txt", "text", "file").await;
     let mut alice = Client::join(&s, &target, "alice", Permission::Edit).await;
@@ -581,7 +697,11 @@ async fn file_ids_survive_renames_and_rooms_follow() {
     let affected = s.service.file_moved("dir", "moved").unwrap();
     assert_eq!(affected.len(), 1);
     assert_eq!(affected[0].path, "moved/a.txt");
-    let renamed = s.service.session("moved/a.txt", "text", "file").await.unwrap();
+    let renamed = s
+        .service
+        .session("moved/a.txt", "text", "file")
+        .await
+        .unwrap();
     assert_eq!(renamed.file_id, first.file_id);
     alice.pump().await;
     let path = {
@@ -666,21 +786,73 @@ async fn notebook_cells_merge_with_disk_changes_and_record_their_authors() {
         ),
     );
     alice
-        .pump_until("the disk's change", |c| cell_source(&c.doc, 0).contains("on disk"))
+        .pump_until("the disk's change", |c| {
+            cell_source(&c.doc, 0).contains("on disk")
+        })
         .await;
-    assert_eq!(cell_source(&alice.doc, 1), "x = 10", "the room's edit survived");
+    assert_eq!(
+        cell_source(&alice.doc, 1),
+        "x = 10",
+        "the room's edit survived"
+    );
 
     drop(alice);
     eventually("both in the file", || {
         let nb: serde_json::Value = serde_json::from_str(&s.read("nb.ipynb")).unwrap();
-        nb["cells"][0]["source"] == "# Title, edited on disk" && nb["cells"][1]["source"] == "x = 10"
+        nb["cells"][0]["source"] == "# Title, edited on disk"
+            && nb["cells"][1]["source"] == "x = 10"
     })
     .await;
     let nb: serde_json::Value = serde_json::from_str(&s.read("nb.ipynb")).unwrap();
-    assert!(nb["cells"][0].get("id").is_none(), "nbformat 4.4 keeps no ids");
+    assert!(
+        nb["cells"][0].get("id").is_none(),
+        "nbformat 4.4 keeps no ids"
+    );
     let authors = s.service.cell_authors("nb.ipynb").unwrap();
     assert_eq!(authors.len(), 1, "{authors:?}");
     assert_eq!(authors[0].username, "alice");
     let saves = s.recorder.saves.lock().unwrap().clone();
-    assert_eq!(saves.last().unwrap().editors[0].cells, vec![authors[0].cell_id.clone()]);
+    assert_eq!(
+        saves.last().unwrap().editors[0].cells,
+        vec![authors[0].cell_id.clone()]
+    );
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Random sync and awareness payloads from an editor never panic the room: each is
+        /// applied or refused with a close code, and the room keeps serving others.
+        #[test]
+        fn random_payloads_never_break_a_room(
+            kind in 0u8..4,
+            payload in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let s = setup(fast_config());
+                s.write("a.txt", "stable");
+                let target = s.target("a.txt", "text", "file").await;
+                let mut witness = Client::join(&s, &target, "wendy", Permission::Edit).await;
+                let fuzzer = s.service.join(&target, Identity::named("fred"), Permission::Edit).await.unwrap();
+                let frame = match kind {
+                    0 => codec::encode_update(&payload),
+                    1 => codec::encode_sync_step1(&payload),
+                    2 => { let mut f = vec![1u8]; codec::write_var_bytes(&mut f, &payload); f }
+                    _ => payload.clone(),
+                };
+                let result = fuzzer.handle(&frame).await;
+                if let Err(reason) = result {
+                    assert!([close_codes::INVALID, close_codes::TOO_LARGE, close_codes::SESSION].contains(&reason.code));
+                }
+                witness.edit(append("!")).await.unwrap();
+                witness.pump().await;
+                assert!(witness.text().ends_with('!'));
+            });
+        }
+    }
 }
