@@ -106,7 +106,7 @@ pub(crate) struct RoomState {
     pub(crate) closed: bool,
 }
 
-fn participant_mut<'a>(state: &'a mut RoomState, id: u64) -> Option<&'a mut Participant> {
+fn participant_mut(state: &mut RoomState, id: u64) -> Option<&mut Participant> {
     state.participants.get_mut(&id)
 }
 
