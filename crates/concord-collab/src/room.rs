@@ -458,6 +458,14 @@ impl Room {
         id: u64,
         frame: &[u8],
     ) -> Result<(), CloseReason> {
+        // Nothing more is taken from a participant that is being closed.
+        if let Some(reason) = lock(&self.state)
+            .participants
+            .get(&id)
+            .and_then(|p| p.close.clone())
+        {
+            return Err(reason);
+        }
         let message = match codec::decode_message(frame, &inner.config.limits) {
             Ok(message) => message,
             Err(e) => return Err(self.refuse_frame(inner, id, &e)),
