@@ -9,8 +9,8 @@ use kernels_support::{
     alive, connect, eventually, metric, path_with_venv, pids_with, rss_kib, Closed, KernelClient,
     Msg,
 };
-use std::time::{Duration, Instant};
 use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const TOKEN: &str = "kernels-test-token";
@@ -489,6 +489,16 @@ fn error_answer<'a>(seen: &'a [Msg], request: &str, reply_type: &str) -> (&'a Ms
     (reply, error)
 }
 
+/// Returns once the server has handled every frame `c` sent before: it answers a message
+/// it refuses itself after those (one connection's frames are handled in order).
+async fn handled_by_the_server(c: &mut KernelClient) -> Vec<Msg> {
+    let barrier = c
+        .send_parts("shell", "comm_info_request", b"{}", b"{}", b"not json")
+        .await;
+    c.recv_until(|m| m.parent_id() == barrier && m.msg_type() == "comm_info_reply")
+        .await
+}
+
 fn is_status(m: &Msg, state: &str) -> bool {
     m.channel == "iopub" && m.msg_type() == "status" && m.content["execution_state"] == state
 }
@@ -522,6 +532,7 @@ async fn requests_pending_when_the_kernel_dies_get_an_error_reply() {
         )
         .await;
     let info = c.send("shell", "kernel_info_request", json!({})).await;
+    handled_by_the_server(&mut c).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -546,7 +557,11 @@ async fn requests_pending_when_the_kernel_dies_get_an_error_reply() {
     assert_eq!(reply["status"], "ok");
     assert_eq!(KernelClient::stdout(&out), "after\n");
     let (_, out) = c.execute("print(len(In))").await;
-    assert_eq!(KernelClient::stdout(&out), "1\n", "nothing else ran: {out:?}");
+    assert_eq!(
+        KernelClient::stdout(&out),
+        "1\n",
+        "nothing else ran: {out:?}"
+    );
 }
 
 /// A request sent to a kernel that stopped answering (SIGSTOP) gets an error reply once the
@@ -564,9 +579,7 @@ async fn a_request_sent_while_the_kernel_is_stopped_gets_an_error_reply() {
         .as_str()
         .unwrap()
         .to_string();
-    let mut c = connect(&s.base, TOKEN, &id, "stopped", true)
-        .await
-        .unwrap();
+    let mut c = connect(&s.base, TOKEN, &id, "stopped", true).await.unwrap();
     let pid = kernel_pid(&mut c).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -580,6 +593,7 @@ async fn a_request_sent_while_the_kernel_is_stopped_gets_an_error_reply() {
             json!({"code": "print('hello')", "silent": false}),
         )
         .await;
+    handled_by_the_server(&mut c).await;
     let seen = c.recv_until(|m| is_status(m, "restarting")).await;
     let (reply, _) = error_answer(&seen, &request, "execute_reply");
     assert_eq!(reply.content["ename"], "DeadKernelError");
@@ -615,7 +629,11 @@ async fn content_that_is_not_a_json_object_gets_an_error_reply() {
             .recv_until(|m| m.parent_id() == request && is_status(m, "idle"))
             .await;
         let (reply, _) = error_answer(&seen, &request, "execute_reply");
-        assert_eq!(reply.content["ename"], "InvalidMessage", "{:?}", reply.content);
+        assert_eq!(
+            reply.content["ename"], "InvalidMessage",
+            "{:?}",
+            reply.content
+        );
     }
     // Legacy JSON frames: a content that is a number.
     let mut legacy = connect(&s.base, TOKEN, &id, "bad-legacy", false)
@@ -706,6 +724,15 @@ async fn back_to_idle(s: &common::Server, kernel: &str, idle_kib: u64, slack_kib
         .unwrap();
     assert_eq!(r.status(), 204);
     let deadline = Instant::now() + Duration::from_secs(60);
+    // The server may still be reading what the kernel printed before it stopped.
+    loop {
+        let (_, model) = get_json(s, &format!("api/kernels/{kernel}")).await;
+        if model["execution_state"] == "idle" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the flood never ended: {model}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     loop {
         let text = s.metrics(TOKEN).await;
         let buffered = metric(&text, "concord_kernel_buffered_bytes");
@@ -780,7 +807,10 @@ async fn a_flood_to_a_client_that_does_not_read_or_left_stays_within_the_budgets
         .await;
     gone.close().await;
     let (rss, buffered) = peak_memory(&s, Duration::from_secs(5)).await;
-    assert!(buffered <= FLOOD_REPLAY + (1 << 20), "{buffered} bytes buffered");
+    assert!(
+        buffered <= FLOOD_REPLAY + (1 << 20),
+        "{buffered} bytes buffered"
+    );
     assert!(
         rss <= idle + budgets_kib + slack_kib,
         "RSS {rss} KiB, idle {idle} KiB"
@@ -797,9 +827,7 @@ async fn other_clients_keep_receiving_while_a_slow_one_is_dropped() {
         .as_str()
         .unwrap()
         .to_string();
-    let mut reader = connect(&s.base, TOKEN, &id, "reader", true)
-        .await
-        .unwrap();
+    let mut reader = connect(&s.base, TOKEN, &id, "reader", true).await.unwrap();
     let mut stuck = connect(&s.base, TOKEN, &id, "stuck", true).await.unwrap();
     stuck.send("shell", "kernel_info_request", json!({})).await;
     // 64 MiB in 64 KiB lines: far more than the stuck client's queue and socket buffers.
