@@ -572,7 +572,11 @@ mod tests {
 
     #[test]
     fn only_json_objects_pass_the_object_check() {
-        for ok in [&b"{}"[..], b" {\"a\": [1, {\"b\": null}]} ", b"{\"\\u00e9\": 1.5e3}"] {
+        for ok in [
+            &b"{}"[..],
+            b" {\"a\": [1, {\"b\": null}]} ",
+            b"{\"\\u00e9\": 1.5e3}",
+        ] {
             assert_eq!(check_object(ok), Ok(()), "{}", String::from_utf8_lossy(ok));
         }
         for bad in [
@@ -587,7 +591,11 @@ mod tests {
             b"{\"a\": \"\\x\"}",
             b"{1: 2}",
         ] {
-            assert!(check_object(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                check_object(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
