@@ -861,3 +861,60 @@ async fn other_clients_keep_receiving_while_a_slow_one_is_dropped() {
     let (reply, _) = reader.execute("print('after')").await;
     assert_eq!(reply["status"], "ok");
 }
+
+/// What clients send to a kernel that does not read it (here: stopped) is held within
+/// `--kernel-input-queue-bytes`: a message beyond is answered with an error instead of
+/// queued; once the kernel reads again, what was queued reaches it.
+#[tokio::test]
+async fn input_for_a_kernel_that_does_not_read_is_held_within_its_budget() {
+    let s = server(&["--kernel-input-queue-bytes", "1048576"]);
+    let id = start_kernel(&s, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut c = connect(&s.base, TOKEN, &id, "input", true).await.unwrap();
+    let pid = kernel_pid(&mut c).await;
+    let signal = |sig| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+    signal(nix::sys::signal::Signal::SIGSTOP);
+    // 16 MiB of cells for a kernel that reads nothing.
+    let padding = "#".repeat(256 * 1024);
+    let mut sent = Vec::new();
+    for i in 0..64 {
+        let code = format!("x = {i}  {padding}");
+        sent.push(
+            c.send(
+                "shell",
+                "execute_request",
+                json!({"code": code, "silent": false}),
+            )
+            .await,
+        );
+    }
+    let seen = handled_by_the_server(&mut c).await;
+    let refused: Vec<&str> = sent
+        .iter()
+        .filter(|id| {
+            seen.iter().any(|m| {
+                m.parent_id() == id.as_str()
+                    && m.msg_type() == "execute_reply"
+                    && m.content["ename"] == "KernelUnavailable"
+            })
+        })
+        .map(String::as_str)
+        .collect();
+    signal(nix::sys::signal::Signal::SIGCONT);
+    // Within the budget: at most 4 cells of 256 KiB queued, one in the kernel's socket.
+    assert!(refused.len() >= 64 - 8, "only {} refused", refused.len());
+    let accepted: Vec<&String> = sent
+        .iter()
+        .filter(|id| !refused.contains(&id.as_str()))
+        .collect();
+    assert!(!accepted.is_empty());
+    let last = accepted.last().unwrap().to_string();
+    let seen = c
+        .recv_until(|m| m.parent_id() == last && m.msg_type() == "execute_reply")
+        .await;
+    assert_eq!(seen.last().unwrap().content["status"], "ok");
+    let (reply, _) = c.execute("print(x)").await;
+    assert_eq!(reply["status"], "ok");
+}
