@@ -441,13 +441,20 @@ struct Outboxes {
 impl Outboxes {
     /// Queue `msg` for the kernel on `channel` (shell for anything but control and stdin).
     fn send(&self, channel: Channel, msg: Message) -> Result<(), KernelError> {
+        self.try_send(channel, msg).map_err(|(e, _)| e)
+    }
+
+    /// As [`Outboxes::send`], handing the message back when it cannot be queued.
+    fn try_send(&self, channel: Channel, msg: Message) -> Result<(), (KernelError, Box<Message>)> {
+        let msg = Box::new(msg);
         let size = footprint(&msg);
         let waiting = self.bytes.load(Ordering::Acquire);
         if waiting > 0 && waiting.saturating_add(size) > self.limit {
-            return Err(KernelError::Unavailable(format!(
+            let why = format!(
                 "the kernel is not reading its input: {} of messages are waiting for it",
                 human_bytes(waiting)
-            )));
+            );
+            return Err((KernelError::Unavailable(why), msg));
         }
         let queue = match channel {
             Channel::Control => &self.control,
@@ -455,9 +462,13 @@ impl Outboxes {
             Channel::Shell | Channel::Iopub => &self.shell,
         };
         self.bytes.fetch_add(size, Ordering::AcqRel);
-        queue.try_send(Box::new(msg)).map_err(|_| {
+        queue.try_send(msg).map_err(|e| {
             self.bytes.fetch_sub(size, Ordering::AcqRel);
-            KernelError::Unavailable("the kernel's queue is full".into())
+            let msg = match e {
+                mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
+            };
+            let why = KernelError::Unavailable("the kernel's queue is full".into());
+            (why, msg)
         })
     }
 }
@@ -1872,22 +1883,12 @@ impl ClientInbound {
             }
         }
         k.touch();
-        let parent = request.then(|| Hub::parent_of(&msg));
-        let (msg_id, msg_type) = (msg.info.msg_id.clone(), msg.info.msg_type.clone());
-        if let Err(e) = k.outboxes.send(channel, msg) {
+        if let Err((e, msg)) = k.outboxes.try_send(channel, msg) {
             // Answered here: the kernel will never see it.
-            k.hub.unregister(&msg_id);
-            let parent = parent.unwrap_or_else(|| Bytes::from_static(b"{}"));
-            answer_with_error(
-                k,
-                &self.key,
-                channel,
-                &msg_type,
-                parent,
-                "KernelUnavailable",
-                &e.to_string(),
-                false,
-            );
+            if request {
+                k.hub.unregister(&msg.info.msg_id);
+            }
+            self.refuse(channel, &msg, "KernelUnavailable", &e.to_string());
             return Ok(Inbound::Refused);
         }
         Ok(Inbound::Forwarded)
