@@ -544,7 +544,8 @@ def scenarios(load):
             ("kernels.flood_stuck.idle", mib(res["concord"][0]), mib(res["jupyter"][0]), "MiB",
              "before the flood"),
             ("kernels.flood_stuck.peak", mib(res["concord"][1]), mib(res["jupyter"][1]), "MiB",
-             f"idle + <= 48 MiB of budgets (sampled {secs['concord']} / {secs['jupyter']})"),
+             f"idle + budgets (48 MiB) + what is in flight (sampled {secs['concord']} / "
+             f"{secs['jupyter']})"),
             ("kernels.flood_stuck.late_median", mib(res["concord"][2]),
              mib(res["jupyter"][2]), "MiB", "second half of the flood"),
             ("kernels.flood_stuck.growth", mib(res["concord"][1] - res["concord"][0]),
