@@ -15,7 +15,10 @@ ipykernel:
   dates);
 - an iopub flood (one message per `print(i, flush=True)`) delivered to 4 websocket clients:
   no loss, messages/s >= jupyter_server's;
-- RSS with 20 idle kernels: concord's server process <= 1/5 of jupyter_server's.
+- RSS with 20 idle kernels: concord's server process <= 1/5 of jupyter_server's;
+- RSS while a cell prints 256 KiB lines without end to one websocket that never reads
+  (for `FLOOD_SECONDS`, 60 by default): concord's stays within its budgets (client queue
+  and replay: 48 MiB with the defaults) above its idle RSS.
 
 Websocket clients speak v1.kernel.websocket.jupyter.org, as JupyterLab does."""
 
@@ -34,6 +37,10 @@ N_EXEC = int(os.environ.get("CONCORD_BENCH_N_EXEC", 300))  # executes measured p
 EXEC_BLOCKS = 10  # concord and the direct-ZMQ floor alternate in this many blocks
 N_FLOOD = 10000
 N_IDLE_KERNELS = 20
+FLOOD_SECONDS = float(os.environ.get("CONCORD_BENCH_FLOOD_SECONDS", 60))
+FLOOD_CODE = "s = 'y' * 262144\nwhile True:\n    print(s, flush=True)"
+# A side whose RSS passes this is stopped early (the machine is shared).
+FLOOD_RSS_GUARD_KIB = 4 << 20
 V1 = "v1.kernel.websocket.jupyter.org"
 
 
@@ -386,6 +393,35 @@ async def _flood(server, kernel_id, clients, n):
     return sum(counts) / elapsed, min(lines) / n, complete
 
 
+def _stuck_flood_rss(server, kernel_id, seconds):
+    """Server RSS (KiB) sampled every 0.5 s while `FLOOD_CODE` runs for `seconds`, sent by
+    a websocket client that never reads again: (idle, peak, median of the second half,
+    seconds sampled, stopped by the guard)."""
+    c = _BlockingClient(server, kernel_id)
+    c.wait_ready()
+    c.execute("pass")
+    time.sleep(1.0)
+    idle = server.rss_kib()[0]
+    c.send("execute_request", {"code": FLOOD_CODE, "silent": False, "store_history": False})
+    samples = []
+    guarded = False
+    t0 = time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < seconds:
+            own = server.rss_kib()[0]
+            samples.append(own)
+            if own > FLOOD_RSS_GUARD_KIB:
+                guarded = True
+                break
+            time.sleep(0.5)
+    finally:
+        elapsed = time.perf_counter() - t0
+        _rest(server, "POST", f"api/kernels/{kernel_id}/interrupt")
+        c.close()
+    late = samples[len(samples) // 2:]
+    return idle, max(samples), statistics.median(late), elapsed, guarded
+
+
 def scenarios(load):
     """The scenario functions (`load` from run.py is not needed here)."""
 
@@ -491,4 +527,30 @@ def scenarios(load):
                      mib(sum(res["jupyter"])), "MiB", "(kernels dominate)"))
         return rows
 
-    return [kernels_execute, kernels_iopub_flood, kernels_rss]
+    def kernels_flood_rss(ctx):
+        """RSS while a cell prints 256 KiB lines without end to a client that never reads."""
+        res = {}
+        for kind in ("concord", "jupyter"):
+            server = ctx[kind]
+            kid = _start_kernel(server)
+            try:
+                res[kind] = _stuck_flood_rss(server, kid, FLOOD_SECONDS)
+            finally:
+                _rest(server, "DELETE", f"api/kernels/{kid}")
+        mib = lambda k: k / 1024  # noqa: E731
+        secs = {k: f"{v[3]:.0f} s{' (stopped at the guard)' if v[4] else ''}"
+                for k, v in res.items()}
+        rows = [
+            ("kernels.flood_stuck.idle", mib(res["concord"][0]), mib(res["jupyter"][0]), "MiB",
+             "before the flood"),
+            ("kernels.flood_stuck.peak", mib(res["concord"][1]), mib(res["jupyter"][1]), "MiB",
+             f"idle + budgets (48 MiB) + what is in flight (sampled {secs['concord']} / "
+             f"{secs['jupyter']})"),
+            ("kernels.flood_stuck.late_median", mib(res["concord"][2]),
+             mib(res["jupyter"][2]), "MiB", "second half of the flood"),
+            ("kernels.flood_stuck.growth", mib(res["concord"][1] - res["concord"][0]),
+             mib(res["jupyter"][1] - res["jupyter"][0]), "MiB", "peak - idle"),
+        ]
+        return rows
+
+    return [kernels_execute, kernels_iopub_flood, kernels_rss, kernels_flood_rss]

@@ -18,7 +18,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONCORD = ROOT / "target" / "release" / "concord"
+# Another build can be measured with CONCORD_BENCH_BIN (e.g. the commit before a change).
+CONCORD = Path(os.environ.get("CONCORD_BENCH_BIN", ROOT / "target" / "release" / "concord"))
 LOADGEN = ROOT / "target" / "release" / "concord-loadgen"
 PYTHON = ROOT / ".venv" / "bin" / "python"
 SCENARIOS = {}

@@ -2,15 +2,24 @@
 //!
 //! Every client is keyed by `(session_id, username)`: the same user reconnecting with the
 //! same session id gets the messages buffered while it was away; another user's session id
-//! never matches. Each attached client has a bounded queue; the iopub drain task never waits
-//! on it: a client whose queue is full is told and detached (its messages are buffered for a
-//! reconnect), and nobody else is affected.
+//! never matches. The iopub drain task never waits on a client.
+//!
+//! Everything held for clients is counted in **bytes** (a message's parts plus a fixed
+//! overhead), and each message is held once, shared by every client it goes to (frames are
+//! encoded when written, not when queued):
+//!
+//! - an attached client's queue holds at most `client_queue_bytes`: a client past it is told
+//!   (close 1008) and detached, and what it had not received goes to its replay buffer;
+//! - the replay buffers of a kernel's detached sessions hold `replay_bytes` together (the
+//!   oldest messages go first), and expire `replay_window` after their session left, by a
+//!   timer of the hub's own.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::wire::{str_member, Message};
@@ -35,6 +44,20 @@ pub const CLOSE_TOO_SLOW: u16 = 1008;
 /// Close code when the same session reconnected elsewhere, or the kernel went away (1000).
 pub const CLOSE_NORMAL: u16 = 1000;
 
+/// What holding one message costs besides the bytes of its parts: the message's own
+/// structure, its queue entry and the allocator's rounding. Counting it makes a byte budget
+/// bound the number of tiny messages too.
+pub(crate) const MESSAGE_OVERHEAD: usize = 512;
+
+/// The bytes a message is counted for in the budgets.
+pub(crate) fn footprint(msg: &Message) -> usize {
+    let parts = [&msg.header, &msg.parent_header, &msg.metadata, &msg.content];
+    MESSAGE_OVERHEAD
+        + parts.iter().map(|p| p.len()).sum::<usize>()
+        + msg.buffers.iter().map(Bytes::len).sum::<usize>()
+        + msg.identities.iter().map(Bytes::len).sum::<usize>()
+}
+
 /// Identifies one client session of one kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct ClientKey {
@@ -48,19 +71,34 @@ pub(crate) enum Route {
     Internal(mpsc::UnboundedSender<Message>),
 }
 
+/// A request waiting for the kernel's reply: who gets it, and what is needed to answer it
+/// with an error should the kernel never do so.
+pub(crate) struct Pending {
+    pub route: Route,
+    /// The channel the request came in on (its reply goes back there).
+    pub channel: Channel,
+    /// The request's `msg_type`.
+    pub msg_type: String,
+    /// The request's header (a copy of its own, or of its routing fields when it is large),
+    /// the parent header of an error reply.
+    pub parent: Bytes,
+}
+
 /// A close request for one attached connection. Whoever closes also drops the hub's
 /// sender to the connection's queue (the `Attached` entry goes), so a connection waiting on
 /// an empty queue wakes with `None` and finds the reason here: no separate wake-up is
-/// needed, and a connection with frames queued sees the flag before the next one.
+/// needed. A *preempting* close (the client is too slow, or replaced) is seen before the
+/// next queued frame; any other (the kernel went away) after the queued frames, so that
+/// the last answers reach the client.
 #[derive(Default)]
 pub(crate) struct CloseSignal {
-    /// Set once a reason is stored: checked per frame without taking the lock.
-    closed: AtomicBool,
+    /// Set once a preempting reason is stored: checked per frame without taking the lock.
+    preempt: AtomicBool,
     reason: Mutex<Option<(u16, String)>>,
 }
 
 impl CloseSignal {
-    pub fn close(&self, code: u16, reason: &str) {
+    pub fn close(&self, code: u16, reason: &str, preempt: bool) {
         let mut r = lock(&self.reason);
         if r.is_none() {
             let mut reason = reason.to_string();
@@ -69,13 +107,19 @@ impl CloseSignal {
             }
             *r = Some((code, reason));
         }
-        self.closed.store(true, Ordering::Release);
+        if preempt {
+            self.preempt.store(true, Ordering::Release);
+        }
+    }
+
+    fn take_preempting(&self) -> Option<(u16, String)> {
+        if !self.preempt.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.reason).take()
     }
 
     fn take(&self) -> Option<(u16, String)> {
-        if !self.closed.load(Ordering::Acquire) {
-            return None;
-        }
         lock(&self.reason).take()
     }
 }
@@ -85,26 +129,55 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One queued message, with its frame already encoded for the client's protocol. The
-/// message is kept (shared by every client it went to) for the replay buffer, should the
-/// client fall behind before it is written.
-pub(crate) struct Queued {
+/// One message held for one client (queued, or kept for its replay), counted in the
+/// kernels' buffered bytes for as long as it is held. The message itself is shared.
+pub(crate) struct Held {
     channel: Channel,
     msg: Arc<Message>,
-    frame: WsFrame,
+    bytes: usize,
+    counters: Arc<HubCounters>,
+}
+
+impl Held {
+    fn new(
+        channel: Channel,
+        msg: &Arc<Message>,
+        bytes: usize,
+        counters: &Arc<HubCounters>,
+    ) -> Self {
+        counters.buffered.fetch_add(bytes as u64, Ordering::Relaxed);
+        Held {
+            channel,
+            msg: Arc::clone(msg),
+            bytes,
+            counters: Arc::clone(counters),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.counters
+            .buffered
+            .fetch_sub(self.bytes as u64, Ordering::Relaxed);
+    }
 }
 
 struct Attached {
     conn_id: u64,
-    tx: mpsc::Sender<Queued>,
-    protocol: WsProtocol,
+    tx: mpsc::UnboundedSender<Held>,
+    /// Bytes queued for this connection and not yet taken by it (its replay included).
+    queued: Arc<AtomicUsize>,
     close: Arc<CloseSignal>,
 }
 
 #[derive(Default)]
 struct Slot {
     attached: Option<Attached>,
-    backlog: VecDeque<(Channel, Arc<Message>)>,
+    /// The connection attached last (what it leaves behind may be replayed).
+    last_conn: u64,
+    replay: VecDeque<Held>,
+    replay_bytes: usize,
     dropped: u64,
     detached_at: Option<Instant>,
 }
@@ -112,9 +185,13 @@ struct Slot {
 /// Limits of the hub.
 #[derive(Clone, Debug)]
 pub(crate) struct HubLimits {
-    pub client_queue: usize,
-    pub replay_messages: usize,
+    /// Bytes queued for one attached client before it is closed as too slow.
+    pub client_queue_bytes: usize,
+    /// Bytes kept for the kernel's detached sessions together.
+    pub replay_bytes: usize,
+    /// How long a detached session's replay is kept.
     pub replay_window: Duration,
+    /// Detached sessions kept at most (the oldest go first).
     pub max_detached: usize,
 }
 
@@ -122,17 +199,25 @@ pub(crate) struct HubLimits {
 #[derive(Default, Debug)]
 pub(crate) struct HubCounters {
     pub lagged: AtomicU64,
+    pub stalled: AtomicU64,
     pub replayed: AtomicU64,
+    /// Bytes held for clients now: queues and replay buffers of every kernel.
+    pub buffered: AtomicU64,
 }
 
 #[derive(Default)]
 struct HubState {
     slots: HashMap<ClientKey, Slot>,
-    pending: HashMap<String, Route>,
+    pending: HashMap<String, Pending>,
     next_conn: u64,
+    /// Bytes in every slot's replay.
+    replay_total: usize,
+    /// A task is waiting for the next replay to expire.
+    expiry_armed: bool,
 }
 
 pub(crate) struct Hub {
+    me: Weak<Hub>,
     state: Mutex<HubState>,
     limits: HubLimits,
     counters: Arc<HubCounters>,
@@ -141,78 +226,100 @@ pub(crate) struct Hub {
 /// What [`Hub::attach`] hands back.
 pub(crate) struct Attachment {
     pub conn_id: u64,
-    pub rx: mpsc::Receiver<Queued>,
-    pub backlog: VecDeque<WsOut>,
+    pub rx: mpsc::UnboundedReceiver<Held>,
+    pub replay: VecDeque<Held>,
+    pub queued: Arc<AtomicUsize>,
     pub close: Arc<CloseSignal>,
 }
 
-const MAX_PENDING: usize = 65_536;
+/// Requests remembered at most; a client that sends requests the kernel never answers
+/// (ipykernel ignores unknown types) would otherwise grow the table for ever.
+const MAX_PENDING: usize = 16_384;
+
+/// A request header longer than this is remembered by its routing fields only.
+const MAX_PARENT_COPY: usize = 2048;
 
 impl Hub {
-    pub fn new(limits: HubLimits, counters: Arc<HubCounters>) -> Self {
-        Hub {
+    pub fn new(limits: HubLimits, counters: Arc<HubCounters>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Hub {
+            me: me.clone(),
             state: Mutex::new(HubState::default()),
             limits,
             counters,
-        }
+        })
     }
 
     /// Attach a websocket for `key`, replacing a previous connection of the same key and
-    /// replaying what was buffered for it.
-    pub fn attach(&self, key: ClientKey, protocol: WsProtocol) -> Attachment {
+    /// handing it what was kept for replay.
+    pub fn attach(&self, key: ClientKey) -> Attachment {
         let mut st = lock(&self.state);
         self.expire(&mut st);
         st.next_conn += 1;
         let conn_id = st.next_conn;
-        let (tx, rx) = mpsc::channel(self.limits.client_queue.max(1));
+        let (tx, rx) = mpsc::unbounded_channel();
         let close = Arc::new(CloseSignal::default());
         let slot = st.slots.entry(key).or_default();
         if let Some(old) = slot.attached.take() {
             old.close.close(
                 CLOSE_NORMAL,
                 "replaced by a new connection of the same session",
+                true,
             );
         }
-        let mut backlog: VecDeque<WsOut> = VecDeque::new();
         if slot.dropped > 0 {
             tracing::warn!(
                 dropped = slot.dropped,
                 "replay buffer overflowed; the oldest messages were dropped"
             );
         }
-        let replayed = slot.backlog.len() as u64;
-        for (channel, msg) in slot.backlog.drain(..) {
-            backlog.push_back(WsOut::Frame(encode(channel, &msg, protocol)));
-        }
+        let replay = std::mem::take(&mut slot.replay);
+        let replay_bytes = std::mem::take(&mut slot.replay_bytes);
         self.counters
             .replayed
-            .fetch_add(replayed, Ordering::Relaxed);
+            .fetch_add(replay.len() as u64, Ordering::Relaxed);
         slot.dropped = 0;
         slot.detached_at = None;
+        slot.last_conn = conn_id;
+        let queued = Arc::new(AtomicUsize::new(replay_bytes));
         slot.attached = Some(Attached {
             conn_id,
             tx,
-            protocol,
+            queued: Arc::clone(&queued),
             close: close.clone(),
         });
+        st.replay_total -= replay_bytes;
         Attachment {
             conn_id,
             rx,
-            backlog,
+            replay,
+            queued,
             close,
         }
     }
 
-    /// Detach connection `conn_id` of `key` (if it is still the attached one); its slot
-    /// starts buffering.
-    pub fn detach(&self, key: &ClientKey, conn_id: u64) {
+    /// Connection `conn_id` of `key` ended, leaving `unsent` (oldest first). Its slot keeps
+    /// what it did not receive for a reconnect, unless another connection took the slot.
+    fn detach(&self, key: &ClientKey, conn_id: u64, unsent: Vec<Held>) {
         let mut st = lock(&self.state);
-        if let Some(slot) = st.slots.get_mut(key) {
-            if slot.attached.as_ref().is_some_and(|a| a.conn_id == conn_id) {
-                slot.attached = None;
-                slot.detached_at = Some(Instant::now());
-            }
+        let Some(slot) = st.slots.get_mut(key) else {
+            return;
+        };
+        if slot.attached.as_ref().is_some_and(|a| a.conn_id == conn_id) {
+            slot.attached = None;
+            slot.detached_at = Some(Instant::now());
         }
+        if slot.attached.is_some() || slot.last_conn != conn_id {
+            return;
+        }
+        let mut added = 0;
+        for held in unsent.into_iter().rev() {
+            added += held.bytes;
+            slot.replay.push_front(held);
+        }
+        slot.replay_bytes += added;
+        st.replay_total += added;
+        self.trim_replay(&mut st);
+        self.arm_expiry(&mut st);
     }
 
     /// Number of attached websockets.
@@ -224,36 +331,61 @@ impl Hub {
             .count()
     }
 
-    /// Close every client and forget every slot (kernel gone).
+    /// Close every client (after what is queued for it) and forget every slot (kernel
+    /// gone).
     pub fn close_all(&self, reason: &str) {
         let mut st = lock(&self.state);
         for (_, slot) in st.slots.drain() {
             if let Some(a) = slot.attached {
-                a.close.close(CLOSE_NORMAL, reason);
+                a.close.close(CLOSE_NORMAL, reason, false);
             }
         }
+        st.replay_total = 0;
         st.pending.clear();
     }
 
     /// Remember who sent request `msg_id`. Refuses (returns false) when another client has
     /// a pending request with that id, so nobody can capture someone else's replies.
-    pub fn register(&self, msg_id: &str, route: Route) -> bool {
+    pub fn register(&self, msg_id: &str, pending: Pending) -> bool {
         let mut st = lock(&self.state);
-        if let (Some(Route::Client(existing)), Route::Client(new)) =
-            (st.pending.get(msg_id), &route)
+        if let (
+            Some(Pending {
+                route: Route::Client(existing),
+                ..
+            }),
+            Route::Client(new),
+        ) = (st.pending.get(msg_id), &pending.route)
         {
             if existing != new {
                 return false;
             }
         }
         if st.pending.len() >= MAX_PENDING {
-            // Requests whose replies never came (dead kernels, odd clients): start afresh
-            // rather than grow without bound.
+            // Requests whose replies never came (odd clients): start afresh rather than
+            // grow without bound.
             tracing::warn!("pending request table full; clearing it");
             st.pending.clear();
         }
-        st.pending.insert(msg_id.to_string(), route);
+        st.pending.insert(msg_id.to_string(), pending);
         true
+    }
+
+    /// Forget request `msg_id` (it could not be sent after all).
+    pub fn unregister(&self, msg_id: &str) {
+        lock(&self.state).pending.remove(msg_id);
+    }
+
+    /// Every request still waiting for a reply from a client, forgotten: the kernel that
+    /// had them is gone. (Requests of the server itself are dropped.)
+    pub fn take_pending(&self) -> Vec<(ClientKey, Pending)> {
+        let mut st = lock(&self.state);
+        st.pending
+            .drain()
+            .filter_map(|(_, p)| match &p.route {
+                Route::Client(key) => Some((key.clone(), p)),
+                Route::Internal(_) => None,
+            })
+            .collect()
     }
 
     /// Route a shell/control/stdin message from the kernel to whoever sent its parent.
@@ -267,9 +399,9 @@ impl Hub {
         // still running, so the entry stays.
         let finished = channel != Channel::Stdin && msg.info.msg_type.ends_with("_reply");
         let route = if finished {
-            st.pending.remove(parent.as_ref())
+            st.pending.remove(parent.as_ref()).map(|p| p.route)
         } else {
-            match st.pending.get(parent.as_ref()) {
+            match st.pending.get(parent.as_ref()).map(|p| &p.route) {
                 Some(Route::Client(key)) => Some(Route::Client(key.clone())),
                 Some(Route::Internal(tx)) => Some(Route::Internal(tx.clone())),
                 None => None,
@@ -289,32 +421,31 @@ impl Hub {
     /// Send a message to every client (iopub, status pushes).
     pub fn broadcast(&self, channel: Channel, msg: Message) {
         let msg = Arc::new(msg);
+        let bytes = footprint(&msg);
         let mut st = lock(&self.state);
-        let mut cache: [Option<WsFrame>; 2] = [None, None];
         let mut lagged: Vec<ClientKey> = Vec::new();
+        let mut kept = 0;
         for (key, slot) in st.slots.iter_mut() {
             match &slot.attached {
                 Some(a) => {
-                    let idx = usize::from(a.protocol == WsProtocol::V1);
-                    let frame = cache[idx]
-                        .get_or_insert_with(|| encode(channel, &msg, a.protocol))
-                        .clone();
-                    let q = Queued {
-                        channel,
-                        msg: Arc::clone(&msg),
-                        frame,
-                    };
-                    if a.tx.try_send(q).is_err() {
+                    if !self.enqueue(a, channel, &msg, bytes) {
                         lagged.push(key.clone());
                     }
                 }
-                None => push_backlog(slot, channel, Arc::clone(&msg), self.limits.replay_messages),
+                None => {
+                    slot.replay
+                        .push_back(Held::new(channel, &msg, bytes, &self.counters));
+                    slot.replay_bytes += bytes;
+                    kept += bytes;
+                }
             }
         }
+        st.replay_total += kept;
         for key in lagged {
-            if let Some(slot) = st.slots.get_mut(&key) {
-                self.lag(slot, channel, Arc::clone(&msg));
-            }
+            self.lag(&mut st, &key, channel, &msg, bytes);
+        }
+        if kept > 0 {
+            self.trim_replay(&mut st);
         }
     }
 
@@ -326,147 +457,257 @@ impl Hub {
 
     fn deliver_locked(&self, st: &mut HubState, key: &ClientKey, channel: Channel, msg: Message) {
         let msg = Arc::new(msg);
+        let bytes = footprint(&msg);
         let Some(slot) = st.slots.get_mut(key) else {
             return;
         };
         match &slot.attached {
             Some(a) => {
-                let frame = encode(channel, &msg, a.protocol);
-                let q = Queued {
-                    channel,
-                    msg,
-                    frame,
-                };
-                if let Err(e) = a.tx.try_send(q) {
-                    let q = match e {
-                        mpsc::error::TrySendError::Full(q)
-                        | mpsc::error::TrySendError::Closed(q) => q,
-                    };
-                    self.lag(slot, q.channel, q.msg);
+                if !self.enqueue(a, channel, &msg, bytes) {
+                    self.lag(st, key, channel, &msg, bytes);
                 }
             }
-            None => push_backlog(slot, channel, msg, self.limits.replay_messages),
+            None => {
+                slot.replay
+                    .push_back(Held::new(channel, &msg, bytes, &self.counters));
+                slot.replay_bytes += bytes;
+                st.replay_total += bytes;
+                self.trim_replay(st);
+            }
         }
     }
 
-    fn lag(&self, slot: &mut Slot, channel: Channel, msg: Arc<Message>) {
+    /// Queue a message for an attached client; false when that would take it past its
+    /// budget. A message larger than the whole budget still goes to a client with nothing
+    /// queued, so that a client that reads gets every output.
+    fn enqueue(&self, a: &Attached, channel: Channel, msg: &Arc<Message>, bytes: usize) -> bool {
+        let queued = a.queued.load(Ordering::Acquire);
+        if queued > 0 && queued.saturating_add(bytes) > self.limits.client_queue_bytes {
+            return false;
+        }
+        a.queued.fetch_add(bytes, Ordering::AcqRel);
+        // A receiver already gone is ending: its detach follows.
+        let _ = a.tx.send(Held::new(channel, msg, bytes, &self.counters));
+        true
+    }
+
+    /// `key`'s client is past its budget: tell it and detach it; `msg` goes to its replay.
+    fn lag(
+        &self,
+        st: &mut HubState,
+        key: &ClientKey,
+        channel: Channel,
+        msg: &Arc<Message>,
+        bytes: usize,
+    ) {
+        let Some(slot) = st.slots.get_mut(key) else {
+            return;
+        };
         if let Some(a) = slot.attached.take() {
             if !a.tx.is_closed() {
                 self.counters.lagged.fetch_add(1, Ordering::Relaxed);
-                a.close.close(
-                    CLOSE_TOO_SLOW,
-                    "client fell too far behind the kernel's output; reconnect with the same session_id to resume",
+                let reason = format!(
+                    "client fell more than {} behind the kernel's output; reconnect with the same session_id to resume",
+                    human_bytes(self.limits.client_queue_bytes)
                 );
+                a.close.close(CLOSE_TOO_SLOW, &reason, true);
             }
             slot.detached_at = Some(Instant::now());
         }
-        push_backlog(slot, channel, msg, self.limits.replay_messages);
+        slot.replay
+            .push_back(Held::new(channel, msg, bytes, &self.counters));
+        slot.replay_bytes += bytes;
+        st.replay_total += bytes;
+        self.trim_replay(st);
+        self.arm_expiry(st);
     }
 
-    /// Put messages a too-slow client never got back in front of its replay buffer, unless
-    /// the session has already reconnected.
-    pub fn requeue(&self, key: &ClientKey, items: Vec<(Channel, Arc<Message>)>) {
-        let mut st = lock(&self.state);
-        if let Some(slot) = st.slots.get_mut(key) {
-            if slot.attached.is_none() {
-                for item in items.into_iter().rev() {
-                    slot.backlog.push_front(item);
-                }
-                while slot.backlog.len() > self.limits.replay_messages {
-                    slot.backlog.pop_front();
-                    slot.dropped += 1;
-                }
+    /// Drop the oldest replayed messages until the kernel's replays fit `replay_bytes`:
+    /// first those of the session that left first.
+    fn trim_replay(&self, st: &mut HubState) {
+        let limit = self.limits.replay_bytes;
+        while st.replay_total > limit {
+            let oldest = st
+                .slots
+                .iter_mut()
+                .filter(|(_, s)| !s.replay.is_empty())
+                .min_by_key(|(_, s)| s.detached_at)
+                .map(|(_, s)| s);
+            let Some(slot) = oldest else {
+                st.replay_total = 0;
+                return;
+            };
+            while st.replay_total > limit {
+                let Some(held) = slot.replay.pop_front() else {
+                    break;
+                };
+                slot.replay_bytes -= held.bytes;
+                st.replay_total -= held.bytes;
+                slot.dropped += 1;
             }
         }
+    }
+
+    /// Make sure a task will expire the detached sessions when their window ends (one task
+    /// per hub at most, gone once nothing is detached), so that what a client left behind
+    /// is freed whether or not anyone attaches again.
+    fn arm_expiry(&self, st: &mut HubState) {
+        if st.expiry_armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        st.expiry_armed = true;
+        let hub = self.me.clone();
+        runtime.spawn(async move {
+            loop {
+                let next = {
+                    let Some(hub) = hub.upgrade() else { return };
+                    let mut st = lock(&hub.state);
+                    hub.expire(&mut st);
+                    let window = hub.limits.replay_window;
+                    match st.slots.values().filter_map(|s| s.detached_at).min() {
+                        Some(at) => at + window,
+                        None => {
+                            st.expiry_armed = false;
+                            return;
+                        }
+                    }
+                };
+                tokio::time::sleep_until(next.into()).await;
+            }
+        });
     }
 
     fn expire(&self, st: &mut HubState) {
         let window = self.limits.replay_window;
+        let mut freed = 0;
         st.slots.retain(|_, s| {
-            s.attached.is_some() || s.detached_at.is_some_and(|t| t.elapsed() < window)
+            let keep = s.attached.is_some() || s.detached_at.is_some_and(|t| t.elapsed() < window);
+            if !keep {
+                freed += s.replay_bytes;
+            }
+            keep
         });
         let mut detached: Vec<(Instant, ClientKey)> = st
             .slots
             .iter()
+            .filter(|(_, s)| s.attached.is_none())
             .filter_map(|(k, s)| s.detached_at.map(|t| (t, k.clone())))
             .collect();
         if detached.len() > self.limits.max_detached {
             detached.sort();
             let excess = detached.len() - self.limits.max_detached;
             for (_, k) in detached.into_iter().take(excess) {
-                st.slots.remove(&k);
+                if let Some(s) = st.slots.remove(&k) {
+                    freed += s.replay_bytes;
+                }
             }
         }
+        st.replay_total -= freed;
+    }
+
+    /// A copy of a request's header to answer it with, not the frame it came in (which a
+    /// slice would keep whole).
+    pub fn parent_of(msg: &Message) -> Bytes {
+        if msg.header.len() <= MAX_PARENT_COPY {
+            return Bytes::copy_from_slice(&msg.header);
+        }
+        let info = &msg.info;
+        Bytes::from(
+            serde_json::json!({
+                "msg_id": info.msg_id,
+                "msg_type": info.msg_type,
+                "session": info.session,
+            })
+            .to_string(),
+        )
     }
 }
 
-fn push_backlog(slot: &mut Slot, channel: Channel, msg: Arc<Message>, limit: usize) {
-    if slot.backlog.len() >= limit {
-        slot.backlog.pop_front();
-        slot.dropped += 1;
+/// `33554432` → `32 MiB`, for messages.
+pub(crate) fn human_bytes(n: usize) -> String {
+    const MIB: usize = 1 << 20;
+    const KIB: usize = 1 << 10;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= KIB && n.is_multiple_of(KIB) {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{n} bytes")
     }
-    slot.backlog.push_back((channel, msg));
 }
 
-/// The outbound half of a client connection: frames for the server to write.
+/// The outbound half of a client connection: frames for the server to write. Dropping it
+/// detaches the client; what it had not written is kept for a reconnect of its session.
 pub struct ClientOutbound {
-    pub(crate) backlog: VecDeque<WsOut>,
-    pub(crate) rx: mpsc::Receiver<Queued>,
+    pub(crate) replay: VecDeque<Held>,
+    pub(crate) rx: mpsc::UnboundedReceiver<Held>,
+    pub(crate) queued: Arc<AtomicUsize>,
+    pub(crate) protocol: WsProtocol,
     pub(crate) close: Arc<CloseSignal>,
     pub(crate) finished: bool,
-    pub(crate) _guard: DetachGuard,
-}
-
-pub(crate) struct DetachGuard {
-    pub hub: Arc<Hub>,
-    pub key: ClientKey,
-    pub conn_id: u64,
-}
-
-impl Drop for DetachGuard {
-    fn drop(&mut self) {
-        self.hub.detach(&self.key, self.conn_id);
-    }
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) key: ClientKey,
+    pub(crate) conn_id: u64,
 }
 
 impl ClientOutbound {
+    pub(crate) fn new(hub: Arc<Hub>, key: ClientKey, protocol: WsProtocol) -> Self {
+        let att = hub.attach(key.clone());
+        ClientOutbound {
+            replay: att.replay,
+            rx: att.rx,
+            queued: att.queued,
+            protocol,
+            close: att.close,
+            finished: false,
+            hub,
+            key,
+            conn_id: att.conn_id,
+        }
+    }
+
     /// The next thing to write to the websocket; `None` once the connection is over (after
     /// a [`WsOut::Close`] has been returned, or when the kernel is gone).
     pub async fn next(&mut self) -> Option<WsOut> {
         if self.finished {
             return None;
         }
-        if let Some((code, reason)) = self.close.take() {
-            return Some(self.finish(code, reason));
+        if let Some((code, reason)) = self.close.take_preempting() {
+            self.finished = true;
+            return Some(WsOut::Close { code, reason });
         }
-        if let Some(f) = self.backlog.pop_front() {
-            return Some(f);
-        }
-        match self.rx.recv().await {
-            Some(q) => Some(WsOut::Frame(q.frame)),
-            // The sender is gone: closed by the hub (the reason is set), or the kernel is.
-            None => match self.close.take() {
-                Some((code, reason)) => Some(self.finish(code, reason)),
+        let held = match self.replay.pop_front() {
+            Some(held) => held,
+            None => match self.rx.recv().await {
+                Some(held) => held,
+                // The sender is gone: closed by the hub (the reason is set), or the kernel is.
                 None => {
                     self.finished = true;
-                    None
+                    let (code, reason) = self.close.take()?;
+                    return Some(WsOut::Close { code, reason });
                 }
             },
-        }
+        };
+        self.queued.fetch_sub(held.bytes, Ordering::AcqRel);
+        Some(WsOut::Frame(encode(held.channel, &held.msg, self.protocol)))
     }
 
-    fn finish(&mut self, code: u16, reason: String) -> WsOut {
-        self.finished = true;
-        if code == CLOSE_TOO_SLOW {
-            // What was queued but never written goes back to the replay buffer, so a
-            // reconnect with the same session id loses nothing.
-            let mut items = Vec::new();
-            while let Ok(q) = self.rx.try_recv() {
-                items.push((q.channel, q.msg));
-            }
-            self._guard.hub.requeue(&self._guard.key, items);
+    /// Count this client as closed for not reading (the server gave up writing to it).
+    pub fn count_stalled(&self) {
+        self.hub.counters.stalled.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for ClientOutbound {
+    fn drop(&mut self) {
+        let mut unsent: Vec<Held> = self.replay.drain(..).collect();
+        while let Ok(held) = self.rx.try_recv() {
+            unsent.push(held);
         }
-        WsOut::Close { code, reason }
+        self.hub.detach(&self.key, self.conn_id, unsent);
     }
 }
 
@@ -475,16 +716,20 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn hub(client_queue: usize) -> Arc<Hub> {
-        Arc::new(Hub::new(
+    fn hub_with(client_queue_bytes: usize, replay_bytes: usize, window: Duration) -> Arc<Hub> {
+        Hub::new(
             HubLimits {
-                client_queue,
-                replay_messages: 100,
-                replay_window: Duration::from_secs(60),
+                client_queue_bytes,
+                replay_bytes,
+                replay_window: window,
                 max_detached: 10,
             },
             Arc::new(HubCounters::default()),
-        ))
+        )
+    }
+
+    fn hub(client_queue_bytes: usize) -> Arc<Hub> {
+        hub_with(client_queue_bytes, 1 << 20, Duration::from_secs(60))
     }
 
     fn key(session: &str) -> ClientKey {
@@ -495,18 +740,7 @@ mod tests {
     }
 
     fn outbound(hub: &Arc<Hub>, key: ClientKey) -> ClientOutbound {
-        let att = hub.attach(key.clone(), WsProtocol::V1);
-        ClientOutbound {
-            backlog: att.backlog,
-            rx: att.rx,
-            close: att.close,
-            finished: false,
-            _guard: DetachGuard {
-                hub: hub.clone(),
-                key,
-                conn_id: att.conn_id,
-            },
-        }
+        ClientOutbound::new(hub.clone(), key, WsProtocol::V1)
     }
 
     fn status(state: &str) -> Message {
@@ -519,10 +753,28 @@ mod tests {
         )
     }
 
+    fn buffered(hub: &Hub) -> u64 {
+        hub.counters.buffered.load(Ordering::Relaxed)
+    }
+
+    /// The execution states of the status frames a connection has ready, in order.
+    fn states_ready(out: &mut ClientOutbound) -> Vec<String> {
+        let mut states = Vec::new();
+        while let Some(Some(WsOut::Frame(frame))) = futures::FutureExt::now_or_never(out.next()) {
+            let (_, msg) = crate::ws::decode(&frame, WsProtocol::V1).unwrap();
+            states.push(
+                str_member(&msg.content, "execution_state")
+                    .unwrap()
+                    .into_owned(),
+            );
+        }
+        states
+    }
+
     /// A connection waiting on an empty queue is woken by a close (replaced, kernel gone).
     #[tokio::test]
     async fn a_waiting_connection_sees_the_close() {
-        let hub = hub(8);
+        let hub = hub(1 << 20);
         let mut first = outbound(&hub, key("s"));
         let waiting = tokio::spawn(async move {
             let out = first.next().await;
@@ -557,38 +809,101 @@ mod tests {
         );
     }
 
-    /// A close goes before frames still queued; a too-slow client's queue goes back to the
-    /// replay buffer and is replayed, in order, on reconnect.
+    /// A too-slow close goes before frames still queued, and they are replayed, in order,
+    /// on reconnect; when the kernel goes away, what is queued is written before the close.
     #[tokio::test]
     async fn a_close_preempts_queued_frames_and_they_are_replayed() {
-        let hub = hub(2);
+        // Room for the first two messages: the third finds the queue over budget.
+        let budget = footprint(&status("busy")) + footprint(&status("idle")) + 1;
+        let hub = hub(budget);
         let mut slow = outbound(&hub, key("s"));
         hub.broadcast(Channel::Iopub, status("busy"));
         hub.broadcast(Channel::Iopub, status("idle"));
-        // The queue holds 2: the third message finds it full and closes the client.
         hub.broadcast(Channel::Iopub, status("starting"));
         let out = slow.next().await;
         assert!(
-            matches!(
-                out,
-                Some(WsOut::Close {
-                    code: CLOSE_TOO_SLOW,
-                    ..
-                })
-            ),
+            matches!(&out, Some(WsOut::Close { code: CLOSE_TOO_SLOW, reason }) if reason.contains("behind")),
             "{out:?}"
         );
         assert_eq!(slow.next().await, None);
         drop(slow);
         let mut again = outbound(&hub, key("s"));
-        let mut states = Vec::new();
-        while let Some(Some(WsOut::Frame(WsFrame::Binary(b)))) =
-            futures::FutureExt::now_or_never(again.next())
-        {
-            let (_, msg) = crate::ws::decode(&WsFrame::Binary(b), WsProtocol::V1).unwrap();
-            let state = str_member(&msg.content, "execution_state").unwrap();
-            states.push(state.into_owned());
+        assert_eq!(states_ready(&mut again), ["busy", "idle", "starting"]);
+
+        hub.broadcast(Channel::Iopub, status("busy"));
+        hub.close_all("kernel shut down");
+        assert!(matches!(again.next().await, Some(WsOut::Frame(_))));
+        assert!(matches!(
+            again.next().await,
+            Some(WsOut::Close {
+                code: CLOSE_NORMAL,
+                ..
+            })
+        ));
+        drop(again);
+        assert_eq!(buffered(&hub), 0);
+    }
+
+    /// A message larger than the whole budget still reaches a client with nothing queued.
+    #[tokio::test]
+    async fn one_message_above_the_budget_reaches_a_reading_client() {
+        let hub = hub(16);
+        let mut client = outbound(&hub, key("s"));
+        hub.broadcast(Channel::Iopub, status("busy"));
+        assert_eq!(states_ready(&mut client), ["busy"]);
+        hub.broadcast(Channel::Iopub, status("idle"));
+        hub.broadcast(Channel::Iopub, status("busy"));
+        assert!(matches!(
+            client.next().await,
+            Some(WsOut::Close {
+                code: CLOSE_TOO_SLOW,
+                ..
+            })
+        ));
+    }
+
+    /// The replays of detached sessions keep the most recent messages within the kernel's
+    /// budget, the session that left first losing first; what a connection had not written
+    /// when it ended is replayed too.
+    #[tokio::test]
+    async fn replays_keep_the_latest_messages_within_the_budget() {
+        let one = footprint(&status("busy"));
+        let hub = hub_with(1 << 20, 3 * one, Duration::from_secs(60));
+        let first = outbound(&hub, key("first"));
+        let second = outbound(&hub, key("second"));
+        hub.broadcast(Channel::Iopub, status("busy"));
+        drop(first);
+        hub.broadcast(Channel::Iopub, status("idle"));
+        drop(second);
+        // first: busy (unsent), idle; second: busy, idle (unsent); then two more each.
+        hub.broadcast(Channel::Iopub, status("busy"));
+        assert!(buffered(&hub) <= 3 * one as u64 + 8, "{}", buffered(&hub));
+        let mut second = outbound(&hub, key("second"));
+        let mut first = outbound(&hub, key("first"));
+        assert_eq!(states_ready(&mut second), ["busy", "idle", "busy"]);
+        assert!(
+            states_ready(&mut first).is_empty(),
+            "the first to leave lost first"
+        );
+        drop((first, second));
+        hub.close_all("done");
+        assert_eq!(buffered(&hub), 0);
+    }
+
+    /// A detached session's replay is freed when its window ends, without anyone
+    /// attaching again.
+    #[tokio::test]
+    async fn replays_expire_by_themselves() {
+        let hub = hub_with(1 << 20, 1 << 20, Duration::from_millis(100));
+        drop(outbound(&hub, key("gone")));
+        hub.broadcast(Channel::Iopub, status("busy"));
+        assert!(buffered(&hub) > 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while buffered(&hub) > 0 {
+            assert!(Instant::now() < deadline, "the replay did not expire");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(states, ["busy", "idle", "starting"]);
+        assert_eq!(lock(&hub.state).slots.len(), 0);
+        assert!(!lock(&hub.state).expiry_armed, "the timer task ended");
     }
 }

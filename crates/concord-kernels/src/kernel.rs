@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::hub::{
-    lock, ClientKey, ClientOutbound, DetachGuard, Hub, HubCounters, HubLimits, Route,
+    footprint, human_bytes, lock, ClientKey, ClientOutbound, Hub, HubCounters, HubLimits, Pending,
+    Route,
 };
 use crate::kernelspec::{
     resolve_python, InterruptMode, KernelSpec, KernelSpecError, KernelSpecManager,
@@ -121,10 +122,12 @@ pub struct KernelManagerConfig {
     pub restart_limit: u32,
     /// A kernel up this long before dying resets the restart count (`stable_start_time`).
     pub stable_start_time: Duration,
-    /// Heartbeat period.
+    /// Heartbeat period: a ping every interval, each answered within it or missed
+    /// (jupyter_client's restarter polls every `time_to_dead`, 3 s).
     pub heartbeat_interval: Duration,
-    /// Consecutive missed heartbeats (each waiting `heartbeat_interval`) before the kernel is
-    /// considered hung and killed (then restarted).
+    /// Consecutive missed heartbeats before the kernel is considered hung and killed (then
+    /// restarted): a kernel that stops answering is declared dead after about
+    /// `heartbeat_misses × heartbeat_interval` (15 s by default).
     pub heartbeat_misses: u32,
     /// Cull kernels idle this long; `None` disables culling (`cull_idle_timeout` = 0).
     pub cull_idle_timeout: Option<Duration>,
@@ -134,12 +137,19 @@ pub struct KernelManagerConfig {
     pub cull_busy: bool,
     /// How often to look for idle kernels (`cull_interval`).
     pub cull_interval: Duration,
-    /// Per-client outbound queue (messages) before the client is told it is too slow.
-    pub client_queue: usize,
-    /// Messages kept per disconnected session for replay.
-    pub replay_messages: usize,
-    /// How long a disconnected session's buffer is kept.
+    /// Bytes queued for one websocket client before it is told it is too slow and closed
+    /// (each message counts its parts plus a fixed overhead).
+    pub client_queue_bytes: usize,
+    /// Bytes kept for the replay of a kernel's disconnected sessions, all together.
+    pub replay_bytes: usize,
+    /// How long a disconnected session's replay is kept.
     pub replay_window: Duration,
+    /// How long the server waits for a client's socket to take a frame before closing it as
+    /// not reading (the websocket pump applies it; see [`KernelManager::config`]).
+    pub write_timeout: Duration,
+    /// Bytes of client messages waiting for the kernel to read them (all channels); a
+    /// message beyond is refused with an error reply.
+    pub input_queue_bytes: usize,
     /// Environment variable names a request may set (`*` at the end matches a prefix);
     /// reserved names ([`crate::env`]) are refused whatever this says.
     pub env_allowlist: Vec<String>,
@@ -168,9 +178,11 @@ impl KernelManagerConfig {
             cull_connected: false,
             cull_busy: false,
             cull_interval: Duration::from_secs(300),
-            client_queue: 4096,
-            replay_messages: 10_000,
+            client_queue_bytes: 32 << 20,
+            replay_bytes: 16 << 20,
             replay_window: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(30),
+            input_queue_bytes: 64 << 20,
             env_allowlist: crate::env::DEFAULT_ALLOWED
                 .iter()
                 .map(|s| s.to_string())
@@ -311,8 +323,12 @@ pub struct KernelMetrics {
     pub frames_malformed_total: u64,
     /// Clients disconnected for falling behind.
     pub clients_lagged_total: u64,
+    /// Clients disconnected for not reading their socket within the write timeout.
+    pub clients_stalled_total: u64,
     /// Messages replayed to reconnecting clients.
     pub messages_replayed_total: u64,
+    /// Bytes held for clients now (queues and replay buffers of every kernel).
+    pub client_buffered_bytes: u64,
 }
 
 impl KernelMetrics {
@@ -377,10 +393,22 @@ impl KernelMetrics {
             self.clients_lagged_total,
         );
         one(
+            "concord_kernel_clients_stalled_total",
+            "counter",
+            "Clients disconnected for not reading within the write timeout.",
+            self.clients_stalled_total,
+        );
+        one(
             "concord_kernel_messages_replayed_total",
             "counter",
             "Messages replayed on reconnect.",
             self.messages_replayed_total,
+        );
+        one(
+            "concord_kernel_buffered_bytes",
+            "gauge",
+            "Bytes held for kernel websocket clients (queues and replay buffers).",
+            self.client_buffered_bytes,
         );
         s
     }
@@ -414,6 +442,45 @@ struct Outboxes {
     shell: mpsc::Sender<Box<Message>>,
     control: mpsc::Sender<Box<Message>>,
     stdin: mpsc::Sender<Box<Message>>,
+    /// Bytes of the messages waiting in the three queues ([`footprint`]s).
+    bytes: Arc<AtomicUsize>,
+    /// At most this many bytes wait (a message alone always may).
+    limit: usize,
+}
+
+impl Outboxes {
+    /// Queue `msg` for the kernel on `channel` (shell for anything but control and stdin).
+    fn send(&self, channel: Channel, msg: Message) -> Result<(), KernelError> {
+        self.try_send(channel, msg).map_err(|(e, _)| e)
+    }
+
+    /// As [`Outboxes::send`], handing the message back when it cannot be queued.
+    fn try_send(&self, channel: Channel, msg: Message) -> Result<(), (KernelError, Box<Message>)> {
+        let msg = Box::new(msg);
+        let size = footprint(&msg);
+        let waiting = self.bytes.load(Ordering::Acquire);
+        if waiting > 0 && waiting.saturating_add(size) > self.limit {
+            let why = format!(
+                "the kernel is not reading its input: {} of messages are waiting for it",
+                human_bytes(waiting)
+            );
+            return Err((KernelError::Unavailable(why), msg));
+        }
+        let queue = match channel {
+            Channel::Control => &self.control,
+            Channel::Stdin => &self.stdin,
+            Channel::Shell | Channel::Iopub => &self.shell,
+        };
+        self.bytes.fetch_add(size, Ordering::AcqRel);
+        queue.try_send(msg).map_err(|e| {
+            self.bytes.fetch_sub(size, Ordering::AcqRel);
+            let msg = match e {
+                mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
+            };
+            let why = KernelError::Unavailable("the kernel's queue is full".into());
+            (why, msg)
+        })
+    }
 }
 
 type Inbox = Arc<tokio::sync::Mutex<mpsc::Receiver<Box<Message>>>>;
@@ -754,8 +821,8 @@ impl KernelManager {
         let id = id.to_string();
         let cwd = self.cwd_for(req.path.as_ref())?;
         let limits = HubLimits {
-            client_queue: self.inner.config.client_queue,
-            replay_messages: self.inner.config.replay_messages,
+            client_queue_bytes: self.inner.config.client_queue_bytes,
+            replay_bytes: self.inner.config.replay_bytes,
             replay_window: self.inner.config.replay_window,
             max_detached: 64,
         };
@@ -778,11 +845,13 @@ impl KernelManager {
                 generation: 0,
                 removed: false,
             }),
-            hub: Arc::new(Hub::new(limits, self.inner.counters.hub.clone())),
+            hub: Hub::new(limits, self.inner.counters.hub.clone()),
             outboxes: Outboxes {
                 shell: shell_tx,
                 control: control_tx,
                 stdin: stdin_tx,
+                bytes: Arc::new(AtomicUsize::new(0)),
+                limit: self.inner.config.input_queue_bytes,
             },
             inboxes: [
                 Arc::new(tokio::sync::Mutex::new(shell_rx)),
@@ -878,10 +947,7 @@ impl KernelManager {
                     Bytes::from_static(b"{}"),
                     json!({}),
                 );
-                k.outboxes
-                    .control
-                    .try_send(Box::new(msg))
-                    .map_err(|_| KernelError::Unavailable("control queue full".into()))?;
+                k.outboxes.send(Channel::Control, msg)?;
             }
         }
         k.touch();
@@ -894,8 +960,12 @@ impl KernelManager {
         let k = self.kernel(id)?;
         let guard = k.lifecycle.lock().await;
         k.set_state("restarting");
+        // Before `restarting`: front ends drop what they wait for when they see it.
+        fail_pending(&k, Unanswered::Restarted);
         k.push_status("restarting");
         self.stop_incarnation(&k, true).await;
+        drop_unread_input(&k).await;
+        fail_pending(&k, Unanswered::Restarted);
         let res = self.launch(&k).await;
         drop(guard);
         self.report(KernelActionKind::Restart, &k, &res);
@@ -908,7 +978,10 @@ impl KernelManager {
         let guard = k.lifecycle.lock().await;
         lock(&self.inner.kernels).remove(id);
         lock(&k.state).removed = true;
+        fail_pending(&k, Unanswered::ShutDown);
         self.stop_incarnation(&k, false).await;
+        drop_unread_input(&k).await;
+        fail_pending(&k, Unanswered::ShutDown);
         self.remove_kernel_dir(&k.id);
         k.set_state("dead");
         k.hub.close_all("kernel shut down");
@@ -950,7 +1023,9 @@ impl KernelManager {
             messages_refused_total: c.refused.load(Ordering::Relaxed),
             frames_malformed_total: c.malformed.load(Ordering::Relaxed),
             clients_lagged_total: c.hub.lagged.load(Ordering::Relaxed),
+            clients_stalled_total: c.hub.stalled.load(Ordering::Relaxed),
             messages_replayed_total: c.hub.replayed.load(Ordering::Relaxed),
+            client_buffered_bytes: c.hub.buffered.load(Ordering::Relaxed),
         }
     }
 
@@ -1002,13 +1077,8 @@ impl KernelManager {
             session_id,
             username: username.to_string(),
         };
-        let att = k.hub.attach(key.clone(), protocol);
+        let outbound = ClientOutbound::new(k.hub.clone(), key.clone(), protocol);
         k.touch();
-        let guard = DetachGuard {
-            hub: k.hub.clone(),
-            key: key.clone(),
-            conn_id: att.conn_id,
-        };
         Ok(ClientConnection {
             inbound: ClientInbound {
                 kernel: k,
@@ -1017,13 +1087,7 @@ impl KernelManager {
                 permission,
                 protocol,
             },
-            outbound: ClientOutbound {
-                backlog: att.backlog,
-                rx: att.rx,
-                close: att.close,
-                finished: false,
-                _guard: guard,
-            },
+            outbound,
         })
     }
 
@@ -1289,6 +1353,7 @@ impl KernelManager {
             )));
             tasks.push(tokio::spawn(writer_task(
                 k.inboxes[i].clone(),
+                k.outboxes.bytes.clone(),
                 tx,
                 signer.clone(),
             )));
@@ -1316,8 +1381,16 @@ impl KernelManager {
                     json!({}),
                 );
                 last_id = req.info.msg_id.clone();
-                k.hub.register(&last_id, Route::Internal(reply_tx.clone()));
-                if k.outboxes.shell.try_send(Box::new(req)).is_ok() {
+                k.hub.register(
+                    &last_id,
+                    Pending {
+                        route: Route::Internal(reply_tx.clone()),
+                        channel: Channel::Shell,
+                        msg_type: req.info.msg_type.clone(),
+                        parent: Bytes::new(),
+                    },
+                );
+                if k.outboxes.send(Channel::Shell, req).is_ok() {
                     sent += 1;
                 }
             }
@@ -1379,7 +1452,7 @@ impl KernelManager {
                 Bytes::from_static(b"{}"),
                 json!({"restart": restart}),
             );
-            let _ = k.outboxes.control.try_send(Box::new(req));
+            let _ = k.outboxes.send(Channel::Control, req);
             let gone = tokio::time::timeout(wait / 2, exited.wait_for(|e| *e))
                 .await
                 .is_ok();
@@ -1425,9 +1498,21 @@ impl KernelManager {
             .as_ref()
             .is_some_and(|i| i.ready_at.elapsed() >= self.inner.config.stable_start_time);
         self.stop_incarnation(&k, false).await;
-        if stable {
-            lock(&k.state).restart_count = 0;
-        }
+        drop_unread_input(&k).await;
+        let gives_up = {
+            let mut st = lock(&k.state);
+            if stable {
+                st.restart_count = 0;
+            }
+            st.restart_count >= self.inner.config.restart_limit
+        };
+        // Before `restarting`: front ends drop what they wait for when they see it.
+        fail_pending(
+            &k,
+            Unanswered::Died {
+                restarting: !gives_up,
+            },
+        );
         loop {
             let attempt = {
                 let mut st = lock(&k.state);
@@ -1436,6 +1521,9 @@ impl KernelManager {
             };
             if attempt > self.inner.config.restart_limit {
                 tracing::error!(kernel = %k.id, "kernel died and could not be restarted; giving up");
+                // What was sent while it was being restarted.
+                drop_unread_input(&k).await;
+                fail_pending(&k, Unanswered::Died { restarting: false });
                 {
                     let mut st = lock(&k.state);
                     st.execution_state = "dead".into();
@@ -1714,15 +1802,28 @@ async fn reader_task(
     }
 }
 
-async fn writer_task(inbox: Inbox, mut tx: Box<dyn FrameSender>, signer: Signer) {
+async fn writer_task(
+    inbox: Inbox,
+    waiting: Arc<AtomicUsize>,
+    mut tx: Box<dyn FrameSender>,
+    signer: Signer,
+) {
     let mut inbox = inbox.lock().await;
     while let Some(msg) = inbox.recv().await {
-        if let Err(e) = tx.send(msg.to_frames(&signer)).await {
+        let frames = msg.to_frames(&signer);
+        waiting.fetch_sub(footprint(&msg), Ordering::AcqRel);
+        drop(msg);
+        if let Err(e) = tx.send(frames).await {
             tracing::warn!("sending to kernel failed: {e}");
         }
     }
 }
 
+/// Pings the kernel's heartbeat: one ping per `interval`, each to be answered within its
+/// interval (a new connection included: the socket may be gone). After `max_misses` missed
+/// in a row the kernel is hung: it is killed, and the restarter takes over. A kernel that
+/// stops answering is thus declared dead `max_misses` intervals after the first ping it
+/// missed, between `max_misses - 1` and `max_misses + 1` intervals after it stopped.
 async fn heartbeat_task(
     k: Arc<Kernel>,
     transport: Arc<dyn Transport>,
@@ -1732,19 +1833,24 @@ async fn heartbeat_task(
 ) {
     let mut misses = 0u32;
     let mut probe = None;
+    let mut next = tokio::time::Instant::now() + interval;
     loop {
-        tokio::time::sleep(interval).await;
-        if probe.is_none() {
-            probe = tokio::time::timeout(interval, transport.heartbeat(&endpoint))
-                .await
-                .ok()
-                .and_then(Result::ok);
-        }
-        let ok = match probe.as_mut() {
-            Some(p) => matches!(tokio::time::timeout(interval, p.ping()).await, Ok(Ok(()))),
-            None => false,
-        };
-        if ok {
+        tokio::time::sleep_until(next).await;
+        // A round late to start (a busy machine) still gives the kernel time to answer.
+        let deadline = (next + interval).max(tokio::time::Instant::now() + interval / 2);
+        next = deadline;
+        let answered = tokio::time::timeout_at(deadline, async {
+            if probe.is_none() {
+                probe = transport.heartbeat(&endpoint).await.ok();
+            }
+            match probe.as_mut() {
+                Some(p) => p.ping().await.is_ok(),
+                None => false,
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if answered {
             misses = 0;
             continue;
         }
@@ -1789,7 +1895,8 @@ pub enum InboundError {
 pub enum Inbound {
     /// Passed to the kernel.
     Forwarded,
-    /// Refused (watch-only permission or a clashing msg_id); an error reply went back.
+    /// Refused (content that is not a JSON object, watch-only permission, a clashing
+    /// msg_id, a kernel that does not read its input); an error reply went back.
     Refused,
 }
 
@@ -1840,6 +1947,15 @@ impl ClientInbound {
                 .fetch_add(1, Ordering::Relaxed);
             return Err(CodecError::Malformed("clients cannot send on iopub".into()).into());
         }
+        if let Err(why) = check_parts(&msg) {
+            self.manager
+                .inner
+                .counters
+                .malformed
+                .fetch_add(1, Ordering::Relaxed);
+            self.refuse(channel, &msg, "InvalidMessage", &why);
+            return Ok(Inbound::Refused);
+        }
         let allowed = match self.permission {
             Permission::Execute => true,
             Permission::Watch => {
@@ -1862,71 +1978,196 @@ impl ClientInbound {
         }
         msg.stamp_username(&self.key.username)
             .map_err(|e| CodecError::Malformed(e.to_string()))?;
-        if msg.info.msg_type.ends_with("_request")
-            && !k
-                .hub
-                .register(&msg.info.msg_id, Route::Client(self.key.clone()))
-        {
-            self.refuse(
+        let request = msg.info.msg_type.ends_with("_request");
+        if request {
+            let pending = Pending {
+                route: Route::Client(self.key.clone()),
                 channel,
-                &msg,
-                "DuplicateMessageId",
-                "another client has a pending request with this msg_id",
-            );
-            return Ok(Inbound::Refused);
+                msg_type: msg.info.msg_type.clone(),
+                parent: Hub::parent_of(&msg),
+            };
+            if !k.hub.register(&msg.info.msg_id, pending) {
+                self.refuse(
+                    channel,
+                    &msg,
+                    "DuplicateMessageId",
+                    "another client has a pending request with this msg_id",
+                );
+                return Ok(Inbound::Refused);
+            }
         }
         k.touch();
-        let outbox = match channel {
-            Channel::Control => &k.outboxes.control,
-            Channel::Stdin => &k.outboxes.stdin,
-            _ => &k.outboxes.shell,
-        };
-        outbox
-            .try_send(Box::new(msg))
-            .map_err(|_| KernelError::Unavailable("the kernel's queue is full".into()))?;
+        if let Err((e, msg)) = k.outboxes.try_send(channel, msg) {
+            // Answered here: the kernel will never see it.
+            if request {
+                k.hub.unregister(&msg.info.msg_id);
+            }
+            self.refuse(channel, &msg, "KernelUnavailable", &e.to_string());
+            return Ok(Inbound::Refused);
+        }
         Ok(Inbound::Forwarded)
     }
 
-    /// Send this client a kernel-shaped error reply to `req` on `channel`; for
-    /// `execute_request` also an iopub `error` output and an `idle` status, so front ends
-    /// finish the cell.
+    /// Send this client a kernel-shaped error reply to `req` on `channel` (see
+    /// [`answer_with_error`]).
     fn refuse(&self, channel: Channel, req: &Message, ename: &str, evalue: &str) {
-        let k = &self.kernel;
-        let req_type = req.info.msg_type.as_str();
-        let reply_type = match req_type.strip_suffix("_request") {
-            Some(base) => format!("{base}_reply"),
-            None => "error".to_string(),
-        };
-        let parent = req.header.clone();
-        let traceback = vec![format!("{ename}: {evalue}")];
-        let mut content = json!({
-            "status": "error",
-            "ename": ename,
-            "evalue": evalue,
-            "traceback": traceback,
-        });
-        if req_type == "execute_request" {
-            content["execution_count"] = Value::Null;
-            let err = Message::new_server_message(
-                "error",
-                &k.id,
-                "",
-                parent.clone(),
-                json!({"ename": ename, "evalue": evalue, "traceback": traceback}),
-            );
-            k.hub.deliver(&self.key, Channel::Iopub, err);
+        answer_with_error(
+            &self.kernel,
+            &self.key,
+            channel,
+            &req.info.msg_type,
+            Hub::parent_of(req),
+            ename,
+            evalue,
+            false,
+        );
+    }
+}
+
+/// Why a message from a client cannot go to the kernel although its header is fine: its
+/// parent header, metadata or content is not a JSON object (ipykernel drops such a message
+/// without a reply, so the client would wait for ever).
+fn check_parts(msg: &Message) -> Result<(), String> {
+    for (name, raw) in [
+        ("parent_header", &msg.parent_header),
+        ("metadata", &msg.metadata),
+        ("content", &msg.content),
+    ] {
+        crate::wire::check_object(raw)
+            .map_err(|e| format!("the message's {name} is not a JSON object: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Answer a request of `key`'s client with a kernel-shaped error on `channel`: `X_reply`
+/// for `X_request` (`error` for other types), `parent_header` = the request's header,
+/// content `{status: "error", ename, evalue, traceback}`. For `execute_request` also an
+/// iopub `error` output before it and an iopub `idle` status after it, which is what front
+/// ends show in the cell and how they know it finished; to every client when
+/// `iopub_to_all` (the cell's watchers saw it start), else to this client only.
+#[allow(clippy::too_many_arguments)]
+fn answer_with_error(
+    k: &Kernel,
+    key: &ClientKey,
+    channel: Channel,
+    req_type: &str,
+    parent: Bytes,
+    ename: &str,
+    evalue: &str,
+    iopub_to_all: bool,
+) {
+    let reply_type = match req_type.strip_suffix("_request") {
+        Some(base) => format!("{base}_reply"),
+        None => "error".to_string(),
+    };
+    let iopub = |msg: Message| {
+        if iopub_to_all {
+            k.hub.broadcast(Channel::Iopub, msg);
+        } else {
+            k.hub.deliver(key, Channel::Iopub, msg);
         }
-        let reply = Message::new_server_message(&reply_type, &k.id, "", parent.clone(), content);
-        k.hub.deliver(&self.key, channel, reply);
-        if req_type == "execute_request" {
-            let idle = Message::new_server_message(
-                "status",
-                &k.id,
-                "",
-                parent,
-                json!({"execution_state": "idle"}),
-            );
-            k.hub.deliver(&self.key, Channel::Iopub, idle);
+    };
+    let traceback = vec![format!("{ename}: {evalue}")];
+    let mut content = json!({
+        "status": "error",
+        "ename": ename,
+        "evalue": evalue,
+        "traceback": traceback,
+    });
+    let execute = req_type == "execute_request";
+    if execute {
+        content["execution_count"] = Value::Null;
+        iopub(Message::new_server_message(
+            "error",
+            &k.id,
+            "",
+            parent.clone(),
+            json!({"ename": ename, "evalue": evalue, "traceback": traceback}),
+        ));
+    }
+    let reply = Message::new_server_message(&reply_type, &k.id, "", parent.clone(), content);
+    k.hub.deliver(key, channel, reply);
+    if execute {
+        iopub(Message::new_server_message(
+            "status",
+            &k.id,
+            "",
+            parent,
+            json!({"execution_state": "idle"}),
+        ));
+    }
+}
+
+/// Why the requests a kernel had not answered never will be.
+#[derive(Clone, Copy)]
+enum Unanswered {
+    /// The process died; `restarting` when the restarter brings it back.
+    Died { restarting: bool },
+    /// A restart was asked for.
+    Restarted,
+    /// The kernel was shut down.
+    ShutDown,
+}
+
+impl Unanswered {
+    fn ename(self) -> &'static str {
+        match self {
+            Unanswered::Died { .. } => "DeadKernelError",
+            Unanswered::Restarted => "KernelRestarted",
+            Unanswered::ShutDown => "KernelShutDown",
+        }
+    }
+
+    fn evalue(self, execute: bool) -> String {
+        let what = if execute {
+            "while running this cell"
+        } else {
+            "before answering this request"
+        };
+        match self {
+            Unanswered::Died { restarting: true } => {
+                format!("The kernel died {what}; it is restarting, and its variables are lost.")
+            }
+            Unanswered::Died { restarting: false } => {
+                format!("The kernel died {what}, and it could not be restarted.")
+            }
+            Unanswered::Restarted => format!("The kernel was restarted {what}."),
+            Unanswered::ShutDown => format!("The kernel was shut down {what}."),
+        }
+    }
+}
+
+/// Answer every request the kernel had not answered with an error, on the channel it came
+/// in on: the process that had them is gone.
+fn fail_pending(k: &Kernel, why: Unanswered) {
+    for (key, pending) in k.hub.take_pending() {
+        let evalue = why.evalue(pending.msg_type == "execute_request");
+        answer_with_error(
+            k,
+            &key,
+            pending.channel,
+            &pending.msg_type,
+            pending.parent,
+            why.ename(),
+            &evalue,
+            true,
+        );
+    }
+}
+
+/// Drop what clients sent and the gone process never read: those requests are answered
+/// with errors, and must not run in the next process. Call once the writers are stopped
+/// (each holds its queue's lock while it runs).
+async fn drop_unread_input(k: &Kernel) {
+    for inbox in &k.inboxes {
+        let Ok(mut rx) = tokio::time::timeout(Duration::from_secs(5), inbox.lock()).await else {
+            tracing::warn!(kernel = %k.id, "a writer to the kernel did not stop");
+            continue;
+        };
+        while let Ok(msg) = rx.try_recv() {
+            k.outboxes
+                .bytes
+                .fetch_sub(footprint(&msg), Ordering::AcqRel);
         }
     }
 }

@@ -374,6 +374,34 @@ impl<'de> Visitor<'de> for AnyValue<'de> {
     }
 }
 
+/// Check that `raw` is a JSON object that parses as a `serde_json::Value` would (every
+/// string, escape and number checked), without building one; the error says what it is
+/// instead.
+pub fn check_object(raw: &[u8]) -> Result<(), String> {
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    de.deserialize_map(ObjectCheck)
+        .and_then(|()| de.end())
+        .map_err(|e| e.to_string())
+}
+
+/// Visits an object for [`check_object`].
+struct ObjectCheck;
+
+impl<'de> Visitor<'de> for ObjectCheck {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key::<Text<'de>>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(())
+    }
+}
+
 fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -540,6 +568,35 @@ mod tests {
             serde_json::json!({}),
         );
         msg.to_frames(signer)
+    }
+
+    #[test]
+    fn only_json_objects_pass_the_object_check() {
+        for ok in [
+            &b"{}"[..],
+            b" {\"a\": [1, {\"b\": null}]} ",
+            b"{\"\\u00e9\": 1.5e3}",
+        ] {
+            assert_eq!(check_object(ok), Ok(()), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b""[..],
+            b"not json",
+            b"[1, 2]",
+            b"5",
+            b"\"s\"",
+            b"null",
+            b"{} {}",
+            b"{\"a\": 1",
+            b"{\"a\": \"\\x\"}",
+            b"{1: 2}",
+        ] {
+            assert!(
+                check_object(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -352,26 +352,51 @@ async fn kill_9_is_detected_and_the_kernel_restarts() {
     wait_gone(pid2).await;
 }
 
+/// The heartbeat's timing is what the docs say: a kernel that stops answering is declared
+/// dead (killed, then restarted) `heartbeat_misses` intervals after the first ping it missed,
+/// so between `misses - 1` and `misses + 1` intervals after it stopped; a kernel that answers
+/// is left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_a_live_kernel_and_a_hung_one_is_killed_and_restarted() {
+    let interval = Duration::from_millis(500);
+    let misses = 5;
     let env = env_with(|c| {
-        c.heartbeat_interval = Duration::from_millis(400);
-        c.heartbeat_misses = 3;
+        c.heartbeat_interval = interval;
+        c.heartbeat_misses = misses;
     });
     let id = start(&env.mgr, "alice").await;
     let pid1 = env.mgr.pid(&id).unwrap().unwrap();
     // Several heartbeats are answered: nothing is killed.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(interval * (misses + 2)).await;
     assert_eq!(env.mgr.pid(&id).unwrap(), Some(pid1));
     assert_eq!(env.mgr.metrics().kernel_deaths_total, 0);
     // A stopped process answers nothing (its heartbeat thread included): it is killed and
     // the restarter brings the kernel back under the same id.
+    let stopped = std::time::Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid1),
         nix::sys::signal::Signal::SIGSTOP,
     )
     .unwrap();
-    wait_gone(pid1).await;
+    while alive(pid1) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            stopped.elapsed() < PATIENCE,
+            "the hung kernel was never killed"
+        );
+    }
+    let dead_after = stopped.elapsed();
+    assert!(
+        dead_after > interval * (misses - 1),
+        "declared dead too early: {dead_after:?}"
+    );
+    // One interval of scheduling slack on a shared machine; an interval per miss more
+    // (a ping's wait added to the interval, as it was) would exceed it.
+    assert!(
+        dead_after <= interval * (misses + 2),
+        "declared dead after {dead_after:?}, not about {:?}",
+        interval * misses
+    );
     let pid2 = tokio::time::timeout(PATIENCE, async {
         loop {
             if let Ok(Some(p)) = env.mgr.pid(&id) {
@@ -515,7 +540,7 @@ async fn a_watcher_sees_outputs_but_cannot_run_code() {
 async fn a_slow_client_does_not_cause_loss_for_another() {
     // Small enough that a client that never reads overflows during the flood, large enough
     // that a reading client on a busy 2-core CI machine does not.
-    let env = env_with(|c| c.client_queue = 512);
+    let env = env_with(|c| c.client_queue_bytes = 512 << 10);
     let id = start(&env.mgr, "alice").await;
     let mut fast = env
         .mgr

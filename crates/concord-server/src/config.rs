@@ -46,6 +46,10 @@ pub struct ServeOptions {
     #[command(flatten)]
     #[serde(default)]
     pub terminals: crate::api::terminals::TerminalsOptions,
+    /// `/api/events` (`[events]` in the config file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub events: crate::api::events::EventsOptions,
     /// A TOML config file with any of these options as keys.
     #[arg(long, env = "CONCORD_CONFIG")]
     #[serde(skip)]

@@ -11,6 +11,7 @@ pub async fn start(state: &mut AppState) -> anyhow::Result<()> {
     state.lab = Some(std::sync::Arc::new(
         crate::api::lab::Lab::start(&state.settings).await,
     ));
+    crate::api::events::start(state)?;
     crate::api::kernels::start(state)?;
     crate::api::terminals::start(state)?;
     Ok(())

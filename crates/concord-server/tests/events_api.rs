@@ -7,7 +7,7 @@ mod common;
 mod kernels_support;
 
 use common::events::{marker, subscribe, summary, Subscriber, CONTENTS, KERNEL_ACTIONS};
-use kernels_support::path_with_venv;
+use kernels_support::{metric, path_with_venv, rss_kib};
 use serde_json::{json, Value};
 
 const POLICY: &str = r#"
@@ -51,8 +51,13 @@ struct Users {
 }
 
 fn start() -> Users {
+    start_with(&[])
+}
+
+fn start_with(args: &[&str]) -> Users {
     let b = common::server()
         .users_with_policy(POLICY)
+        .args(args)
         .env("PATH", &path_with_venv());
     b.add_user("root", "root-password-1", &["admin"]);
     for user in ["alice", "bob", "carol", "dave"] {
@@ -445,7 +450,7 @@ async fn posted_events_reach_only_those_the_poster_could_tell() {
     let _ = &u.carol;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_never_reads_holds_nobody_up() {
     let u = start();
     let s = &u.s;
@@ -455,16 +460,20 @@ async fn a_subscriber_that_never_reads_holds_nobody_up() {
     // Big events fill carol's socket buffers long before the last one is published.
     let filler = "x".repeat(64 * 1024);
     let n = 400;
+    let reader = tokio::spawn(async move {
+        for i in 0..n {
+            let frame = alice.next().await.expect("alice keeps receiving");
+            assert_eq!(summary(&frame).1, format!("shared/f{i}"));
+        }
+        alice
+    });
     for i in 0..n {
         let body = json!({"schema_id": CONTENTS, "version": 1,
                           "data": {"action": "get", "path": format!("shared/f{i}"), "filler": filler}});
         let (st, b) = call(s, &u.carol, "POST", "api/events", Some(body)).await;
         assert_eq!(st, 204, "{b}");
     }
-    for i in 0..n {
-        let frame = alice.next().await.expect("alice keeps receiving");
-        assert_eq!(summary(&frame).1, format!("shared/f{i}"));
-    }
+    let mut alice = reader.await.unwrap();
     // Carol's stalled subscription is dropped (and counted); alice's stays.
     let mut dropped = false;
     for _ in 0..300 {
@@ -518,4 +527,83 @@ async fn a_subscriber_is_counted_in_metrics_as_soon_as_it_is_connected() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
+}
+
+/// What waits for a subscriber that does not read is bounded by its byte budget
+/// (`--events-queue-bytes`): the server holds no more than that for it while a reader
+/// receives every event, and once its socket took nothing for the write timeout it is
+/// dropped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_waits_for_a_subscriber_is_bounded_by_its_byte_budget() {
+    const BUDGET: u64 = 1 << 20;
+    let u = start_with(&[
+        "--events-queue-bytes",
+        &BUDGET.to_string(),
+        "--events-write-timeout",
+        "3",
+    ]);
+    let s = &u.s;
+    let _carol = subscribe(&s.base, &u.carol).await.unwrap();
+    let mut alice: Subscriber = subscribe(&s.base, &u.alice).await.unwrap();
+    post_marker(s, &u.alice, "shared/warm").await;
+    assert!(alice.until_marker("shared/warm").await.is_empty());
+    let idle = rss_kib(s.pid());
+    // 50 MiB of events: far more than carol's socket buffers and her budget.
+    let filler = "x".repeat(64 * 1024);
+    let n = 800;
+    let reader = tokio::spawn(async move {
+        for i in 0..n {
+            let frame = alice.next().await.expect("alice keeps receiving");
+            assert_eq!(summary(&frame).1, format!("shared/f{i}"));
+        }
+        alice
+    });
+    let (mut peak_rss, mut peak_buffered) = (0, 0);
+    for i in 0..n {
+        let body = json!({"schema_id": CONTENTS, "version": 1,
+                          "data": {"action": "get", "path": format!("shared/f{i}"), "filler": filler}});
+        let (st, b) = call(s, &u.carol, "POST", "api/events", Some(body)).await;
+        assert_eq!(st, 204, "{b}");
+        if i % 10 == 0 {
+            peak_rss = peak_rss.max(rss_kib(s.pid()));
+            let text = s.metrics(&u.admin).await;
+            let buffered = metric(&text, "concord_event_buffered_bytes").expect("gauge");
+            peak_buffered = peak_buffered.max(buffered);
+        }
+    }
+    let mut alice = reader.await.unwrap();
+    // Carol's budget and one event more, and what alice had not taken yet.
+    assert!(
+        peak_buffered <= 2 * (BUDGET + 70 * 1024),
+        "{peak_buffered} bytes queued"
+    );
+    assert!(
+        peak_rss <= idle + 16 * 1024,
+        "RSS {peak_rss} KiB, idle {idle} KiB"
+    );
+    let mut dropped = false;
+    for _ in 0..300 {
+        let metrics = s.metrics(&u.admin).await;
+        if metrics.contains("concord_event_subscribers_lagged_total 1")
+            && metrics.contains("concord_event_subscribers 1\n")
+            && metric(&metrics, "concord_event_buffered_bytes") == Some(0)
+        {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(dropped, "carol's subscription was not dropped");
+    post_marker(s, &u.alice, "shared/still-here").await;
+    assert!(alice.until_marker("shared/still-here").await.is_empty());
+}
+
+/// A subscriber that sends a message above `--events-max-message-size` (64 KiB by
+/// default) is closed with 1009.
+#[tokio::test]
+async fn a_message_above_the_limit_closes_the_subscription_with_1009() {
+    let u = start();
+    let mut sub = subscribe(&u.s.base, &u.alice).await.unwrap();
+    sub.send_text("x".repeat(100 * 1024)).await;
+    assert_eq!(sub.close_code().await, Some(1009));
 }

@@ -6,9 +6,11 @@ mod common;
 mod kernels_support;
 
 use kernels_support::{
-    alive, connect, eventually, path_with_venv, pids_with, upgrade_status, Closed, KernelClient,
+    alive, connect, eventually, metric, path_with_venv, pids_with, rss_kib, upgrade_status, Closed,
+    KernelClient, Msg,
 };
 use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const TOKEN: &str = "kernels-test-token";
@@ -798,4 +800,456 @@ async fn jupyter_server_runs_its_kernels_on_concord_as_its_gateway() {
     let (status, _) = get_json(&s, &format!("api/kernels/{id}")).await;
     assert_eq!(status, 404);
     eventually("the kernel process ends", || !alive(new_pid)).await;
+}
+
+/// The iopub `error`, the reply (on the request's channel) and the iopub `idle` a request
+/// got, in `seen`; panics when one is missing.
+fn error_answer<'a>(seen: &'a [Msg], request: &str, reply_type: &str) -> (&'a Msg, &'a Msg) {
+    let reply = seen
+        .iter()
+        .find(|m| m.parent_id() == request && m.msg_type() == reply_type)
+        .unwrap_or_else(|| panic!("no {reply_type} for {request} in {seen:#?}"));
+    assert_eq!(reply.channel, "shell");
+    assert_eq!(reply.content["status"], "error", "{:?}", reply.content);
+    let error = seen
+        .iter()
+        .find(|m| m.parent_id() == request && m.channel == "iopub" && m.msg_type() == "error")
+        .unwrap_or_else(|| panic!("no iopub error for {request}"));
+    assert!(seen.iter().any(|m| m.parent_id() == request
+        && m.msg_type() == "status"
+        && m.content["execution_state"] == "idle"));
+    (reply, error)
+}
+
+/// Returns once the server has handled every frame `c` sent before: it answers a message
+/// it refuses itself after those (one connection's frames are handled in order).
+async fn handled_by_the_server(c: &mut KernelClient) -> Vec<Msg> {
+    let barrier = c
+        .send_parts("shell", "comm_info_request", b"{}", b"{}", b"not json")
+        .await;
+    c.recv_until(|m| m.parent_id() == barrier && m.msg_type() == "comm_info_reply")
+        .await
+}
+
+fn is_status(m: &Msg, state: &str) -> bool {
+    m.channel == "iopub" && m.msg_type() == "status" && m.content["execution_state"] == state
+}
+
+/// A cell running when its kernel is killed, and the requests queued behind it, get error
+/// replies (what JupyterLab shows in the cell) before the clients hear `restarting`; none of
+/// them runs in the restarted kernel.
+#[tokio::test]
+async fn requests_pending_when_the_kernel_dies_get_an_error_reply() {
+    let s = server(&[]);
+    let id = start_kernel(&s, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut c = connect(&s.base, TOKEN, &id, "dies", true).await.unwrap();
+    let pid = kernel_pid(&mut c, &id).await;
+    let running = c
+        .send(
+            "shell",
+            "execute_request",
+            json!({"code": "import time\nprint('started', flush=True)\ntime.sleep(600)", "silent": false}),
+        )
+        .await;
+    c.recv_until(|m| m.msg_type() == "stream" && m.parent_id() == running)
+        .await;
+    let queued = c
+        .send(
+            "shell",
+            "execute_request",
+            json!({"code": "print('queued-ran')", "silent": false}),
+        )
+        .await;
+    let info = c.send("shell", "kernel_info_request", json!({})).await;
+    handled_by_the_server(&mut c).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let seen = c.recv_until(|m| is_status(m, "restarting")).await;
+    for request in [&running, &queued] {
+        let (reply, error) = error_answer(&seen, request, "execute_reply");
+        assert_eq!(reply.content["ename"], "DeadKernelError");
+        let evalue = reply.content["evalue"].as_str().unwrap();
+        assert!(evalue.contains("kernel died"), "{evalue}");
+        assert_eq!(error.content["ename"], "DeadKernelError");
+        assert!(!error.content["traceback"].as_array().unwrap().is_empty());
+    }
+    let reply = seen
+        .iter()
+        .find(|m| m.parent_id() == info && m.msg_type() == "kernel_info_reply")
+        .expect("kernel_info_reply");
+    assert_eq!(reply.content["status"], "error");
+    // The restarted kernel runs new code, and never ran what was queued for the dead one.
+    let (reply, out) = c.execute("print('after')").await;
+    assert_eq!(reply["status"], "ok");
+    assert_eq!(KernelClient::stdout(&out), "after\n");
+    let (_, out) = c.execute("print(len(In))").await;
+    assert_eq!(
+        KernelClient::stdout(&out),
+        "1\n",
+        "nothing else ran: {out:?}"
+    );
+}
+
+/// A request sent to a kernel that stopped answering (SIGSTOP) gets an error reply once the
+/// heartbeat declares the kernel dead, after `--kernel-heartbeat-misses` missed pings of
+/// `--kernel-heartbeat-interval` each.
+#[tokio::test]
+async fn a_request_sent_while_the_kernel_is_stopped_gets_an_error_reply() {
+    let s = server(&[
+        "--kernel-heartbeat-interval",
+        "1",
+        "--kernel-heartbeat-misses",
+        "3",
+    ]);
+    let id = start_kernel(&s, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut c = connect(&s.base, TOKEN, &id, "stopped", true).await.unwrap();
+    let pid = kernel_pid(&mut c, &id).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let request = c
+        .send(
+            "shell",
+            "execute_request",
+            json!({"code": "print('hello')", "silent": false}),
+        )
+        .await;
+    handled_by_the_server(&mut c).await;
+    let seen = c.recv_until(|m| is_status(m, "restarting")).await;
+    let (reply, _) = error_answer(&seen, &request, "execute_reply");
+    assert_eq!(reply.content["ename"], "DeadKernelError");
+    eventually("the stopped kernel was killed", || !alive(pid)).await;
+    let (reply, _) = c.execute("x = 1").await;
+    assert_eq!(reply["status"], "ok");
+}
+
+/// A message whose parent header, metadata or content is not a JSON object never reaches
+/// the kernel (ipykernel would drop it without a word): the server answers with an error
+/// reply, and the connection goes on.
+#[tokio::test]
+async fn content_that_is_not_a_json_object_gets_an_error_reply() {
+    let s = server(&[]);
+    let id = start_kernel(&s, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut c = connect(&s.base, TOKEN, &id, "bad-content", true)
+        .await
+        .unwrap();
+    let cases: [(&[u8], &[u8], &[u8]); 4] = [
+        (b"{}", b"{}", b"print('not json')"),
+        (b"{}", b"{}", b"[1, 2]"),
+        (b"{}", b"not json", b"{\"code\": \"1\"}"),
+        (b"[]", b"{}", b"{\"code\": \"1\"}"),
+    ];
+    for (parent, metadata, content) in cases {
+        let request = c
+            .send_parts("shell", "execute_request", parent, metadata, content)
+            .await;
+        let seen = c
+            .recv_until(|m| m.parent_id() == request && is_status(m, "idle"))
+            .await;
+        let (reply, _) = error_answer(&seen, &request, "execute_reply");
+        assert_eq!(
+            reply.content["ename"], "InvalidMessage",
+            "{:?}",
+            reply.content
+        );
+    }
+    // Legacy JSON frames: a content that is a number.
+    let mut legacy = connect(&s.base, TOKEN, &id, "bad-legacy", false)
+        .await
+        .unwrap();
+    legacy
+        .send_raw(WsMessage::Text(
+            json!({"header": {"msg_id": "legacy-1", "msg_type": "complete_request",
+                              "session": "s", "username": "", "version": "5.3"},
+                   "parent_header": {}, "metadata": {}, "content": 5, "channel": "shell"})
+            .to_string()
+            .into(),
+        ))
+        .await;
+    let seen = legacy
+        .recv_until(|m| m.parent_id() == "legacy-1" && m.msg_type() == "complete_reply")
+        .await;
+    assert_eq!(seen.last().unwrap().content["status"], "error");
+    // Both connections go on, and so does the kernel.
+    let (reply, out) = c.execute("print('fine')").await;
+    assert_eq!(reply["status"], "ok");
+    assert_eq!(KernelClient::stdout(&out), "fine\n");
+    let (reply, _) = legacy.execute("y = 2").await;
+    assert_eq!(reply["status"], "ok");
+}
+
+/// A websocket message above the kernel channel's limit (10 MiB by default, as tornado's in
+/// jupyter_server) closes that socket with 1009; nothing reaches the kernel.
+#[tokio::test]
+async fn a_message_above_the_limit_closes_the_socket_with_1009() {
+    let s = server(&[]);
+    let id = start_kernel(&s, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut big = connect(&s.base, TOKEN, &id, "big", true).await.unwrap();
+    big.send_raw(WsMessage::Binary(vec![b'x'; 11 << 20].into()))
+        .await;
+    assert_eq!(big.recv().await.err(), Some(Closed::Code(1009)));
+    let mut c = connect(&s.base, TOKEN, &id, "after-big", true)
+        .await
+        .unwrap();
+    let (reply, _) = c.execute("z = 3").await;
+    assert_eq!(reply["status"], "ok");
+}
+
+/// Budgets of the flood tests, small so that an unbounded server would overshoot them many
+/// times within the seconds the flood runs.
+const FLOOD_QUEUE: u64 = 8 << 20;
+const FLOOD_REPLAY: u64 = 8 << 20;
+const FLOOD: &str = "s = 'y' * 262144\nwhile True:\n    print(s, flush=True)";
+
+fn flood_server() -> common::Server {
+    server(&[
+        "--kernel-client-queue-bytes",
+        &FLOOD_QUEUE.to_string(),
+        "--kernel-replay-bytes",
+        &FLOOD_REPLAY.to_string(),
+        "--kernel-write-timeout",
+        "2",
+        "--kernel-replay-window",
+        "3",
+    ])
+}
+
+/// The highest server RSS (KiB) and buffered bytes (the server's own accounting) seen while
+/// sampling for `how_long`.
+async fn peak_memory(s: &common::Server, how_long: Duration) -> (u64, u64) {
+    let (mut rss, mut buffered) = (0, 0);
+    let end = Instant::now() + how_long;
+    while Instant::now() < end {
+        rss = rss.max(rss_kib(s.pid()));
+        let text = s.metrics(TOKEN).await;
+        buffered = buffered.max(metric(&text, "concord_kernel_buffered_bytes").unwrap_or(u64::MAX));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (rss, buffered)
+}
+
+/// Interrupt the flood, then wait until nothing is buffered any more and the server's RSS
+/// is back within `slack_kib` of `idle_kib`.
+async fn back_to_idle(s: &common::Server, kernel: &str, idle_kib: u64, slack_kib: u64) {
+    let r = s
+        .owner()
+        .post(s.url(&format!("api/kernels/{kernel}/interrupt")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The server may still be reading what the kernel printed before it stopped.
+    loop {
+        let (_, model) = get_json(s, &format!("api/kernels/{kernel}")).await;
+        if model["execution_state"] == "idle" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the flood never ended: {model}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    loop {
+        let text = s.metrics(TOKEN).await;
+        let buffered = metric(&text, "concord_kernel_buffered_bytes");
+        let rss = rss_kib(s.pid());
+        if buffered == Some(0) && rss <= idle_kib + slack_kib {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "memory not released: {buffered:?} bytes buffered, RSS {rss} KiB (idle {idle_kib})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A cell printing 256 KiB per line without end, to a client that never reads, and then to
+/// a client that left: the server holds at most its budgets (the client's queue and the
+/// kernel's replay buffer), and once the flood is interrupted and the replay window passed,
+/// it is back to its idle memory, with no client attaching to trigger it.
+#[tokio::test]
+async fn a_flood_to_a_client_that_does_not_read_or_left_stays_within_the_budgets() {
+    let s = flood_server();
+    let id = start_kernel(&s, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut warm = connect(&s.base, TOKEN, &id, "warm", true).await.unwrap();
+    warm.execute("print('warm')").await;
+    warm.close().await;
+    let idle = rss_kib(s.pid());
+    let budgets_kib = (FLOOD_QUEUE + FLOOD_REPLAY) / 1024;
+    // Transient copies (frames being written, the read buffer of a large message) and the
+    // allocator's own slack.
+    let slack_kib = 24 * 1024;
+
+    // A client that runs the flood and never reads.
+    let mut stuck = connect(&s.base, TOKEN, &id, "stuck", true).await.unwrap();
+    stuck
+        .send(
+            "shell",
+            "execute_request",
+            json!({"code": FLOOD, "silent": false}),
+        )
+        .await;
+    let (rss, buffered) = peak_memory(&s, Duration::from_secs(5)).await;
+    eprintln!("client that does not read: RSS {rss} KiB (idle {idle}), {buffered} B buffered");
+    assert!(
+        buffered <= FLOOD_QUEUE + FLOOD_REPLAY + (1 << 20),
+        "{buffered} bytes buffered"
+    );
+    assert!(
+        rss <= idle + budgets_kib + slack_kib,
+        "RSS {rss} KiB, idle {idle} KiB"
+    );
+    back_to_idle(&s, &id, idle, 8 * 1024).await;
+    let text = s.metrics(TOKEN).await;
+    assert!(
+        metric(&text, "concord_kernel_clients_lagged_total").unwrap_or(0) >= 1,
+        "{text}"
+    );
+    drop(stuck);
+
+    // A client that runs the flood and leaves.
+    let mut gone = connect(&s.base, TOKEN, &id, "gone", true).await.unwrap();
+    let request = gone
+        .send(
+            "shell",
+            "execute_request",
+            json!({"code": FLOOD, "silent": false}),
+        )
+        .await;
+    gone.recv_until(|m| m.parent_id() == request && m.msg_type() == "stream")
+        .await;
+    gone.close().await;
+    let (rss, buffered) = peak_memory(&s, Duration::from_secs(5)).await;
+    eprintln!("client that left: RSS {rss} KiB (idle {idle}), {buffered} B buffered");
+    assert!(
+        buffered <= FLOOD_REPLAY + (1 << 20),
+        "{buffered} bytes buffered"
+    );
+    assert!(
+        rss <= idle + budgets_kib + slack_kib,
+        "RSS {rss} KiB, idle {idle} KiB"
+    );
+    back_to_idle(&s, &id, idle, 8 * 1024).await;
+}
+
+/// While a client that does not read is dropped for falling behind, another client of the
+/// same kernel receives every line of the output.
+#[tokio::test]
+async fn other_clients_keep_receiving_while_a_slow_one_is_dropped() {
+    let s = flood_server();
+    let id = start_kernel(&s, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut reader = connect(&s.base, TOKEN, &id, "reader", true).await.unwrap();
+    let mut stuck = connect(&s.base, TOKEN, &id, "stuck", true).await.unwrap();
+    stuck.send("shell", "kernel_info_request", json!({})).await;
+    // 64 MiB in 64 KiB lines: far more than the stuck client's queue and socket buffers,
+    // at a pace a reader keeps up with on a busy machine (this one parses every line).
+    let n = 1024;
+    let (reply, out) = reader
+        .execute(&format!(
+            "import time\ns = 'y' * 65536\nfor i in range({n}):\n    print(i, s, flush=True)\n    time.sleep(0.004)"
+        ))
+        .await;
+    assert_eq!(reply["status"], "ok");
+    let text = KernelClient::stdout(&out);
+    let numbers: Vec<usize> = text
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(numbers, (0..n).collect::<Vec<_>>(), "every line, in order");
+    let metrics = s.metrics(TOKEN).await;
+    assert!(
+        metric(&metrics, "concord_kernel_clients_lagged_total").unwrap_or(0) >= 1,
+        "{metrics}"
+    );
+    // The stuck client was closed: what it finally reads ends with 1008, or the server
+    // gave up writing to it and the stream just ends.
+    let end = loop {
+        match stuck.recv().await {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(end, Closed::Code(1008) | Closed::Eof), "{end:?}");
+    let (reply, _) = reader.execute("print('after')").await;
+    assert_eq!(reply["status"], "ok");
+}
+
+/// What clients send to a kernel that does not read it (here: stopped) is held within
+/// `--kernel-input-queue-bytes`: a message beyond is answered with an error instead of
+/// queued; once the kernel reads again, what was queued reaches it.
+#[tokio::test]
+async fn input_for_a_kernel_that_does_not_read_is_held_within_its_budget() {
+    let s = server(&["--kernel-input-queue-bytes", "1048576"]);
+    let id = start_kernel(&s, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut c = connect(&s.base, TOKEN, &id, "input", true).await.unwrap();
+    let pid = kernel_pid(&mut c, &id).await;
+    let signal = |sig| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+    signal(nix::sys::signal::Signal::SIGSTOP);
+    // 16 MiB of cells for a kernel that reads nothing.
+    let padding = "#".repeat(256 * 1024);
+    let mut sent = Vec::new();
+    for i in 0..64 {
+        let code = format!("x = {i}  {padding}");
+        sent.push(
+            c.send(
+                "shell",
+                "execute_request",
+                json!({"code": code, "silent": false}),
+            )
+            .await,
+        );
+    }
+    let seen = handled_by_the_server(&mut c).await;
+    let refused: Vec<&str> = sent
+        .iter()
+        .filter(|id| {
+            seen.iter().any(|m| {
+                m.parent_id() == id.as_str()
+                    && m.msg_type() == "execute_reply"
+                    && m.content["ename"] == "KernelUnavailable"
+            })
+        })
+        .map(String::as_str)
+        .collect();
+    signal(nix::sys::signal::Signal::SIGCONT);
+    // Within the budget: at most 4 cells of 256 KiB queued, one in the kernel's socket.
+    assert!(refused.len() >= 64 - 8, "only {} refused", refused.len());
+    let accepted: Vec<&String> = sent
+        .iter()
+        .filter(|id| !refused.contains(&id.as_str()))
+        .collect();
+    assert!(!accepted.is_empty());
+    let last = accepted.last().unwrap().to_string();
+    let seen = c
+        .recv_until(|m| m.parent_id() == last && m.msg_type() == "execute_reply")
+        .await;
+    assert_eq!(seen.last().unwrap().content["status"], "ok");
+    let (reply, _) = c.execute("print(x)").await;
+    assert_eq!(reply["status"], "ok");
 }

@@ -483,3 +483,70 @@ paths = ["/sub/**"]
         .unwrap();
     assert_eq!(r.status(), 204);
 }
+
+/// The websockets the server counts as open (`/metrics`).
+async fn open_connections(s: &common::Server, token: &str) -> u64 {
+    let text = s.metrics(token).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("concord_websocket_connections "))
+        .unwrap_or_else(|| panic!("{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A client that stops reading while the shell floods it is let go once it has taken no
+/// frame for `--terminal-write-timeout` (with what was queued for it), instead of being
+/// held for ever; a message above `--terminal-max-message-size` closes with 1009. The
+/// terminal goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_let_go_and_a_message_too_big_closes_with_1009() {
+    let b = common::server()
+        .users_with_policy(
+            "[roles.shell]\npermissions = [\"terminals:*:own\", \"server:read\"]\n\
+             [[bindings]]\nrole = \"shell\"\neveryone = true\n",
+        )
+        .args(&[
+            "--terminal-write-timeout",
+            "2",
+            "--terminal-max-message-size",
+            "65536",
+        ])
+        .env("SHELL", "/bin/bash");
+    b.add_user("owner", "owner-password-1", &[]);
+    let owner = b.issue_token("owner");
+    let s = &b.start();
+    assert_eq!(create(s, &owner, json!({})).await.status(), 200);
+    let mut stuck = connect(s, &owner, "1").await.unwrap();
+    type_line(
+        &mut stuck,
+        "yes 0123456789012345678901234567890123456789 | head -c 100000000; echo FLOOD-DONE",
+    )
+    .await;
+    assert_eq!(open_connections(s, &owner).await, 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while open_connections(s, &owner).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client that stopped reading is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stuck);
+
+    let mut ws = connect(s, &owner, "1").await.unwrap();
+    read_until(&mut ws, "FLOOD-DONE").await;
+    send(&mut ws, json!(["stdin", "x".repeat(100_000)])).await;
+    let close = loop {
+        match tokio::time::timeout(HANG_GUARD, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let frame = close.expect("a close code");
+    assert_eq!(u16::from(frame.code), 1009, "{frame:?}");
+    let mut ws = connect(s, &owner, "1").await.unwrap();
+    type_line(&mut ws, "echo AGAIN$((5*5))").await;
+    read_until(&mut ws, "AGAIN25").await;
+}

@@ -190,6 +190,12 @@ pub struct ClientOutput {
 }
 
 impl ClientOutput {
+    /// How long the client's socket may take to accept a frame before the client is
+    /// closed as not reading (the terminals' `write_timeout`).
+    pub fn write_timeout(&self) -> Duration {
+        self._registration.terminal.write_timeout
+    }
+
     /// The next frame; `None` after the close has been given.
     pub async fn next(&mut self) -> Option<ServerFrame> {
         if self.closed {

@@ -36,6 +36,12 @@ pub struct TerminalConfig {
     /// Output waiting to be sent to one client; a client further behind is disconnected
     /// so that it never holds up the shell or the other clients.
     pub client_queue_limit_bytes: usize,
+    /// How long [`crate::serve_client`] waits for a client's socket to take a frame
+    /// before closing it as not reading.
+    pub write_timeout: Duration,
+    /// Keystrokes (bytes) waiting for the shell to read them, all clients together; a
+    /// typist beyond waits (back-pressure on that socket only).
+    pub input_queue_bytes: usize,
     /// How long each step of ending a terminal (SIGHUP, SIGTERM, SIGKILL) waits for the
     /// processes to go before the next, harsher step.
     pub kill_grace: Duration,
@@ -71,6 +77,8 @@ impl TerminalConfig {
             cull_interval: Duration::from_secs(300),
             history_limit_bytes: 512 * 1024,
             client_queue_limit_bytes: 4 * 1024 * 1024,
+            write_timeout: Duration::from_secs(30),
+            input_queue_bytes: 1024 * 1024,
             kill_grace: Duration::from_secs(2),
         }
     }

@@ -34,5 +34,6 @@ pub use error::{ErrorKind, ProtocolError, TerminalError};
 pub use manager::{ConfinementProvider, TerminalManager};
 pub use socket::{
     serve_client, Incoming, Outgoing, CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL, CLOSE_POLICY,
+    CLOSE_TOO_BIG,
 };
 pub use terminal::{AttachedClient, TerminalInfo, TerminalModel};

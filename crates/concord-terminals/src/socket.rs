@@ -2,6 +2,10 @@
 //! maps its messages to [`Incoming`] and from [`Outgoing`], and [`serve_client`] does the
 //! rest. Reading and writing run concurrently, so a typist whose keystrokes the shell is
 //! not reading still receives output, and a socket that stops reading never blocks input.
+//! A socket that accepts no frame for the terminals' `write_timeout` is closed: a peer that
+//! does not read holds nothing for longer than that.
+
+use std::time::Duration;
 
 use futures::{Sink, SinkExt, Stream, StreamExt};
 
@@ -16,6 +20,12 @@ pub enum Incoming {
     Binary(Vec<u8>),
     /// The client closed the connection.
     Close,
+    /// The client sent a message above the socket's limit of `limit` bytes (the websocket
+    /// library refused it): the connection is closed with 1009.
+    TooBig {
+        /// The limit, for the close reason.
+        limit: usize,
+    },
 }
 
 /// A message to send on the client's websocket.
@@ -25,8 +35,8 @@ pub enum Outgoing {
     Text(String),
     /// A close frame with an RFC 6455 status code and a reason (at most 123 bytes).
     Close {
-        /// 1000 when the terminal ended, 1008 for a client too far behind, 1007 for a frame
-        /// that is not terminado's protocol.
+        /// 1000 when the terminal ended, 1008 for a client too far behind or not reading,
+        /// 1007 for a frame that is not terminado's protocol, 1009 for one too big.
         code: u16,
         /// Why, for the person looking at the browser's console.
         reason: String,
@@ -37,8 +47,13 @@ pub enum Outgoing {
 pub const CLOSE_NORMAL: u16 = 1000;
 /// Close code: invalid frame payload (not terminado's protocol).
 pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
-/// Close code: policy violation (the client fell too far behind).
+/// Close code: policy violation (the client fell too far behind, or does not read).
 pub const CLOSE_POLICY: u16 = 1008;
+/// Close code: message too big.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// How long a close frame may take: a peer that does not read is not waited for.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serve `client` over a websocket until either side ends. Returns once the connection is
 /// over; the client is detached from the terminal then.
@@ -48,14 +63,27 @@ where
     Out: Sink<Outgoing> + Unpin,
 {
     let (input, mut output) = client.into_split();
+    let stall = output.write_timeout();
     let mut close: Option<Outgoing> = None;
     {
         let send = async {
             while let Some(frame) = output.next().await {
                 match frame {
                     ServerFrame::Text(text) => {
-                        if outgoing.send(Outgoing::Text(text)).await.is_err() {
-                            return None;
+                        match tokio::time::timeout(stall, outgoing.send(Outgoing::Text(text))).await
+                        {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return None,
+                            Err(_) => {
+                                tracing::info!("terminal client stopped reading; disconnected");
+                                return Some((
+                                    CLOSE_POLICY,
+                                    format!(
+                                        "Disconnected: this client did not read for {} s",
+                                        stall.as_secs()
+                                    ),
+                                ));
+                            }
                         }
                     }
                     ServerFrame::Close(reason) => {
@@ -75,6 +103,12 @@ where
                     Incoming::Text(text) => input.handle_text(&text).await,
                     Incoming::Binary(bytes) => input.handle_binary(&bytes).await,
                     Incoming::Close => return None,
+                    Incoming::TooBig { limit } => {
+                        return Some((
+                            CLOSE_TOO_BIG,
+                            format!("message too big: the limit is {limit} bytes"),
+                        ))
+                    }
                 };
                 if let Err(error) = handled {
                     return Some((CLOSE_INVALID_PAYLOAD, error.0));
@@ -95,9 +129,9 @@ where
         }
     }
     if let Some(close) = close {
-        let _ = outgoing.send(close).await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, outgoing.send(close)).await;
     }
-    let _ = outgoing.close().await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, outgoing.close()).await;
 }
 
 /// A websocket close reason may be at most 123 bytes.

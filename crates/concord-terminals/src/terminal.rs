@@ -13,7 +13,7 @@ use concord_authz::Owner;
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Child;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::client::{CloseKind, CloseReason, Permission};
@@ -25,7 +25,8 @@ use crate::utf8::Utf8Decoder;
 
 /// The size a PTY starts with before any client says otherwise (terminado's default).
 const INITIAL_SIZE: (u16, u16) = (24, 80);
-/// Keystroke messages waiting for the shell to read them; a typist beyond this waits.
+/// Keystroke messages waiting for the shell to read them; a typist beyond this (or beyond
+/// the configured bytes) waits.
 const INPUT_QUEUE: usize = 256;
 const READ_BUFFER: usize = 64 * 1024;
 
@@ -130,8 +131,15 @@ pub(crate) struct Terminal {
     pub seq: u64,
     history_limit_bytes: usize,
     client_queue_limit_bytes: usize,
+    /// How long a client's socket may take to accept a frame.
+    pub write_timeout: Duration,
     state: Mutex<SharedState>,
-    input: mpsc::Sender<Vec<u8>>,
+    /// Keystrokes for the writer, each with its share of the input budget.
+    input: mpsc::Sender<(Vec<u8>, OwnedSemaphorePermit)>,
+    /// The input budget in bytes (permits), given back as the shell reads.
+    input_budget: Arc<Semaphore>,
+    /// The whole budget.
+    input_budget_bytes: u32,
     /// A duplicate of the PTY master, for resizing without waiting on the writer.
     master: OwnedFd,
     terminate_requested: Notify,
@@ -218,6 +226,10 @@ impl Terminal {
 
         let (reader, writer) = pty.into_split();
         let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
+        let input_budget_bytes =
+            u32::try_from(config.input_queue_bytes.min(Semaphore::MAX_PERMITS))
+                .unwrap_or(u32::MAX)
+                .max(1);
         let now = Utc::now();
         let terminal = Arc::new(Terminal {
             name,
@@ -232,6 +244,7 @@ impl Terminal {
                 .history_limit_bytes
                 .min(config.client_queue_limit_bytes / 2),
             client_queue_limit_bytes: config.client_queue_limit_bytes,
+            write_timeout: config.write_timeout,
             state: Mutex::new(SharedState {
                 history: VecDeque::new(),
                 history_bytes: 0,
@@ -242,6 +255,8 @@ impl Terminal {
                 ended: false,
             }),
             input,
+            input_budget: Arc::new(Semaphore::new(input_budget_bytes as usize)),
+            input_budget_bytes,
             master,
             terminate_requested: Notify::new(),
             terminating: AtomicBool::new(false),
@@ -303,7 +318,17 @@ impl Terminal {
     /// once the shell is gone.
     pub(crate) async fn write_input(&self, bytes: Vec<u8>) -> bool {
         self.touch();
-        self.input.send(bytes).await.is_ok()
+        // A message larger than the whole budget takes all of it: it waits alone.
+        let share = u32::try_from(bytes.len())
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.input_budget_bytes);
+        let Ok(permit) = Arc::clone(&self.input_budget)
+            .acquire_many_owned(share)
+            .await
+        else {
+            return false;
+        };
+        self.input.send((bytes, permit)).await.is_ok()
     }
 
     /// Register a client: it gets `["setup", {}]`, then the history, then live output.
@@ -534,8 +559,12 @@ async fn read_loop(terminal: Arc<Terminal>, mut reader: pty_process::OwnedReadPt
     }
 }
 
-async fn write_loop(mut writer: pty_process::OwnedWritePty, mut input: mpsc::Receiver<Vec<u8>>) {
-    while let Some(bytes) = input.recv().await {
+async fn write_loop(
+    mut writer: pty_process::OwnedWritePty,
+    mut input: mpsc::Receiver<(Vec<u8>, OwnedSemaphorePermit)>,
+) {
+    // The permit goes back to the budget once its bytes are written.
+    while let Some((bytes, _permit)) = input.recv().await {
         if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
             break;
         }

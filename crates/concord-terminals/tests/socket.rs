@@ -111,3 +111,91 @@ async fn client_close_detaches_and_terminal_end_closes_with_1000() {
     );
     served.await.unwrap();
 }
+
+/// A client whose socket takes nothing (a peer that stopped reading, its buffers full) is
+/// let go once the write timeout has passed, instead of holding its connection and queue
+/// for ever; a message above the socket's limit closes with 1009. The terminal goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_takes_nothing_is_let_go_and_a_message_too_big_closes_with_1009() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config = bash_config(root.path());
+    config.write_timeout = std::time::Duration::from_millis(500);
+    let manager = TerminalManager::new(config);
+    manager.create(owner("alice"), None).await.unwrap();
+
+    let client = manager.attach("1", "alice", Permission::Type).unwrap();
+    let (to_server, incoming) = mpsc::unbounded::<Incoming>();
+    // Room for one frame, and nobody reads it.
+    let (outgoing, _never_read) = mpsc::channel::<Outgoing>(0);
+    let served = tokio::spawn(serve_client(client, incoming, outgoing));
+    to_server
+        .unbounded_send(Incoming::Text(stdin("echo one; echo two\r")))
+        .unwrap();
+    tokio::time::timeout(HANG_GUARD, served)
+        .await
+        .expect("let go within the write timeout")
+        .unwrap();
+    assert!(manager.get("1").unwrap().clients.is_empty());
+
+    let client = manager.attach("1", "alice", Permission::Type).unwrap();
+    let (to_server, incoming) = mpsc::unbounded();
+    let (outgoing, mut from_server) = mpsc::unbounded();
+    let served = tokio::spawn(serve_client(client, incoming, outgoing));
+    to_server
+        .unbounded_send(Incoming::Text(stdin("echo STILL$((6*7))\r")))
+        .unwrap();
+    socket_read_until(&mut from_server, "STILL42").await;
+    to_server
+        .unbounded_send(Incoming::TooBig { limit: 1024 })
+        .unwrap();
+    let (code, reason) = socket_close(&mut from_server).await;
+    assert_eq!(code, 1009);
+    assert!(reason.contains("1024"), "{reason}");
+    served.await.unwrap();
+    manager.shutdown_all().await;
+}
+
+/// Keystrokes a shell does not read wait within the input budget (in bytes): beyond it,
+/// the typist waits, instead of the server queueing whatever it sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_the_shell_does_not_read_is_held_within_the_budget() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config = bash_config(root.path());
+    config.input_queue_bytes = 64 * 1024;
+    let manager = TerminalManager::new(config);
+    manager.create(owner("alice"), None).await.unwrap();
+    let (input, mut output) = manager
+        .attach("1", "alice", Permission::Type)
+        .unwrap()
+        .into_split();
+    input
+        .handle_text(&stdin("stty -icanon; sleep 600\r"))
+        .await
+        .unwrap();
+    read_until(&mut output, "sleep 600").await;
+    // The terminal's own buffer takes a few KiB; then 64 KiB wait in the server, and the
+    // next frame has to wait for the shell.
+    let chunk = "x".repeat(8 * 1024);
+    let mut sent = 0;
+    let blocked = loop {
+        let typed = tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            input.handle_text(&stdin(&chunk)),
+        )
+        .await;
+        match typed {
+            Ok(result) => result.unwrap(),
+            Err(_) => break true,
+        }
+        sent += chunk.len();
+        if sent > 1024 * 1024 {
+            break false;
+        }
+    };
+    assert!(
+        blocked,
+        "{sent} bytes were taken for a shell that reads nothing"
+    );
+    assert!(sent >= 64 * 1024, "only {sent} bytes were taken");
+    manager.shutdown_all().await;
+}

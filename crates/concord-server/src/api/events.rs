@@ -21,19 +21,76 @@ use axum::Extension;
 use concord_authz::{Action, CanonicalPath, Identity, Owner, Resource, ResourceType};
 use futures::{SinkExt, StreamExt};
 use std::time::Duration;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::error::{ApiError, ApiResult};
 use crate::events::pyjson::PyJson;
 use crate::events::{
-    Audience, Event, Subscription, CONTENTS_SCHEMA, GATEWAY_CLIENT_SCHEMA, KERNEL_ACTIONS_SCHEMA,
+    Audience, Ended, Event, EventLimits, Subscription, CONTENTS_SCHEMA, GATEWAY_CLIENT_SCHEMA,
+    KERNEL_ACTIONS_SCHEMA,
 };
 use crate::pipeline::Guard;
-use crate::state::App;
+use crate::state::{App, AppState};
 
-/// A subscriber whose socket takes longer than this to accept one frame is not reading:
-/// it is disconnected rather than holding its connection and task forever.
-const WRITE_STALL: Duration = Duration::from_secs(10);
+/// Settings of `/api/events` (`[events]` in the config file).
+#[derive(clap::Args, Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsOptions {
+    /// Bytes of events queued for one subscriber before it is disconnected (1008) as too
+    /// slow (default 1 MiB).
+    #[arg(
+        id = "events_queue_bytes",
+        long = "events-queue-bytes",
+        env = "CONCORD_EVENTS_QUEUE_BYTES"
+    )]
+    pub queue_bytes: Option<usize>,
+    /// Seconds a subscriber's socket may take to accept a frame before it is disconnected
+    /// as not reading (default 10).
+    #[arg(
+        id = "events_write_timeout",
+        long = "events-write-timeout",
+        env = "CONCORD_EVENTS_WRITE_TIMEOUT"
+    )]
+    pub write_timeout: Option<u64>,
+    /// The largest websocket message a subscriber may send, in bytes (it has nothing to
+    /// send); larger closes the socket with 1009 (default 65536).
+    #[arg(
+        id = "events_max_message_size",
+        long = "events-max-message-size",
+        env = "CONCORD_EVENTS_MAX_MESSAGE_SIZE"
+    )]
+    pub max_message_size: Option<usize>,
+}
+
+/// Apply the options to the event bus (from `services::start`).
+pub fn start(state: &mut AppState) -> anyhow::Result<()> {
+    let cli = &state.settings.cli.events;
+    let file = &state.settings.file.events;
+    let defaults = EventLimits::default();
+    let bytes = |name: &str, value: Option<usize>, default: usize| match value {
+        Some(n) if n < 1024 => anyhow::bail!("--{name} must be at least 1024 bytes"),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let limits = EventLimits {
+        queue_bytes: bytes(
+            "events-queue-bytes",
+            cli.queue_bytes.or(file.queue_bytes),
+            defaults.queue_bytes,
+        )?,
+        write_timeout: match cli.write_timeout.or(file.write_timeout) {
+            Some(0) => anyhow::bail!("--events-write-timeout must be at least 1 second"),
+            Some(seconds) => Duration::from_secs(seconds),
+            None => defaults.write_timeout,
+        },
+        max_message_size: bytes(
+            "events-max-message-size",
+            cli.max_message_size.or(file.max_message_size),
+            defaults.max_message_size,
+        )?,
+    };
+    state.events.set_limits(limits);
+    Ok(())
+}
 
 /// Frames written with one flush at most, so a steady stream is never held back.
 const FLUSH_EVERY: usize = 64;
@@ -42,9 +99,6 @@ const FLUSH_EVERY: usize = 64;
 const CLOSE_POLICY: u16 = 1008;
 /// Close code at server shutdown (going away).
 const CLOSE_GOING_AWAY: u16 = 1001;
-
-/// Clients send nothing on this socket; anything larger than this is refused.
-const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
 /// `WS /api/events/subscribe`.
 pub async fn subscribe(
@@ -60,9 +114,12 @@ pub async fn subscribe(
     let who = guard.identity().clone();
     tracing::debug!(user = %who.username(), "events subscriber");
     let open = super::OpenConnection::new(&app);
+    // Clients send nothing on this socket but control frames.
+    let limit = subscription.limits.max_message_size;
     Ok(ws
-        .max_message_size(MAX_CLIENT_MESSAGE)
-        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .read_buffer_size(super::WS_READ_BUFFER)
+        .max_message_size(limit)
+        .max_frame_size(limit)
         .on_upgrade(move |socket| pump(app, open, who, subscription, socket)))
 }
 
@@ -75,14 +132,20 @@ async fn pump(
     socket: WebSocket,
 ) {
     let _open = open;
+    let limits = sub.limits;
+    let stall = limits.write_timeout;
+    let mut closed = sub.closed.clone();
     let (mut sink, mut stream) = socket.split();
     // The client sends nothing but control frames; reading notices when it leaves.
     let reader = async {
-        while let Some(Ok(msg)) = stream.next().await {
-            if matches!(msg, Message::Close(_)) {
-                break;
+        while let Some(msg) = stream.next().await {
+            match msg {
+                Ok(Message::Close(_)) => break,
+                Ok(_) => {}
+                Err(e) => return super::too_big(e, limits.max_message_size),
             }
         }
+        None
     };
     let writer = async {
         // Frames fed to the socket but not yet flushed: a burst (a save is two events) is
@@ -90,38 +153,37 @@ async fn pump(
         let mut unflushed = 0usize;
         loop {
             let received = if unflushed > 0 {
-                match sub.events.try_recv() {
-                    Ok(event) => Ok(event),
-                    Err(TryRecvError::Empty) => {
-                        let flush = tokio::time::timeout(WRITE_STALL, sink.flush()).await;
+                match sub.try_recv() {
+                    Ok(Some(event)) => Ok(event),
+                    Ok(None) => {
+                        let flush = tokio::time::timeout(stall, sink.flush()).await;
                         if !written(flush, &app, &who) {
                             return None;
                         }
                         unflushed = 0;
                         continue;
                     }
-                    Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
-                    Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                    Err(ended) => Err(ended),
                 }
             } else {
                 tokio::select! {
-                    r = sub.events.recv() => r,
-                    _ = sub.closed.wait_for(|closed| *closed) => {
+                    r = sub.recv() => r,
+                    _ = closed.wait_for(|closed| *closed) => {
                         return Some((CLOSE_GOING_AWAY, "the server is shutting down".to_string()));
                     }
                 }
             };
             let event = match received {
                 Ok(event) => event,
-                Err(RecvError::Lagged(missed)) => {
+                Err(Ended::Lagged { queue_bytes }) => {
                     app.events.count_lagged();
-                    tracing::info!(user = %who.username(), missed, "events subscriber too slow; disconnected");
+                    tracing::info!(user = %who.username(), "events subscriber too slow; disconnected");
                     return Some((
                         CLOSE_POLICY,
-                        format!("too slow: {missed} events were missed"),
+                        format!("too slow: more than {queue_bytes} bytes of events were waiting"),
                     ));
                 }
-                Err(RecvError::Closed) => {
+                Err(Ended::Closed) => {
                     return Some((CLOSE_GOING_AWAY, "the server is shutting down".to_string()))
                 }
             };
@@ -145,12 +207,12 @@ async fn pump(
                 ));
             }
             let feed = sink.feed(Message::Text(event.frame.as_str().into()));
-            if !written(tokio::time::timeout(WRITE_STALL, feed).await, &app, &who) {
+            if !written(tokio::time::timeout(stall, feed).await, &app, &who) {
                 return None;
             }
             unflushed += 1;
             if unflushed >= FLUSH_EVERY {
-                let flush = tokio::time::timeout(WRITE_STALL, sink.flush()).await;
+                let flush = tokio::time::timeout(stall, sink.flush()).await;
                 if !written(flush, &app, &who) {
                     return None;
                 }
@@ -159,7 +221,7 @@ async fn pump(
         }
     };
     let end = tokio::select! {
-        () = reader => None,
+        r = reader => r,
         r = writer => r,
     };
     if let Some((code, reason)) = end {
@@ -167,11 +229,11 @@ async fn pump(
             code,
             reason: reason.into(),
         })));
-        let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+        let _ = tokio::time::timeout(super::CLOSE_GRACE, close).await;
     }
 }
 
-/// Whether a write to the socket completed; one that took longer than [`WRITE_STALL`] is
+/// Whether a write to the socket completed; one that took longer than the write timeout is
 /// counted as a subscriber that stopped reading (one that failed: the client left).
 fn written<E>(
     r: Result<Result<(), E>, tokio::time::error::Elapsed>,

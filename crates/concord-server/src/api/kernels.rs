@@ -15,7 +15,7 @@ use concord_authz::{Action, CanonicalPath, Owner, Resource, ResourceType};
 use concord_kernels::{
     ClientConnection, ErrorKind, Inbound, InboundError, KernelAction, KernelActionKind,
     KernelError, KernelInfo, KernelManager, KernelManagerConfig, KernelSpecManager, Permission,
-    SessionManager, StartKernel, TransportKind, WsFrame, WsOut, WsProtocol,
+    SessionManager, StartKernel, TransportKind, WsFrame, WsOut, WsProtocol, CLOSE_TOO_SLOW,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
@@ -89,6 +89,36 @@ pub struct KernelsOptions {
         value_delimiter = ','
     )]
     pub kernel_env_allow: Option<Vec<String>>,
+    /// Bytes queued for one kernel websocket client before it is closed (1008) as too slow
+    /// (default 32 MiB).
+    #[arg(long, env = "CONCORD_KERNEL_CLIENT_QUEUE_BYTES")]
+    pub kernel_client_queue_bytes: Option<usize>,
+    /// Bytes kept per kernel for the replay of its disconnected sessions, all together
+    /// (default 16 MiB).
+    #[arg(long, env = "CONCORD_KERNEL_REPLAY_BYTES")]
+    pub kernel_replay_bytes: Option<usize>,
+    /// Seconds a disconnected session's replay is kept (default 300).
+    #[arg(long, env = "CONCORD_KERNEL_REPLAY_WINDOW")]
+    pub kernel_replay_window: Option<u64>,
+    /// Seconds a kernel websocket may take to accept a frame before it is closed (1008) as
+    /// not reading (default 30).
+    #[arg(long, env = "CONCORD_KERNEL_WRITE_TIMEOUT")]
+    pub kernel_write_timeout: Option<u64>,
+    /// The largest websocket message a kernel client may send, in bytes; larger closes the
+    /// socket with 1009 (default 10 MiB, as jupyter_server's).
+    #[arg(long, env = "CONCORD_KERNEL_MAX_MESSAGE_SIZE")]
+    pub kernel_max_message_size: Option<usize>,
+    /// Bytes of client messages waiting for a kernel that does not read them; more are
+    /// answered with an error (default 64 MiB).
+    #[arg(long, env = "CONCORD_KERNEL_INPUT_QUEUE_BYTES")]
+    pub kernel_input_queue_bytes: Option<usize>,
+    /// Seconds between heartbeats, each to be answered within its interval (default 3).
+    #[arg(long, env = "CONCORD_KERNEL_HEARTBEAT_INTERVAL")]
+    pub kernel_heartbeat_interval: Option<f64>,
+    /// Heartbeats missed in a row before a kernel is killed and restarted (default 5: a
+    /// kernel that stops answering is declared dead after about 15 s).
+    #[arg(long, env = "CONCORD_KERNEL_HEARTBEAT_MISSES")]
+    pub kernel_heartbeat_misses: Option<u32>,
 }
 
 /// The kernels and sessions services.
@@ -97,6 +127,8 @@ pub struct KernelService {
     pub kernels: KernelManager,
     /// Notebook sessions over `kernels`.
     pub sessions: SessionManager,
+    /// The largest websocket message a client may send.
+    pub max_message_size: usize,
 }
 
 /// The prefix of the first `python3` (or `python`) on `PATH`: its `bin` directory's parent,
@@ -158,6 +190,64 @@ pub fn build(settings: &crate::config::Settings) -> anyhow::Result<KernelService
     // A kernel never listens where confined processes may connect.
     config.reserved_ports = crate::confine::tcp_connect_ports(settings).unwrap_or_default();
     config.restart_limit = cli.restart_limit.or(file.restart_limit).unwrap_or(5);
+    let bytes = |name: &str, value: Option<usize>, default: usize| match value {
+        Some(n) if n < 1024 => anyhow::bail!("--{name} must be at least 1024 bytes"),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let seconds = |name: &str, value: Option<u64>, default: Duration| match value {
+        Some(0) => anyhow::bail!("--{name} must be at least 1 second"),
+        Some(s) => Ok(Duration::from_secs(s)),
+        None => Ok(default),
+    };
+    config.client_queue_bytes = bytes(
+        "kernel-client-queue-bytes",
+        cli.kernel_client_queue_bytes
+            .or(file.kernel_client_queue_bytes),
+        config.client_queue_bytes,
+    )?;
+    config.replay_bytes = bytes(
+        "kernel-replay-bytes",
+        cli.kernel_replay_bytes.or(file.kernel_replay_bytes),
+        config.replay_bytes,
+    )?;
+    config.input_queue_bytes = bytes(
+        "kernel-input-queue-bytes",
+        cli.kernel_input_queue_bytes
+            .or(file.kernel_input_queue_bytes),
+        config.input_queue_bytes,
+    )?;
+    let max_message_size = bytes(
+        "kernel-max-message-size",
+        cli.kernel_max_message_size.or(file.kernel_max_message_size),
+        10 << 20,
+    )?;
+    config.replay_window = seconds(
+        "kernel-replay-window",
+        cli.kernel_replay_window.or(file.kernel_replay_window),
+        config.replay_window,
+    )?;
+    config.write_timeout = seconds(
+        "kernel-write-timeout",
+        cli.kernel_write_timeout.or(file.kernel_write_timeout),
+        config.write_timeout,
+    )?;
+    if let Some(interval) = cli
+        .kernel_heartbeat_interval
+        .or(file.kernel_heartbeat_interval)
+    {
+        config.heartbeat_interval = Duration::try_from_secs_f64(interval)
+            .ok()
+            .filter(|d| *d >= Duration::from_millis(10))
+            .ok_or_else(|| {
+                anyhow::anyhow!("--kernel-heartbeat-interval must be at least 0.01 seconds")
+            })?;
+    }
+    match cli.kernel_heartbeat_misses.or(file.kernel_heartbeat_misses) {
+        Some(0) => anyhow::bail!("--kernel-heartbeat-misses must be at least 1"),
+        Some(n) => config.heartbeat_misses = n,
+        None => {}
+    }
     if let Some(extra) = cli
         .kernel_env_allow
         .clone()
@@ -190,7 +280,11 @@ pub fn build(settings: &crate::config::Settings) -> anyhow::Result<KernelService
     }
     let kernels = KernelManager::new(config, specs);
     let sessions = SessionManager::new(kernels.clone());
-    Ok(KernelService { kernels, sessions })
+    Ok(KernelService {
+        kernels,
+        sessions,
+        max_message_size,
+    })
 }
 
 /// Start the service and register what the pipeline, `/api/status` and `/metrics` need.
@@ -600,14 +694,24 @@ pub async fn channels(
         Some(name) => ws.protocols([name]),
         None => ws,
     };
-    let max = app.settings.max_body_size;
+    let limits = Limits {
+        max_message_size: svc.max_message_size,
+        write_timeout: svc.kernels.config().write_timeout,
+    };
     // Counted from here, as the kernel counts it from `connect`.
     let open = super::OpenConnection::new(&app);
     Ok(ws
         .read_buffer_size(super::WS_READ_BUFFER)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| pump(open, conn, socket)))
+        .max_message_size(limits.max_message_size)
+        .max_frame_size(limits.max_message_size)
+        .on_upgrade(move |socket| pump(open, conn, socket, limits)))
+}
+
+/// What a kernel websocket may take and how long it may keep us waiting.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_message_size: usize,
+    write_timeout: Duration,
 }
 
 /// How a websocket ended.
@@ -616,13 +720,20 @@ enum End {
     Client(Option<(u16, String)>),
     /// The kernel side is done (a close frame was written, or the kernel went away).
     Server,
+    /// The client's socket took no frame for the write timeout: it is not reading.
+    Stalled,
 }
 
 /// Move frames both ways until either side is done. Both halves are polled in this one
 /// task: reading the client's frames in a task of its own (so an outbound frame would not
 /// poll the read half) cost more than it saved: the two tasks hop between the runtime's
 /// workers, and every execute paid two more futex wake-ups and thread switches.
-async fn pump(open: super::OpenConnection, conn: ClientConnection, socket: WebSocket) {
+async fn pump(
+    open: super::OpenConnection,
+    conn: ClientConnection,
+    socket: WebSocket,
+    limits: Limits,
+) {
     let _open = open;
     let ClientConnection {
         inbound,
@@ -630,18 +741,33 @@ async fn pump(open: super::OpenConnection, conn: ClientConnection, socket: WebSo
     } = conn;
     let (mut sink, mut stream) = socket.split();
     let end = tokio::select! {
-        r = read_loop(&mut stream, &inbound) => End::Client(r),
-        () = write_loop(&mut sink, &mut outbound) => End::Server,
+        r = read_loop(&mut stream, &inbound, limits.max_message_size) => End::Client(r),
+        r = write_loop(&mut sink, &mut outbound, limits.write_timeout) => r,
     };
-    if let End::Client(Some((code, reason))) = end {
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })))
-            .await;
+    let close = match end {
+        End::Client(close) => close,
+        End::Server => None,
+        End::Stalled => {
+            outbound.count_stalled();
+            tracing::info!("kernel websocket client stopped reading; disconnected");
+            Some((
+                CLOSE_TOO_SLOW,
+                format!(
+                    "the client did not read for {} s; reconnect with the same session_id to resume",
+                    limits.write_timeout.as_secs()
+                ),
+            ))
+        }
+    };
+    // Told if it still reads; a peer that does not is not waited for.
+    if let Some((code, reason)) = close {
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: close_reason(&reason).into(),
+        }));
+        let _ = tokio::time::timeout(super::CLOSE_GRACE, sink.send(frame)).await;
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(super::CLOSE_GRACE, sink.close()).await;
 }
 
 /// At most 123 bytes (a close frame's limit), cut at a character boundary.
@@ -656,13 +782,15 @@ fn close_reason(text: &str) -> String {
 async fn read_loop(
     stream: &mut futures::stream::SplitStream<WebSocket>,
     inbound: &concord_kernels::ClientInbound,
+    max_message_size: usize,
 ) -> Option<(u16, String)> {
     while let Some(msg) = stream.next().await {
         let frame = match msg {
             Ok(Message::Text(t)) => WsFrame::Text(t.as_str().to_string()),
             Ok(Message::Binary(b)) => WsFrame::Binary(b),
             Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
-            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(Message::Close(_)) => return None,
+            Err(e) => return super::too_big(e, max_message_size),
         };
         match inbound.handle(frame).await {
             Ok(Inbound::Forwarded) | Ok(Inbound::Refused) => {}
@@ -686,11 +814,13 @@ fn to_message(frame: WsFrame) -> Message {
 }
 
 /// Write what the kernel side yields; frames that are already waiting are written
-/// together and flushed once (an iopub burst costs one syscall, not one per message).
+/// together and flushed once (an iopub burst costs one syscall, not one per message). A
+/// socket that takes nothing for `stall` ends it: the client is not reading.
 async fn write_loop(
     sink: &mut futures::stream::SplitSink<WebSocket, Message>,
     outbound: &mut concord_kernels::ClientOutbound,
-) {
+    stall: Duration,
+) -> End {
     const BATCH: usize = 256;
     while let Some(first) = outbound.next().await {
         let mut next = Some(first);
@@ -698,18 +828,19 @@ async fn write_loop(
         while let Some(out) = next.take() {
             match out {
                 WsOut::Frame(frame) => {
-                    if sink.feed(to_message(frame)).await.is_err() {
-                        return;
+                    match tokio::time::timeout(stall, sink.feed(to_message(frame))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return End::Server,
+                        Err(_) => return End::Stalled,
                     }
                 }
                 WsOut::Close { code, reason } => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code,
-                            reason: close_reason(&reason).into(),
-                        })))
-                        .await;
-                    return;
+                    let frame = Message::Close(Some(CloseFrame {
+                        code,
+                        reason: close_reason(&reason).into(),
+                    }));
+                    let _ = tokio::time::timeout(super::CLOSE_GRACE, sink.send(frame)).await;
+                    return End::Server;
                 }
             }
             written += 1;
@@ -717,8 +848,11 @@ async fn write_loop(
                 next = outbound.next().now_or_never().flatten();
             }
         }
-        if sink.flush().await.is_err() {
-            return;
+        match tokio::time::timeout(stall, sink.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return End::Server,
+            Err(_) => return End::Stalled,
         }
     }
+    End::Server
 }

@@ -27,6 +27,25 @@ use crate::error::ApiError;
 /// grows to the frame), in more reads.
 pub const WS_READ_BUFFER: usize = 4 * 1024;
 
+/// How long a close frame may take to go out: a peer that does not read is not waited for.
+pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Close code for a message larger than a websocket's limit (RFC 6455: "message too big").
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// The close (1009 and why) for a websocket read error that is a message above `limit`
+/// bytes; `None` for any other error (the client is gone or broke the protocol).
+pub fn too_big(error: axum::Error, limit: usize) -> Option<(u16, String)> {
+    let error = error.into_inner();
+    match error.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Some((
+            CLOSE_TOO_BIG,
+            format!("message too big: the limit is {limit} bytes"),
+        )),
+        _ => None,
+    }
+}
+
 /// Counts an open websocket (kernel, terminal, events) in `AppState::connections` while it
 /// lives. Created in the handler, before the upgrade: a client that got its 101 finds
 /// itself in `/metrics` (the upgrade completes in a task started later), and a failed

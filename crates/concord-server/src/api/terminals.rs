@@ -60,7 +60,51 @@ pub struct TerminalsOptions {
     )]
     #[serde(default)]
     pub cull_interval: Option<u64>,
+    /// Output queued for one terminal websocket before it is closed (1008) as too slow, in
+    /// bytes (default 4 MiB).
+    #[arg(
+        long = "terminal-client-queue-bytes",
+        env = "CONCORD_TERMINAL_CLIENT_QUEUE_BYTES"
+    )]
+    #[serde(default)]
+    pub client_queue_bytes: Option<usize>,
+    /// Recent output kept per terminal for clients that attach later, in bytes (default
+    /// 512 KiB; at most half the client queue).
+    #[arg(
+        long = "terminal-history-bytes",
+        env = "CONCORD_TERMINAL_HISTORY_BYTES"
+    )]
+    #[serde(default)]
+    pub history_bytes: Option<usize>,
+    /// Keystrokes waiting for a shell to read them, in bytes; a typist beyond waits
+    /// (default 1 MiB).
+    #[arg(
+        long = "terminal-input-queue-bytes",
+        env = "CONCORD_TERMINAL_INPUT_QUEUE_BYTES"
+    )]
+    #[serde(default)]
+    pub input_queue_bytes: Option<usize>,
+    /// Seconds a terminal websocket may take to accept a frame before it is closed (1008)
+    /// as not reading (default 30).
+    #[arg(
+        long = "terminal-write-timeout",
+        env = "CONCORD_TERMINAL_WRITE_TIMEOUT"
+    )]
+    #[serde(default)]
+    pub write_timeout: Option<u64>,
+    /// The largest websocket message a terminal client may send, in bytes; larger closes
+    /// the socket with 1009 (default 1 MiB).
+    #[arg(
+        long = "terminal-max-message-size",
+        env = "CONCORD_TERMINAL_MAX_MESSAGE_SIZE"
+    )]
+    #[serde(default)]
+    pub max_message_size: Option<usize>,
 }
+
+/// The largest websocket message a terminal client may send unless configured: a paste of
+/// a megabyte is already far more than anyone types.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
 
 /// The terminal service's configuration from the settings.
 pub fn terminal_config(settings: &Settings) -> anyhow::Result<TerminalConfig> {
@@ -85,6 +129,30 @@ pub fn terminal_config(settings: &Settings) -> anyhow::Result<TerminalConfig> {
     if let Some(seconds) = cli.cull_interval.or(file.cull_interval).filter(|&s| s > 0) {
         config.cull_interval = Duration::from_secs(seconds);
     }
+    let bytes = |name: &str, value: Option<usize>, default: usize| match value {
+        Some(n) if n < 1024 => anyhow::bail!("--{name} must be at least 1024 bytes"),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    config.client_queue_limit_bytes = bytes(
+        "terminal-client-queue-bytes",
+        cli.client_queue_bytes.or(file.client_queue_bytes),
+        config.client_queue_limit_bytes,
+    )?;
+    config.history_limit_bytes = match cli.history_bytes.or(file.history_bytes) {
+        Some(n) => n,
+        None => config.history_limit_bytes,
+    };
+    config.input_queue_bytes = bytes(
+        "terminal-input-queue-bytes",
+        cli.input_queue_bytes.or(file.input_queue_bytes),
+        config.input_queue_bytes,
+    )?;
+    match cli.write_timeout.or(file.write_timeout) {
+        Some(0) => anyhow::bail!("--terminal-write-timeout must be at least 1 second"),
+        Some(seconds) => config.write_timeout = Duration::from_secs(seconds),
+        None => {}
+    }
     // What jupyter_server_terminals gives every shell.
     config.env.insert(
         "JUPYTER_SERVER_ROOT".into(),
@@ -97,8 +165,21 @@ pub fn terminal_config(settings: &Settings) -> anyhow::Result<TerminalConfig> {
 
 /// Start the terminal service and register its owner lookup (from `services::start`).
 pub fn start(state: &mut AppState) -> anyhow::Result<()> {
-    let manager = TerminalManager::new(terminal_config(&state.settings)?);
-    let terminals = Terminals::new(manager, state.settings.root_dir.clone());
+    let settings = &state.settings;
+    let manager = TerminalManager::new(terminal_config(settings)?);
+    let max_message_size = match settings
+        .cli
+        .terminals
+        .max_message_size
+        .or(settings.file.terminals.max_message_size)
+    {
+        Some(n) if n < 1024 => {
+            anyhow::bail!("--terminal-max-message-size must be at least 1024 bytes")
+        }
+        Some(n) => n,
+        None => DEFAULT_MAX_MESSAGE_SIZE,
+    };
+    let terminals = Terminals::new(manager, settings.root_dir.clone(), max_message_size);
     state
         .instances
         .insert(ResourceType::Terminals, terminals.clone());
@@ -118,12 +199,19 @@ pub struct Terminals {
     /// The manager.
     pub manager: TerminalManager,
     root: PathBuf,
+    /// The largest websocket message a client may send.
+    max_message_size: usize,
 }
 
 impl Terminals {
-    /// Wrap a manager for the server whose root directory is `root`.
-    pub fn new(manager: TerminalManager, root: PathBuf) -> Arc<Self> {
-        Arc::new(Terminals { manager, root })
+    /// Wrap a manager for the server whose root directory is `root`; clients may send
+    /// websocket messages of up to `max_message_size` bytes.
+    pub fn new(manager: TerminalManager, root: PathBuf, max_message_size: usize) -> Arc<Self> {
+        Arc::new(Terminals {
+            manager,
+            root,
+            max_message_size,
+        })
     }
 
     /// A terminal as an authorization resource: owned by its creator, with its working
@@ -301,22 +389,30 @@ pub async fn websocket(
         .manager
         .attach(name_param(&params), guard.identity().username(), permission)
         .map_err(api_error)?;
-    let upgrade = upgrade.read_buffer_size(super::WS_READ_BUFFER);
+    let limit = terminals.max_message_size;
+    let upgrade = upgrade
+        .read_buffer_size(super::WS_READ_BUFFER)
+        .max_message_size(limit)
+        .max_frame_size(limit);
     let open = super::OpenConnection::new(&app);
     Ok(upgrade.on_upgrade(move |socket| async move {
         let _open = open;
-        pump(socket, client).await;
+        pump(socket, client, limit).await;
     }))
 }
 
-async fn pump(socket: WebSocket, client: concord_terminals::TerminalClient) {
+async fn pump(socket: WebSocket, client: concord_terminals::TerminalClient, limit: usize) {
     let (sink, stream) = socket.split();
     let incoming = stream
-        .map(|message| match message {
+        .map(move |message| match message {
             Ok(Message::Text(text)) => Some(Incoming::Text(text.to_string())),
             Ok(Message::Binary(bytes)) => Some(Incoming::Binary(bytes.to_vec())),
             Ok(Message::Ping(_) | Message::Pong(_)) => None,
-            Ok(Message::Close(_)) | Err(_) => Some(Incoming::Close),
+            Ok(Message::Close(_)) => Some(Incoming::Close),
+            Err(error) => Some(match super::too_big(error, limit) {
+                Some(_) => Incoming::TooBig { limit },
+                None => Incoming::Close,
+            }),
         })
         .filter_map(std::future::ready);
     let outgoing = sink.with(|frame: Outgoing| {

@@ -5,16 +5,18 @@
 //! (a contents path, a rename's source, a kernel). Each subscriber decides, with its own
 //! identity and the policy in force when the event reaches it, whether to pass the frame on,
 //! so an event never tells anyone about a path or kernel they could not read. Publishing never
-//! waits for subscribers: the bus is a bounded broadcast, and a subscriber that falls behind
-//! is disconnected (see `api::events`). Nothing is built when nobody subscribes.
+//! waits for subscribers: each has its own queue, bounded in bytes (each event is held once,
+//! shared by the queues it is in), and a subscriber past its budget is disconnected (see
+//! `api::events`). Nothing is built when nobody subscribes.
 
 pub mod pyjson;
 
 use concord_authz::{Action, Authorize, Identity, Resource};
 use serde_json::Value;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use tokio::sync::{broadcast, watch};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 
 use pyjson::{write_json_str, PyJson};
 
@@ -43,9 +45,30 @@ const SCHEMA_FILES: [(&str, &str); 3] = [
     ),
 ];
 
-/// Events kept for subscribers that have not written them out yet. One that falls this far
-/// behind (a client not reading its socket) is disconnected; publishers never wait.
-pub const BUS_CAPACITY: usize = 1024;
+/// What the bus holds for its subscribers, and how long it waits for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventLimits {
+    /// Bytes of events queued for one subscriber before it is disconnected as too slow.
+    pub queue_bytes: usize,
+    /// How long a subscriber's socket may take to accept a frame.
+    pub write_timeout: Duration,
+    /// The largest websocket message a subscriber may send (it has nothing to send).
+    pub max_message_size: usize,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        EventLimits {
+            queue_bytes: 1 << 20,
+            write_timeout: Duration::from_secs(10),
+            max_message_size: 64 * 1024,
+        }
+    }
+}
+
+/// What holding one event costs besides its frame (the event, its audience, a queue
+/// entry): counting it makes a byte budget bound the number of small events too.
+const EVENT_OVERHEAD: usize = 256;
 
 /// A registered event schema: its id, version, and a validator for event data.
 pub struct EventSchema {
@@ -140,6 +163,15 @@ pub struct Event {
 }
 
 impl Event {
+    /// The bytes this event is counted for in a subscriber's budget.
+    pub fn footprint(&self) -> usize {
+        let audience = match &self.audience {
+            Audience::Readers(resources) => resources.len() * EVENT_OVERHEAD,
+            Audience::User(name) => name.len(),
+        };
+        EVENT_OVERHEAD + self.frame.len() + audience
+    }
+
     /// Whether `who` may receive this event under the policy in force now.
     pub fn visible_to(&self, authz: &dyn Authorize, who: &Identity) -> bool {
         match &self.audience {
@@ -186,14 +218,97 @@ pub fn contents_event(
     }
 }
 
-/// What a subscriber holds: the stream of events and the bus's end. Counted as a
-/// subscriber until dropped.
+/// An event in one subscriber's queue, counted in the bus's buffered bytes while there.
+struct Queued {
+    event: Arc<Event>,
+    bytes: usize,
+    buffered: Arc<AtomicU64>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.buffered
+            .fetch_sub(self.bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// The bus's end of one subscription.
+struct Subscriber {
+    tx: mpsc::UnboundedSender<Queued>,
+    /// Bytes queued and not yet taken.
+    queued: Arc<AtomicUsize>,
+    /// Set when the subscriber went past its budget (its queue is then dropped).
+    lagged: Arc<AtomicBool>,
+}
+
+/// Why a subscription yields no more events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// More than `queue_bytes` of events waited for it: it is disconnected.
+    Lagged {
+        /// The budget it went past.
+        queue_bytes: usize,
+    },
+    /// The bus is gone.
+    Closed,
+}
+
+/// What a subscriber holds: its queue of events and the bus's end. Counted as a subscriber
+/// until dropped.
 pub struct Subscription {
-    /// Events from now on.
-    pub events: broadcast::Receiver<Arc<Event>>,
+    events: mpsc::UnboundedReceiver<Queued>,
+    queued: Arc<AtomicUsize>,
+    lagged: Arc<AtomicBool>,
+    /// The limits in force when it subscribed.
+    pub limits: EventLimits,
     /// Becomes true when the server shuts down.
     pub closed: watch::Receiver<bool>,
     _counted: Counted,
+}
+
+impl Subscription {
+    /// The next event; waits for one.
+    pub async fn recv(&mut self) -> Result<Arc<Event>, Ended> {
+        if self.lagged.load(Ordering::Acquire) {
+            return Err(self.lagged_end());
+        }
+        match self.events.recv().await {
+            Some(queued) => Ok(self.take(queued)),
+            None if self.lagged.load(Ordering::Acquire) => Err(self.lagged_end()),
+            None => Err(Ended::Closed),
+        }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Option<Arc<Event>>, Ended> {
+        if self.lagged.load(Ordering::Acquire) {
+            return Err(self.lagged_end());
+        }
+        match self.events.try_recv() {
+            Ok(queued) => Ok(Some(self.take(queued))),
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) if self.lagged.load(Ordering::Acquire) => {
+                Err(self.lagged_end())
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(Ended::Closed),
+        }
+    }
+
+    fn take(&self, queued: Queued) -> Arc<Event> {
+        self.queued.fetch_sub(queued.bytes, Ordering::AcqRel);
+        Arc::clone(&queued.event)
+    }
+
+    /// The end of a subscriber past its budget: what was queued for it is freed now.
+    fn lagged_end(&mut self) -> Ended {
+        self.events.close();
+        while let Ok(queued) = self.events.try_recv() {
+            self.queued.fetch_sub(queued.bytes, Ordering::AcqRel);
+        }
+        Ended::Lagged {
+            queue_bytes: self.limits.queue_bytes,
+        }
+    }
 }
 
 /// One unit of the bus's subscriber count, given back on drop.
@@ -207,14 +322,17 @@ impl Drop for Counted {
 
 /// The server's event bus.
 pub struct EventBus {
-    tx: broadcast::Sender<Arc<Event>>,
+    queues: Mutex<Vec<Subscriber>>,
     /// Open subscriptions: an atomic, so that publishers learn "nobody listens" without
-    /// touching the broadcast's lock.
+    /// taking the lock.
     subscribers: Arc<AtomicUsize>,
+    limits: RwLock<EventLimits>,
     schemas: Vec<EventSchema>,
     closed: watch::Sender<bool>,
     emitted: AtomicU64,
     lagged: AtomicU64,
+    /// Bytes queued for subscribers now.
+    buffered: Arc<AtomicU64>,
 }
 
 impl Default for EventBus {
@@ -223,8 +341,12 @@ impl Default for EventBus {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl EventBus {
-    /// A bus with jupyter_server's three schemas registered.
+    /// A bus with jupyter_server's three schemas registered and the default limits.
     pub fn new() -> Self {
         let schemas = SCHEMA_FILES
             .iter()
@@ -238,13 +360,25 @@ impl EventBus {
             })
             .collect();
         EventBus {
-            tx: broadcast::channel(BUS_CAPACITY).0,
+            queues: Mutex::new(Vec::new()),
             subscribers: Arc::new(AtomicUsize::new(0)),
+            limits: RwLock::new(EventLimits::default()),
             schemas,
             closed: watch::channel(false).0,
             emitted: AtomicU64::new(0),
             lagged: AtomicU64::new(0),
+            buffered: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Set the limits of the subscriptions made from now on.
+    pub fn set_limits(&self, limits: EventLimits) {
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
+    }
+
+    /// The limits of new subscriptions.
+    pub fn limits(&self) -> EventLimits {
+        *self.limits.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The registered schema with this id.
@@ -258,23 +392,68 @@ impl EventBus {
     }
 
     /// Publish the events `build` makes, in order, if anyone is subscribed (`build` is not
-    /// called otherwise). Never waits.
+    /// called otherwise). Never waits: a subscriber past its budget is dropped (its
+    /// subscription then ends with [`Ended::Lagged`]). An event larger than the whole
+    /// budget still goes to a subscriber with nothing queued.
     pub fn emit<I: IntoIterator<Item = Event>>(&self, build: impl FnOnce() -> I) {
         if !self.has_subscribers() {
             return;
         }
-        for event in build() {
-            if self.tx.send(Arc::new(event)).is_ok() {
-                self.emitted.fetch_add(1, Ordering::Relaxed);
-            }
+        let events: Vec<(Arc<Event>, usize)> = build()
+            .into_iter()
+            .map(|event| {
+                let bytes = event.footprint();
+                (Arc::new(event), bytes)
+            })
+            .collect();
+        if events.is_empty() {
+            return;
         }
+        let budget = self.limits().queue_bytes;
+        lock(&self.queues).retain(|sub| {
+            if sub.tx.is_closed() {
+                return false;
+            }
+            for (event, bytes) in &events {
+                let queued = sub.queued.load(Ordering::Acquire);
+                if queued > 0 && queued.saturating_add(*bytes) > budget {
+                    sub.lagged.store(true, Ordering::Release);
+                    return false;
+                }
+                sub.queued.fetch_add(*bytes, Ordering::AcqRel);
+                self.buffered.fetch_add(*bytes as u64, Ordering::Relaxed);
+                let _ = sub.tx.send(Queued {
+                    event: Arc::clone(event),
+                    bytes: *bytes,
+                    buffered: Arc::clone(&self.buffered),
+                });
+            }
+            true
+        });
+        self.emitted
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
     }
 
     /// Receive every event published from now on.
     pub fn subscribe(&self) -> Subscription {
+        let (tx, events) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let lagged = Arc::new(AtomicBool::new(false));
+        let mut queues = lock(&self.queues);
+        // Those who left since the last event.
+        queues.retain(|sub| !sub.tx.is_closed());
+        queues.push(Subscriber {
+            tx,
+            queued: Arc::clone(&queued),
+            lagged: Arc::clone(&lagged),
+        });
+        drop(queues);
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         Subscription {
-            events: self.tx.subscribe(),
+            events,
+            queued,
+            lagged,
+            limits: self.limits(),
             closed: self.closed.subscribe(),
             _counted: Counted(self.subscribers.clone()),
         }
@@ -298,10 +477,13 @@ impl EventBus {
              # HELP concord_events_emitted_total Events published to subscribers.\n\
              # TYPE concord_events_emitted_total counter\nconcord_events_emitted_total {}\n\
              # HELP concord_event_subscribers_lagged_total Subscribers disconnected for falling behind.\n\
-             # TYPE concord_event_subscribers_lagged_total counter\nconcord_event_subscribers_lagged_total {}\n",
+             # TYPE concord_event_subscribers_lagged_total counter\nconcord_event_subscribers_lagged_total {}\n\
+             # HELP concord_event_buffered_bytes Bytes of events queued for subscribers.\n\
+             # TYPE concord_event_buffered_bytes gauge\nconcord_event_buffered_bytes {}\n",
             self.subscribers.load(Ordering::Relaxed),
             self.emitted.load(Ordering::Relaxed),
             self.lagged.load(Ordering::Relaxed),
+            self.buffered.load(Ordering::Relaxed),
         )
     }
 }
@@ -375,9 +557,40 @@ mod tests {
         bus.emit(|| -> Option<Event> { panic!("built without subscribers") });
         let mut sub = bus.subscribe();
         bus.emit(|| Some(contents_event("get", "", None, vec![])));
-        assert!(sub.events.try_recv().is_ok());
+        assert!(matches!(sub.try_recv(), Ok(Some(_))));
         drop(sub);
         assert!(!bus.has_subscribers());
         bus.emit(|| -> Option<Event> { panic!("built after the last subscriber left") });
+    }
+
+    /// A subscriber that does not take its events is dropped once they exceed its budget
+    /// (the others go on), and what it held is given back.
+    #[tokio::test]
+    async fn a_subscriber_past_its_budget_is_dropped_and_its_queue_freed() {
+        let bus = EventBus::new();
+        let event = || contents_event("get", "a/b", None, vec![]);
+        let one = event().footprint();
+        bus.set_limits(EventLimits {
+            queue_bytes: 3 * one,
+            ..EventLimits::default()
+        });
+        let mut slow = bus.subscribe();
+        let mut fast = bus.subscribe();
+        for _ in 0..5 {
+            bus.emit(|| Some(event()));
+            assert!(matches!(fast.try_recv(), Ok(Some(_))));
+        }
+        assert_eq!(
+            slow.recv().await.err(),
+            Some(Ended::Lagged {
+                queue_bytes: 3 * one
+            })
+        );
+        assert_eq!(bus.buffered.load(Ordering::Relaxed), 0);
+        bus.emit(|| Some(event()));
+        assert!(fast.recv().await.is_ok());
+        drop((slow, fast));
+        let _again = bus.subscribe();
+        assert_eq!(lock(&bus.queues).len(), 1, "those who left are forgotten");
     }
 }

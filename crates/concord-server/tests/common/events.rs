@@ -2,7 +2,7 @@
 //! events the tests post to know that everything published before has been delivered.
 #![allow(dead_code)]
 
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -54,6 +54,25 @@ impl Subscriber {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
                 Some(Ok(other)) => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Send a text frame (subscribers have nothing to send: for limit tests).
+    pub async fn send_text(&mut self, text: String) {
+        let _ = self.ws.send(Message::Text(text.into())).await;
+    }
+
+    /// Read until the server closes the socket; the close code, if it sent one.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("a close in time")
+            {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code.into()),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
             }
         }
     }

@@ -191,6 +191,30 @@ impl KernelClient {
         msg_id
     }
 
+    /// Send a request whose parent header, metadata and content are these raw bytes (for
+    /// malformed-input tests; v1 only); returns its msg_id.
+    pub async fn send_parts(
+        &mut self,
+        channel: &str,
+        msg_type: &str,
+        parent: &[u8],
+        metadata: &[u8],
+        content: &[u8],
+    ) -> String {
+        assert!(self.v1, "raw parts need the v1 protocol");
+        let msg_id = format!("{:032x}", rand::random::<u128>());
+        let header = json!({
+            "msg_id": msg_id, "msg_type": msg_type, "username": "",
+            "session": self.session, "date": "2026-01-01T00:00:00.000000Z", "version": "5.3",
+        });
+        let frame = encode_v1(
+            channel,
+            [header.to_string().as_bytes(), parent, metadata, content],
+        );
+        self.ws.send(WsMessage::Binary(frame.into())).await.unwrap();
+        msg_id
+    }
+
     /// Send a raw frame (for malformed-input tests).
     pub async fn send_raw(&mut self, frame: WsMessage) {
         let _ = self.ws.send(frame).await;
@@ -362,4 +386,20 @@ pub async fn upgrade_status(url: &str, headers: &[(&str, String)]) -> u16 {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
         Err(other) => panic!("websocket: {other}"),
     }
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// The value of the unlabelled sample `name` in a Prometheus text exposition.
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
