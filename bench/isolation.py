@@ -54,11 +54,17 @@ class Server:
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(300):
             try:
-                self.status = _rest(self, "GET", "api/concord/status")
-                return
+                status = _rest(self, "GET", "api/status")
+                break
             except Exception:
                 time.sleep(0.1)
-        raise SystemExit(f"{label}: the server did not start")
+        else:
+            raise SystemExit(f"{label}: the server did not start")
+        try:
+            self.status = _rest(self, "GET", "api/concord/status")
+        except Exception:
+            # Older builds told it in /api/status.
+            self.status = status
 
     def stop(self):
         self.proc.terminate()
