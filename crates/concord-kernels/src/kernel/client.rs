@@ -16,7 +16,7 @@ use crate::ws::{decode, Channel, CodecError, WsFrame, WsProtocol};
 
 /// What a websocket client may do on a kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Permission {
+pub enum KernelAccess {
     /// Send anything.
     Execute,
     /// Receive iopub and ask harmless questions; everything that runs code is refused.
@@ -66,7 +66,7 @@ pub struct ClientInbound {
     kernel: Arc<Kernel>,
     manager: KernelManager,
     key: ClientKey,
-    permission: Permission,
+    permission: KernelAccess,
     protocol: WsProtocol,
 }
 
@@ -79,7 +79,7 @@ impl KernelManager {
         kernel_id: &str,
         session_id: &str,
         username: &str,
-        permission: Permission,
+        permission: KernelAccess,
         protocol: WsProtocol,
     ) -> Result<ClientConnection, KernelError> {
         let k = self.kernel(kernel_id)?;
@@ -147,8 +147,8 @@ impl ClientInbound {
             return Ok(Inbound::Refused);
         }
         let allowed = match self.permission {
-            Permission::Execute => true,
-            Permission::Watch => {
+            KernelAccess::Execute => true,
+            KernelAccess::Watch => {
                 channel == Channel::Shell
                     && WATCH_ALLOWED_SHELL.contains(&msg.info.msg_type.as_str())
             }

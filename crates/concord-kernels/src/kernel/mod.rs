@@ -29,7 +29,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
 
-pub use client::{ClientConnection, ClientInbound, Inbound, InboundError, Permission};
+pub use client::{ClientConnection, ClientInbound, Inbound, InboundError, KernelAccess};
 pub use config::{KernelManagerConfig, TransportKind};
 pub use error::{ErrorKind, KernelError};
 pub use metrics::KernelMetrics;
