@@ -21,6 +21,8 @@ pub use kernel::{
     KernelAccess, KernelAction, KernelActionKind, KernelError, KernelInfo, KernelManager,
     KernelManagerConfig, KernelMetrics, KernelModel, StartKernel, TransportKind,
 };
-pub use kernelspec::{InterruptMode, KernelSpec, KernelSpecError, KernelSpecManager};
+pub use kernelspec::{
+    InterruptMode, KernelSpec, KernelSpecError, KernelSpecManager, KernelSpecResource,
+};
 pub use sessions::{NewSession, SessionError, SessionInfo, SessionManager, SessionPatch};
 pub use ws::{Channel, WsFrame, WsProtocol, V1_SUBPROTOCOL};
