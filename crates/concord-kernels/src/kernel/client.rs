@@ -117,32 +117,21 @@ impl ClientInbound {
     /// Handle one frame from the client: decode, check permission, stamp `header.username`,
     /// and queue it for the kernel.
     pub async fn handle(&self, frame: WsFrame) -> Result<Inbound, InboundError> {
+        let counters = &self.manager.inner.counters;
         let (channel, mut msg) = match decode(&frame, self.protocol) {
             Ok(x) => x,
             Err(e) => {
-                self.manager
-                    .inner
-                    .counters
-                    .malformed
-                    .fetch_add(1, Ordering::Relaxed);
+                counters.malformed.fetch_add(1, Ordering::Relaxed);
                 return Err(e.into());
             }
         };
         let k = &self.kernel;
         if channel == Channel::Iopub {
-            self.manager
-                .inner
-                .counters
-                .malformed
-                .fetch_add(1, Ordering::Relaxed);
+            counters.malformed.fetch_add(1, Ordering::Relaxed);
             return Err(CodecError::Malformed("clients cannot send on iopub".into()).into());
         }
         if let Err(why) = check_parts(&msg) {
-            self.manager
-                .inner
-                .counters
-                .malformed
-                .fetch_add(1, Ordering::Relaxed);
+            counters.malformed.fetch_add(1, Ordering::Relaxed);
             self.refuse(channel, &msg, "InvalidMessage", &why);
             return Ok(Inbound::Refused);
         }
@@ -154,11 +143,7 @@ impl ClientInbound {
             }
         };
         if !allowed {
-            self.manager
-                .inner
-                .counters
-                .refused
-                .fetch_add(1, Ordering::Relaxed);
+            counters.refused.fetch_add(1, Ordering::Relaxed);
             let why = format!(
                 "user {:?} may watch this kernel but not run code in it; {} refused",
                 self.key.username, msg.info.msg_type

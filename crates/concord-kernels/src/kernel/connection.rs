@@ -8,6 +8,15 @@ use serde_json::{json, Value};
 use super::{KernelError, KernelManager, TransportKind};
 use crate::wire::Signer;
 
+/// The connection file's port fields, one per kernel socket.
+pub(super) const PORT_NAMES: [&str; 5] = [
+    "shell_port",
+    "iopub_port",
+    "stdin_port",
+    "control_port",
+    "hb_port",
+];
+
 impl KernelManager {
     /// A kernel's own directory in the runtime directory: its connection file and, with the
     /// IPC transport, its sockets. Short: Unix socket paths are limited to 107 bytes.
@@ -40,13 +49,6 @@ impl KernelManager {
     ) -> Result<(Value, Vec<PathBuf>), KernelError> {
         let cfg = &self.inner.config;
         let key = Signer::random_key();
-        let names = [
-            "shell_port",
-            "iopub_port",
-            "stdin_port",
-            "control_port",
-            "hb_port",
-        ];
         let mut info = json!({
             "key": key,
             "signature_scheme": "hmac-sha256",
@@ -60,7 +62,7 @@ impl KernelManager {
                 let base = self.kernel_dir(id).join(format!("ipc-{generation}"));
                 info["transport"] = json!("ipc");
                 info["ip"] = json!(base.to_string_lossy());
-                for (i, n) in names.iter().enumerate() {
+                for (i, n) in PORT_NAMES.iter().enumerate() {
                     let port = i + 1;
                     info[*n] = json!(port);
                     let f = PathBuf::from(format!("{}-{port}", base.to_string_lossy()));
@@ -72,7 +74,7 @@ impl KernelManager {
                 info["transport"] = json!("tcp");
                 info["ip"] = json!(cfg.ip);
                 let mut listeners = Vec::new();
-                for n in names {
+                for n in PORT_NAMES {
                     let (l, port) = free_port(&cfg.ip, &cfg.reserved_ports)?;
                     info[n] = json!(port);
                     listeners.push(l);

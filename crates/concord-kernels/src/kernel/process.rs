@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::channels::{drop_unread_input, iopub_task, reader_task, writer_task, Liveness};
 use super::client::{fail_pending, Unanswered};
-use super::connection::{create_private_dir, remove_files, write_private_file};
+use super::connection::{create_private_dir, remove_files, write_private_file, PORT_NAMES};
 use super::{Kernel, KernelActionKind, KernelError, KernelManager};
 use crate::hub::{lock, Pending, Route};
 use crate::kernelspec::resolve_python;
@@ -80,17 +80,11 @@ impl KernelManager {
         let ipc = info["transport"] == "ipc";
         let extras = concord_confine::LaunchExtras {
             read_files: vec![conn_file.clone()],
-            bind_tcp: [
-                "shell_port",
-                "iopub_port",
-                "stdin_port",
-                "control_port",
-                "hb_port",
-            ]
-            .iter()
-            .filter(|_| !ipc)
-            .filter_map(|n| info[*n].as_u64().and_then(|p| u16::try_from(p).ok()))
-            .collect(),
+            bind_tcp: PORT_NAMES
+                .iter()
+                .filter(|_| !ipc)
+                .filter_map(|n| info[*n].as_u64().and_then(|p| u16::try_from(p).ok()))
+                .collect(),
             socket_dirs: if ipc {
                 vec![kernel_dir.clone()]
             } else {
