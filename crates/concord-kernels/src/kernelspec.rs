@@ -118,6 +118,15 @@ impl KernelSpec {
     }
 }
 
+/// A file of a kernelspec's directory (a logo, `kernel.js`, `kernel.css`), read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelSpecResource {
+    /// The file's content.
+    pub bytes: Vec<u8>,
+    /// Its MIME type, guessed from its name; `text/plain` when unknown, as jupyter_server.
+    pub mime_type: &'static str,
+}
+
 /// How a kernel is interrupted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InterruptMode {
@@ -220,10 +229,25 @@ impl KernelSpecManager {
         Err(KernelSpecError::NoSuchKernel(name.to_string()))
     }
 
-    /// The file behind `/kernelspecs/{name}/{file}`: a regular file inside the spec's
-    /// directory (after resolving symlinks); `..`, absolute paths and escapes are "no such
-    /// resource".
-    pub fn resource_path(&self, name: &str, file: &str) -> Result<PathBuf, KernelSpecError> {
+    /// The file `file` (a relative path) of kernelspec `name`'s directory, with its MIME
+    /// type: what `/kernelspecs/{name}/{file}` serves. Only a regular file inside the
+    /// directory (after resolving symlinks) is read; `..`, absolute paths, escapes and
+    /// unreadable files are [`KernelSpecError::NoSuchResource`], an unknown kernelspec is
+    /// [`KernelSpecError::NoSuchKernel`].
+    pub fn resource(&self, name: &str, file: &str) -> Result<KernelSpecResource, KernelSpecError> {
+        let path = self.resource_path(name, file)?;
+        let bytes = std::fs::read(path)
+            .map_err(|_| KernelSpecError::NoSuchResource(format!("{name}/{file}")))?;
+        let mime_type = mime_guess::from_path(file)
+            .first_raw()
+            .unwrap_or("text/plain");
+        Ok(KernelSpecResource { bytes, mime_type })
+    }
+
+    /// Where the file behind `/kernelspecs/{name}/{file}` is: a regular file inside the
+    /// spec's directory (after resolving symlinks); `..`, absolute paths and escapes are "no
+    /// such resource".
+    fn resource_path(&self, name: &str, file: &str) -> Result<PathBuf, KernelSpecError> {
         let spec = self.get(name)?;
         let missing = || KernelSpecError::NoSuchResource(format!("{name}/{file}"));
         let rel = Path::new(file);
@@ -359,6 +383,47 @@ mod tests {
                     Err(KernelSpecError::NoSuchResource(_))
                 ),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn resources_are_read_with_their_mime_type() {
+        let a = tempfile::tempdir().unwrap();
+        let d = write_spec(a.path(), "k", r#"{"argv":["x"]}"#);
+        std::fs::write(d.join("logo-64x64.png"), b"\x89PNG").unwrap();
+        std::fs::write(d.join("kernel.js"), b"define([], {})").unwrap();
+        std::fs::write(d.join("notes.unknownext"), b"n").unwrap();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::write(d.join("sub/kernel.css"), b"body {}").unwrap();
+        let m = KernelSpecManager {
+            kernel_dirs: vec![a.path().into()],
+        };
+        let logo = m.resource("k", "logo-64x64.png").unwrap();
+        assert_eq!(logo.bytes, b"\x89PNG");
+        assert_eq!(logo.mime_type, "image/png");
+        let js = m.resource("K", "kernel.js").unwrap();
+        assert_eq!(js.bytes, b"define([], {})");
+        assert!(js.mime_type.ends_with("javascript"), "{}", js.mime_type);
+        assert_eq!(
+            m.resource("k", "notes.unknownext").unwrap().mime_type,
+            "text/plain"
+        );
+        assert_eq!(
+            m.resource("k", "sub/kernel.css").unwrap().mime_type,
+            "text/css"
+        );
+        assert!(matches!(
+            m.resource("nope", "kernel.js"),
+            Err(KernelSpecError::NoSuchKernel(_))
+        ));
+        for missing in ["sub", "missing.png", "../k/kernel.js", "sub/../kernel.js"] {
+            assert!(
+                matches!(
+                    m.resource("k", missing),
+                    Err(KernelSpecError::NoSuchResource(_))
+                ),
+                "{missing}"
             );
         }
     }

@@ -18,9 +18,11 @@ pub mod zmtp;
 pub use hub::{ClientOutbound, WsOut, CLOSE_NORMAL, CLOSE_TOO_SLOW};
 pub use kernel::{
     ClientConnection, ClientInbound, ConfinementProvider, ErrorKind, Inbound, InboundError,
-    KernelAction, KernelActionKind, KernelError, KernelInfo, KernelManager, KernelManagerConfig,
-    KernelMetrics, KernelModel, Permission, StartKernel, TransportKind,
+    KernelAccess, KernelAction, KernelActionKind, KernelError, KernelInfo, KernelManager,
+    KernelManagerConfig, KernelMetrics, KernelModel, StartKernel, TransportKind,
 };
-pub use kernelspec::{InterruptMode, KernelSpec, KernelSpecError, KernelSpecManager};
+pub use kernelspec::{
+    InterruptMode, KernelSpec, KernelSpecError, KernelSpecManager, KernelSpecResource,
+};
 pub use sessions::{NewSession, SessionError, SessionInfo, SessionManager, SessionPatch};
 pub use ws::{Channel, WsFrame, WsProtocol, V1_SUBPROTOCOL};

@@ -9,6 +9,10 @@
 //! big-endian when LONG), the body. We announce version 3.0, so a subscription is the 3.0
 //! form (a message whose first byte is 1), which libzmq's XPUB and PUB accept from any 3.x
 //! peer, and the peer sends no heartbeat commands.
+//!
+//! Not supported, on purpose (a kernel on the same machine needs none of it): the CURVE and
+//! PLAIN mechanisms, reconnecting (a broken connection ends the channel; see
+//! `transport.rs`), more than one peer per socket, and ZMTP 3.1 beyond answering a PING.
 
 use bytes::{Buf, Bytes, BytesMut};
 

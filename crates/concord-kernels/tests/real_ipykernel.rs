@@ -10,9 +10,9 @@ use concord_authz::Owner;
 use concord_kernels::wire::Message;
 use concord_kernels::ws::{decode, encode};
 use concord_kernels::{
-    Channel, ClientConnection, Inbound, KernelAction, KernelActionKind, KernelManager,
-    KernelManagerConfig, KernelSpecManager, NewSession, Permission, SessionManager, SessionPatch,
-    StartKernel, TransportKind, WsFrame, WsOut, WsProtocol, CLOSE_TOO_SLOW,
+    Channel, ClientConnection, Inbound, KernelAccess, KernelAction, KernelActionKind,
+    KernelManager, KernelManagerConfig, KernelSpecManager, NewSession, SessionManager,
+    SessionPatch, StartKernel, TransportKind, WsFrame, WsOut, WsProtocol, CLOSE_TOO_SLOW,
 };
 use serde_json::{json, Value};
 
@@ -229,7 +229,13 @@ async fn start_execute_interrupt_restart_shutdown() {
 
     let mut c = env
         .mgr
-        .connect(&id, "sess-a", "alice", Permission::Execute, WsProtocol::V1)
+        .connect(
+            &id,
+            "sess-a",
+            "alice",
+            KernelAccess::Execute,
+            WsProtocol::V1,
+        )
         .unwrap();
     assert_eq!(env.mgr.get(&id).unwrap().model.connections, 1);
     let out = run(&mut c, "print('hello from ipykernel')", "alice").await;
@@ -318,7 +324,13 @@ async fn kill_9_is_detected_and_the_kernel_restarts() {
     let id = start(&env.mgr, "alice").await;
     let mut c = env
         .mgr
-        .connect(&id, "s1", "alice", Permission::Execute, WsProtocol::Legacy)
+        .connect(
+            &id,
+            "s1",
+            "alice",
+            KernelAccess::Execute,
+            WsProtocol::Legacy,
+        )
         .unwrap();
     run(&mut c, "x = 1", "alice").await;
     let mut actions = env.mgr.subscribe_actions();
@@ -420,11 +432,17 @@ async fn a_watcher_sees_outputs_but_cannot_run_code() {
     let id = start(&env.mgr, "alice").await;
     let mut alice = env
         .mgr
-        .connect(&id, "sa", "alice", Permission::Execute, WsProtocol::Legacy)
+        .connect(
+            &id,
+            "sa",
+            "alice",
+            KernelAccess::Execute,
+            WsProtocol::Legacy,
+        )
         .unwrap();
     let mut bob = env
         .mgr
-        .connect(&id, "sb", "bob", Permission::Watch, WsProtocol::V1)
+        .connect(&id, "sb", "bob", KernelAccess::Watch, WsProtocol::V1)
         .unwrap();
 
     // Alice claims to be mallory: the kernel sees alice.
@@ -544,12 +562,18 @@ async fn a_slow_client_does_not_cause_loss_for_another() {
     let id = start(&env.mgr, "alice").await;
     let mut fast = env
         .mgr
-        .connect(&id, "fast", "alice", Permission::Execute, WsProtocol::V1)
+        .connect(&id, "fast", "alice", KernelAccess::Execute, WsProtocol::V1)
         .unwrap();
     // The slow client never reads during the flood.
     let slow = env
         .mgr
-        .connect(&id, "slow", "alice", Permission::Watch, WsProtocol::Legacy)
+        .connect(
+            &id,
+            "slow",
+            "alice",
+            KernelAccess::Watch,
+            WsProtocol::Legacy,
+        )
         .unwrap();
     let n = 3000;
     let out = run(
@@ -584,7 +608,13 @@ async fn a_slow_client_does_not_cause_loss_for_another() {
     // Reconnecting with the same session replays everything it missed.
     let mut again = env
         .mgr
-        .connect(&id, "slow", "alice", Permission::Watch, WsProtocol::Legacy)
+        .connect(
+            &id,
+            "slow",
+            "alice",
+            KernelAccess::Watch,
+            WsProtocol::Legacy,
+        )
         .unwrap();
     let mut count = 0;
     read_until(&mut again, |_, m, c| {
@@ -604,7 +634,7 @@ async fn reconnect_replays_only_for_the_same_user_and_malformed_frames_are_error
     let id = start(&env.mgr, "alice").await;
     let mut runner = env
         .mgr
-        .connect(&id, "r", "alice", Permission::Execute, WsProtocol::V1)
+        .connect(&id, "r", "alice", KernelAccess::Execute, WsProtocol::V1)
         .unwrap();
     let away = env
         .mgr
@@ -612,7 +642,7 @@ async fn reconnect_replays_only_for_the_same_user_and_malformed_frames_are_error
             &id,
             "shared-id",
             "alice",
-            Permission::Execute,
+            KernelAccess::Execute,
             WsProtocol::V1,
         )
         .unwrap();
@@ -626,7 +656,7 @@ async fn reconnect_replays_only_for_the_same_user_and_malformed_frames_are_error
             &id,
             "shared-id",
             "mallory",
-            Permission::Watch,
+            KernelAccess::Watch,
             WsProtocol::V1,
         )
         .unwrap();
@@ -645,7 +675,7 @@ async fn reconnect_replays_only_for_the_same_user_and_malformed_frames_are_error
             &id,
             "shared-id",
             "alice",
-            Permission::Execute,
+            KernelAccess::Execute,
             WsProtocol::Legacy,
         )
         .unwrap();
@@ -689,7 +719,7 @@ async fn shutdown_all_leaves_no_process_behind() {
     // A kernel with a child process of its own (in its process group).
     let mut c = env
         .mgr
-        .connect(&b, "s", "bob", Permission::Execute, WsProtocol::V1)
+        .connect(&b, "s", "bob", KernelAccess::Execute, WsProtocol::V1)
         .unwrap();
     let out = run(
         &mut c,
@@ -742,7 +772,7 @@ async fn sessions_are_owned_and_shared_only_by_policy() {
             &a.kernel_id,
             "x",
             "alice",
-            Permission::Execute,
+            KernelAccess::Execute,
             WsProtocol::V1,
         )
         .unwrap();
@@ -931,7 +961,7 @@ async fn bad_requests_are_clear_errors() {
     assert_eq!(e.kind(), concord_kernels::ErrorKind::BadRequest);
     assert!(env
         .mgr
-        .connect("no-such", "s", "a", Permission::Execute, WsProtocol::V1)
+        .connect("no-such", "s", "a", KernelAccess::Execute, WsProtocol::V1)
         .is_err());
     assert!(env.mgr.list().is_empty());
 }

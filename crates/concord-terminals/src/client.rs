@@ -13,7 +13,7 @@ use crate::terminal::{lock, ClientLink, Terminal};
 
 /// What an attached client may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Permission {
+pub enum TerminalAccess {
     /// Type into the shell and resize it (execute on the terminal).
     Type,
     /// Only watch the output (read on a shared terminal). Input is refused with a notice
@@ -77,7 +77,7 @@ impl TerminalClient {
     pub(crate) fn new(
         terminal: Arc<Terminal>,
         id: u64,
-        permission: Permission,
+        permission: TerminalAccess,
         rx: mpsc::UnboundedReceiver<String>,
         link: Arc<ClientLink>,
     ) -> Self {
@@ -98,7 +98,7 @@ impl TerminalClient {
     }
 
     /// What this client may do.
-    pub fn permission(&self) -> Permission {
+    pub fn permission(&self) -> TerminalAccess {
         self.input.permission
     }
 
@@ -111,13 +111,13 @@ impl TerminalClient {
 /// Handles the frames a client sends.
 pub struct ClientInput {
     registration: Arc<Registration>,
-    permission: Permission,
+    permission: TerminalAccess,
     last_notice: Mutex<Option<Instant>>,
 }
 
 impl ClientInput {
     /// What this client may do.
-    pub fn permission(&self) -> Permission {
+    pub fn permission(&self) -> TerminalAccess {
         self.permission
     }
 
@@ -130,11 +130,11 @@ impl ClientInput {
         let terminal = &self.registration.terminal;
         match protocol::parse_client_message(text)? {
             ClientMessage::Stdin(data) => match self.permission {
-                Permission::Type => {
+                TerminalAccess::Type => {
                     // Once the shell is gone the output side closes the client.
                     terminal.write_input(data.into_bytes()).await;
                 }
-                Permission::Watch => self.refuse_input(),
+                TerminalAccess::Watch => self.refuse_input(),
             },
             ClientMessage::SetSize {
                 rows,
@@ -142,7 +142,7 @@ impl ClientInput {
                 height_px,
                 width_px,
             } => {
-                if self.permission == Permission::Type {
+                if self.permission == TerminalAccess::Type {
                     terminal.set_client_size(
                         self.registration.id,
                         (rows, cols),

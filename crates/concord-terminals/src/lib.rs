@@ -9,7 +9,7 @@
 //! - [`TerminalManager::attach`] gives a [`TerminalClient`]: its [`ClientInput`] takes the
 //!   websocket's text frames, its [`ClientOutput`] yields the frames to send
 //!   (`["setup", {}]`, the replayed history, live `["stdout", …]`, `["disconnect", 1]`).
-//!   A [`Permission::Watch`] client sees everything but its input never reaches the shell.
+//!   A [`TerminalAccess::Watch`] client sees everything but its input never reaches the shell.
 //! - [`serve_client`] drives one websocket with any library: the server maps its messages
 //!   to [`Incoming`] and from [`Outgoing`].
 //!
@@ -26,7 +26,7 @@ mod terminal;
 mod utf8;
 
 pub use client::{
-    ClientInput, ClientOutput, CloseKind, CloseReason, Permission, ServerFrame, TerminalClient,
+    ClientInput, ClientOutput, CloseKind, CloseReason, ServerFrame, TerminalAccess, TerminalClient,
     WATCH_ONLY_NOTICE,
 };
 pub use config::TerminalConfig;

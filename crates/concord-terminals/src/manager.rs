@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use chrono::Utc;
 use concord_authz::Owner;
 
-use crate::client::{Permission, TerminalClient};
+use crate::client::{TerminalAccess, TerminalClient};
 use crate::config::TerminalConfig;
 use crate::error::TerminalError;
 use crate::terminal::{lock, Terminal, TerminalInfo};
@@ -206,7 +206,7 @@ impl TerminalManager {
         &self,
         name: &str,
         username: &str,
-        permission: Permission,
+        permission: TerminalAccess,
     ) -> Result<TerminalClient, TerminalError> {
         let terminal = self.running(name)?;
         let (id, rx, link) = terminal.attach(username, permission)?;

@@ -16,7 +16,7 @@ use tokio::process::Child;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::client::{CloseKind, CloseReason, Permission};
+use crate::client::{CloseKind, CloseReason, TerminalAccess};
 use crate::config::TerminalConfig;
 use crate::error::TerminalError;
 use crate::procs::{self, Members};
@@ -44,7 +44,7 @@ pub struct AttachedClient {
     /// Who is attached.
     pub username: String,
     /// Whether they may type.
-    pub permission: Permission,
+    pub permission: TerminalAccess,
 }
 
 /// What is known about a running terminal.
@@ -101,7 +101,7 @@ pub(crate) struct ClientLink {
 struct ClientSlot {
     id: u64,
     username: String,
-    permission: Permission,
+    permission: TerminalAccess,
     /// Rows and columns; `None` for a dimension the client has not given.
     size: (Option<u16>, Option<u16>),
     pixels: (u16, u16),
@@ -335,7 +335,7 @@ impl Terminal {
     pub(crate) fn attach(
         &self,
         username: &str,
-        permission: Permission,
+        permission: TerminalAccess,
     ) -> Result<(u64, mpsc::UnboundedReceiver<String>, Arc<ClientLink>), TerminalError> {
         let mut state = lock(&self.state);
         if state.ended || self.is_terminating() {
@@ -441,7 +441,7 @@ impl Terminal {
         let typists = state
             .clients
             .iter()
-            .filter(|c| c.permission == Permission::Type);
+            .filter(|c| c.permission == TerminalAccess::Type);
         let mut smallest: Option<(u16, u16, u16, u16)> = None;
         for client in typists {
             let (Some(rows), Some(cols)) = client.size else {

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use concord_terminals::{
-    CloseKind, ErrorKind, Permission, ServerFrame, TerminalError, TerminalManager,
+    CloseKind, ErrorKind, ServerFrame, TerminalAccess, TerminalError, TerminalManager,
     WATCH_ONLY_NOTICE,
 };
 use serde_json::json;
@@ -18,7 +18,7 @@ async fn echo_round_trip_and_utf8() {
     assert_eq!(info.cwd, root.path());
 
     let (input, mut output) = manager
-        .attach("1", "alice", Permission::Type)
+        .attach("1", "alice", TerminalAccess::Type)
         .unwrap()
         .into_split();
     assert_eq!(next_json(&mut output).await, json!(["setup", {}]));
@@ -51,7 +51,7 @@ async fn resize_follows_the_smallest_typist_and_ignores_watchers() {
     let manager = TerminalManager::new(bash_config(root.path()));
     manager.create(owner("alice"), None).await.unwrap();
     let (a_in, mut a_out) = manager
-        .attach("1", "alice", Permission::Type)
+        .attach("1", "alice", TerminalAccess::Type)
         .unwrap()
         .into_split();
 
@@ -63,10 +63,10 @@ async fn resize_follows_the_smallest_typist_and_ignores_watchers() {
         .unwrap();
     read_until(&mut a_out, "SIZE=30 100=").await;
 
-    let b = manager.attach("1", "alice", Permission::Type).unwrap();
+    let b = manager.attach("1", "alice", TerminalAccess::Type).unwrap();
     let (b_in, b_out) = b.into_split();
     b_in.handle_text(r#"["set_size", 20, 90]"#).await.unwrap();
-    let watcher = manager.attach("1", "bob", Permission::Watch).unwrap();
+    let watcher = manager.attach("1", "bob", TerminalAccess::Watch).unwrap();
     let (w_in, _w_out) = watcher.into_split();
     w_in.handle_text(r#"["set_size", 5, 10]"#).await.unwrap();
     a_in.handle_text(&stdin("echo SIZE=$(stty size)=\r"))
@@ -91,7 +91,7 @@ async fn reattaching_client_gets_history_after_setup() {
     manager.create(owner("alice"), None).await.unwrap();
     {
         let (input, mut output) = manager
-            .attach("1", "alice", Permission::Type)
+            .attach("1", "alice", TerminalAccess::Type)
             .unwrap()
             .into_split();
         input
@@ -103,7 +103,7 @@ async fn reattaching_client_gets_history_after_setup() {
     assert!(manager.get("1").unwrap().clients.is_empty());
 
     let (_input, mut output) = manager
-        .attach("1", "alice", Permission::Type)
+        .attach("1", "alice", TerminalAccess::Type)
         .unwrap()
         .into_split();
     assert_eq!(next_json(&mut output).await, json!(["setup", {}]));
@@ -123,11 +123,11 @@ async fn watcher_sees_output_but_cannot_type() {
     let manager = TerminalManager::new(bash_config(root.path()));
     manager.create(owner("alice"), None).await.unwrap();
     let (o_in, mut o_out) = manager
-        .attach("1", "alice", Permission::Type)
+        .attach("1", "alice", TerminalAccess::Type)
         .unwrap()
         .into_split();
     let (w_in, mut w_out) = manager
-        .attach("1", "bob", Permission::Watch)
+        .attach("1", "bob", TerminalAccess::Watch)
         .unwrap()
         .into_split();
     assert_eq!(next_json(&mut w_out).await, json!(["setup", {}]));
@@ -161,7 +161,7 @@ async fn watcher_sees_output_but_cannot_type() {
     assert_eq!(clients.len(), 2);
     assert!(clients
         .iter()
-        .any(|c| c.username == "bob" && c.permission == Permission::Watch));
+        .any(|c| c.username == "bob" && c.permission == TerminalAccess::Watch));
 
     manager.shutdown_all().await;
 }
@@ -216,7 +216,7 @@ async fn models_and_errors_match_jupyter_server() {
     let missing = manager.get("9").unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound);
     assert_eq!(missing.to_string(), "Terminal not found: 9");
-    assert!(manager.attach("9", "alice", Permission::Type).is_err());
+    assert!(manager.attach("9", "alice", TerminalAccess::Type).is_err());
     assert_eq!(
         manager.delete("9").await.unwrap_err().kind(),
         ErrorKind::NotFound
@@ -252,7 +252,7 @@ async fn malformed_frames_are_refused_and_the_terminal_goes_on() {
     let manager = TerminalManager::new(bash_config(root.path()));
     manager.create(owner("alice"), None).await.unwrap();
     let (input, mut output) = manager
-        .attach("1", "alice", Permission::Type)
+        .attach("1", "alice", TerminalAccess::Type)
         .unwrap()
         .into_split();
     for bad in [
@@ -286,11 +286,11 @@ async fn exit_sends_disconnect_and_forgets_the_terminal() {
     let manager = TerminalManager::new(bash_config(root.path()));
     manager.create(owner("alice"), None).await.unwrap();
     let (input, mut output) = manager
-        .attach("1", "alice", Permission::Type)
+        .attach("1", "alice", TerminalAccess::Type)
         .unwrap()
         .into_split();
     let (_watch_in, mut watch_out) = manager
-        .attach("1", "bob", Permission::Watch)
+        .attach("1", "bob", TerminalAccess::Watch)
         .unwrap()
         .into_split();
     input
@@ -327,12 +327,12 @@ async fn slow_client_is_dropped_without_holding_up_others() {
     let manager = TerminalManager::new(config);
     manager.create(owner("alice"), None).await.unwrap();
     let (input, mut fast) = manager
-        .attach("1", "alice", Permission::Type)
+        .attach("1", "alice", TerminalAccess::Type)
         .unwrap()
         .into_split();
     // Never read from until the end.
     let (_slow_in, mut slow) = manager
-        .attach("1", "bob", Permission::Watch)
+        .attach("1", "bob", TerminalAccess::Watch)
         .unwrap()
         .into_split();
     // The shell waits for the fast client after each 100 kB, so only the client that
@@ -409,7 +409,7 @@ async fn replay_keeps_only_the_most_recent_output() {
     manager.create(owner("alice"), None).await.unwrap();
     {
         let (input, mut output) = manager
-            .attach("1", "alice", Permission::Type)
+            .attach("1", "alice", TerminalAccess::Type)
             .unwrap()
             .into_split();
         input
@@ -421,7 +421,7 @@ async fn replay_keeps_only_the_most_recent_output() {
         read_until(&mut output, "LAST4").await;
     }
     let (_input, mut output) = manager
-        .attach("1", "alice", Permission::Watch)
+        .attach("1", "alice", TerminalAccess::Watch)
         .unwrap()
         .into_split();
     assert_eq!(next_json(&mut output).await, json!(["setup", {}]));

@@ -4,13 +4,13 @@
 mod common;
 
 use common::*;
-use concord_terminals::{CloseKind, ErrorKind, Permission, ServerFrame, TerminalManager};
+use concord_terminals::{CloseKind, ErrorKind, ServerFrame, TerminalAccess, TerminalManager};
 
 /// Start five kinds of leftover in the terminal, tagged with `tag` (a unique number), and
 /// wait until all are running. Returns their pids.
 async fn start_leftovers(manager: &TerminalManager, name: &str, tag: u32) -> Vec<i32> {
     let (input, mut output) = manager
-        .attach(name, "alice", Permission::Type)
+        .attach(name, "alice", TerminalAccess::Type)
         .unwrap()
         .into_split();
     let script = format!(
@@ -67,7 +67,7 @@ async fn delete_leaves_no_process() {
     assert!(pids.len() >= 6, "{pids:?}");
     assert!(exists(-pgid));
     let (_input, mut watching) = manager
-        .attach("1", "bob", Permission::Watch)
+        .attach("1", "bob", TerminalAccess::Watch)
         .unwrap()
         .into_split();
 
@@ -98,7 +98,7 @@ async fn shutdown_all_leaves_no_process_and_refuses_new_terminals() {
     // The second shell ignores SIGHUP and SIGTERM itself: only SIGKILL ends it.
     {
         let (input, mut output) = manager
-            .attach("2", "bob", Permission::Type)
+            .attach("2", "bob", TerminalAccess::Type)
             .unwrap()
             .into_split();
         input

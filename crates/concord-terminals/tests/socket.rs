@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use concord_terminals::{serve_client, Incoming, Outgoing, Permission, TerminalManager};
+use concord_terminals::{serve_client, Incoming, Outgoing, TerminalAccess, TerminalManager};
 use futures::channel::mpsc;
 use futures::StreamExt;
 
@@ -43,7 +43,7 @@ async fn typing_and_a_malformed_frame_closes_with_1007() {
     let root = tempfile::tempdir().unwrap();
     let manager = TerminalManager::new(bash_config(root.path()));
     manager.create(owner("alice"), None).await.unwrap();
-    let client = manager.attach("1", "alice", Permission::Type).unwrap();
+    let client = manager.attach("1", "alice", TerminalAccess::Type).unwrap();
     let (to_server, incoming) = mpsc::unbounded();
     let (outgoing, mut from_server) = mpsc::unbounded();
     let served = tokio::spawn(serve_client(client, incoming, outgoing));
@@ -80,7 +80,7 @@ async fn client_close_detaches_and_terminal_end_closes_with_1000() {
     let manager = TerminalManager::new(bash_config(root.path()));
     manager.create(owner("alice"), None).await.unwrap();
 
-    let client = manager.attach("1", "alice", Permission::Type).unwrap();
+    let client = manager.attach("1", "alice", TerminalAccess::Type).unwrap();
     let (to_server, incoming) = mpsc::unbounded();
     let (outgoing, _from_server) = mpsc::unbounded();
     let served = tokio::spawn(serve_client(client, incoming, outgoing));
@@ -88,7 +88,7 @@ async fn client_close_detaches_and_terminal_end_closes_with_1000() {
     served.await.unwrap();
     assert!(manager.get("1").unwrap().clients.is_empty());
 
-    let client = manager.attach("1", "bob", Permission::Watch).unwrap();
+    let client = manager.attach("1", "bob", TerminalAccess::Watch).unwrap();
     let (_to_server, incoming) = mpsc::unbounded::<Incoming>();
     let (outgoing, mut from_server) = mpsc::unbounded();
     let served = tokio::spawn(serve_client(client, incoming, outgoing));
@@ -123,7 +123,7 @@ async fn a_socket_that_takes_nothing_is_let_go_and_a_message_too_big_closes_with
     let manager = TerminalManager::new(config);
     manager.create(owner("alice"), None).await.unwrap();
 
-    let client = manager.attach("1", "alice", Permission::Type).unwrap();
+    let client = manager.attach("1", "alice", TerminalAccess::Type).unwrap();
     let (to_server, incoming) = mpsc::unbounded::<Incoming>();
     // Room for one frame, and nobody reads it.
     let (outgoing, _never_read) = mpsc::channel::<Outgoing>(0);
@@ -137,7 +137,7 @@ async fn a_socket_that_takes_nothing_is_let_go_and_a_message_too_big_closes_with
         .unwrap();
     assert!(manager.get("1").unwrap().clients.is_empty());
 
-    let client = manager.attach("1", "alice", Permission::Type).unwrap();
+    let client = manager.attach("1", "alice", TerminalAccess::Type).unwrap();
     let (to_server, incoming) = mpsc::unbounded();
     let (outgoing, mut from_server) = mpsc::unbounded();
     let served = tokio::spawn(serve_client(client, incoming, outgoing));
@@ -165,7 +165,7 @@ async fn input_the_shell_does_not_read_is_held_within_the_budget() {
     let manager = TerminalManager::new(config);
     manager.create(owner("alice"), None).await.unwrap();
     let (input, mut output) = manager
-        .attach("1", "alice", Permission::Type)
+        .attach("1", "alice", TerminalAccess::Type)
         .unwrap()
         .into_split();
     input

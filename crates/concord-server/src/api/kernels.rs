@@ -3,7 +3,7 @@
 //! The route's declared permission was already granted (type-level for the list and for
 //! starting a kernel, on the instance for the rest). Here: the working directory named in a
 //! POST body is authorized, lists are filtered by the policy, and the websocket's
-//! [`Permission`] (execute or watch) comes from a policy decision on the kernel.
+//! [`KernelAccess`] (execute or watch) comes from a policy decision on the kernel.
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -13,9 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use concord_authz::{Action, CanonicalPath, Owner, Resource, ResourceType};
 use concord_kernels::{
-    ClientConnection, ErrorKind, Inbound, InboundError, KernelAction, KernelActionKind,
-    KernelError, KernelInfo, KernelManager, KernelManagerConfig, KernelSpecManager, Permission,
-    SessionManager, StartKernel, TransportKind, WsFrame, WsOut, WsProtocol, CLOSE_TOO_SLOW,
+    ClientConnection, ErrorKind, Inbound, InboundError, KernelAccess, KernelAction,
+    KernelActionKind, KernelError, KernelInfo, KernelManager, KernelManagerConfig,
+    KernelSpecManager, SessionManager, StartKernel, TransportKind, WsFrame, WsOut, WsProtocol,
+    CLOSE_TOO_SLOW,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
@@ -646,7 +647,7 @@ pub async fn restart(
 }
 
 /// `WS /api/kernels/{kernel_id}/channels?session_id=…`: declared with read on the kernel;
-/// callers who may also execute get [`Permission::Execute`], the others watch.
+/// callers who may also execute get [`KernelAccess::Execute`], the others watch.
 pub async fn channels(
     State(app): State<App>,
     Extension(guard): Extension<Guard>,
@@ -666,9 +667,9 @@ pub async fn channels(
         .map(|(_, v)| v)
         .unwrap_or_default();
     let permission = if guard.may(Action::Execute, &resource) {
-        Permission::Execute
+        KernelAccess::Execute
     } else {
-        Permission::Watch
+        KernelAccess::Watch
     };
     let offered: Vec<String> = ws
         .requested_protocols()

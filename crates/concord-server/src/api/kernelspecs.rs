@@ -6,6 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use concord_authz::{Action, Resource, ResourceType};
+use concord_kernels::KernelSpecError;
 use serde_json::{json, Map, Value};
 
 use super::kernels::service;
@@ -95,26 +96,17 @@ pub async fn resource(
     }
     let km = svc.kernels.clone();
     let (lookup, wanted) = (name.clone(), file.clone());
-    let read = tokio::task::spawn_blocking(move || {
-        let path = match km.kernelspecs().resource_path(&lookup, &wanted) {
-            Ok(p) => p,
-            Err(concord_kernels::KernelSpecError::NoSuchKernel(_)) => return Err(true),
-            Err(_) => return Err(false),
-        };
-        std::fs::read(&path).map_err(|_| false)
-    })
-    .await
-    .map_err(|_| ApiError::internal("Reading the kernelspec resource failed unexpectedly"))?;
-    let bytes = match read {
-        Ok(b) => b,
-        Err(true) => return Err(not_found(&name)),
-        Err(false) => return Err(ApiError::not_found(format!("File {file} not found"))),
+    // Reading the file is file work: off the async threads.
+    let read = tokio::task::spawn_blocking(move || km.kernelspecs().resource(&lookup, &wanted))
+        .await
+        .map_err(|_| ApiError::internal("Reading the kernelspec resource failed unexpectedly"))?;
+    let resource = match read {
+        Ok(resource) => resource,
+        Err(KernelSpecError::NoSuchKernel(_)) => return Err(not_found(&name)),
+        Err(_) => return Err(ApiError::not_found(format!("File {file} not found"))),
     };
-    let mime = mime_guess::from_path(&file)
-        .first_raw()
-        .unwrap_or("text/plain");
-    let mut response = (StatusCode::OK, bytes).into_response();
-    if let Ok(v) = HeaderValue::from_str(mime) {
+    let mut response = (StatusCode::OK, resource.bytes).into_response();
+    if let Ok(v) = HeaderValue::from_str(resource.mime_type) {
         response.headers_mut().insert(header::CONTENT_TYPE, v);
     }
     if file.to_ascii_lowercase().ends_with(".png") {

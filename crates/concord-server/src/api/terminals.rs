@@ -15,7 +15,7 @@ use axum::response::Response;
 use axum::{Extension, Json};
 use concord_authz::{Action, CanonicalPath, Owner, Resource, ResourceType};
 use concord_terminals::{
-    serve_client, ErrorKind, Incoming, Outgoing, Permission, TerminalConfig, TerminalError,
+    serve_client, ErrorKind, Incoming, Outgoing, TerminalAccess, TerminalConfig, TerminalError,
     TerminalInfo, TerminalManager, TerminalModel,
 };
 use futures::{SinkExt, StreamExt};
@@ -381,9 +381,9 @@ pub async fn websocket(
     let terminals = service(&app)?;
     // Not audited: the route's read decision was; a watcher is not an attempt to type.
     let permission = if guard.may(Action::Execute, &resource) {
-        Permission::Type
+        TerminalAccess::Type
     } else {
-        Permission::Watch
+        TerminalAccess::Watch
     };
     let client = terminals
         .manager
