@@ -9,7 +9,7 @@ pub async fn start(state: &mut AppState) -> anyhow::Result<()> {
     state.paths = std::sync::Arc::new(crate::api::contents::ContentsPaths(contents.clone()));
     state.contents = Some(contents);
     state.lab = Some(std::sync::Arc::new(
-        crate::api::lab::Lab::start(&state.settings).await,
+        crate::api::lab::start(&state.settings).await,
     ));
     crate::api::events::start(state)?;
     crate::api::kernels::start(state)?;

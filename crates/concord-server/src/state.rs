@@ -58,7 +58,7 @@ pub struct AppState {
     /// The files service (`None` until `services::start`).
     pub contents: Option<Arc<concord_contents::ContentsManager>>,
     /// The JupyterLab front end (`None` until `services::start`).
-    pub lab: Option<Arc<crate::api::lab::Lab>>,
+    pub lab: Option<Arc<concord_lab::Lab>>,
     /// The kernels and sessions services (`None` until `services::start`).
     pub kernels: Option<Arc<crate::api::kernels::KernelService>>,
     /// Landlock confinement of kernels and terminals (`None` until `services::start`).

@@ -318,6 +318,64 @@ async fn pages_need_login_and_static_assets_are_public() {
     assert_eq!(c["quitButton"], true);
 }
 
+/// The files the JupyterLab service opens are sent as a static file server sends them:
+/// ranges, `ETag` and `Last-Modified` with their 304s, HEAD without a body.
+#[tokio::test]
+async fn files_are_sent_with_ranges_and_revalidation() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = users_server(&dir);
+    let anon = s.browser();
+    let url = s.url("lab/extensions/jupyterlab_pygments/package.json");
+    let on_disk = std::fs::read(
+        venv_prefix().join("share/jupyter/labextensions/jupyterlab_pygments/package.json"),
+    )
+    .unwrap();
+    let r = anon.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.headers()["accept-ranges"], "bytes");
+    let etag = r.headers()["etag"].clone();
+    let modified = r.headers()["last-modified"].clone();
+    assert_eq!(r.bytes().await.unwrap(), on_disk);
+
+    let r = anon
+        .get(&url)
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    assert_eq!(r.headers()["cache-control"], "no-cache");
+    let r = anon
+        .get(&url)
+        .header("If-Modified-Since", modified)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+
+    let r = anon
+        .get(&url)
+        .header("Range", "bytes=1-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 1-4/{}", on_disk.len())
+    );
+    assert_eq!(r.bytes().await.unwrap(), on_disk[1..5]);
+
+    let r = anon.head(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-length"],
+        on_disk.len().to_string().as_str()
+    );
+    assert!(r.bytes().await.unwrap().is_empty());
+}
+
 const THEMES: &str = "@jupyterlab/apputils-extension:themes";
 
 #[tokio::test]

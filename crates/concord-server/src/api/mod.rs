@@ -8,8 +8,6 @@ pub mod file_response;
 pub mod kernels;
 pub mod kernelspecs;
 pub mod lab;
-pub mod lab_install;
-pub mod lab_store;
 pub mod pages;
 pub mod sessions;
 pub mod terminals;

@@ -17,19 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Settings of the JupyterLab front end (`[lab]` in the config file).
-#[derive(clap::Args, Clone, Debug, Default, serde::Deserialize)]
-pub struct LabOptions {
-    /// JupyterLab's application directory (`<prefix>/share/jupyter/lab`, holding `static/`,
-    /// `schemas/`, `themes/`); default: found with the `python3` on PATH, as jupyterlab_server.
-    #[arg(long, env = "CONCORD_LAB_APP_DIR")]
-    pub lab_app_dir: Option<PathBuf>,
-    /// Directories of federated JupyterLab extensions (`share/jupyter/labextensions`), first
-    /// wins; default: Jupyter's data path as the `python3` on PATH reports it.
-    #[arg(long, env = "CONCORD_LABEXTENSIONS_DIR", value_delimiter = ',')]
-    pub labextensions_dir: Option<Vec<PathBuf>>,
-}
-
 /// One setting schema: the plugin's JSON Schema with the overrides applied to its defaults.
 pub struct SchemaEntry {
     /// The schema as the front end receives it.
@@ -149,16 +136,20 @@ async fn probe_python() -> PythonPaths {
 }
 
 impl LabInstall {
-    /// Find and read JupyterLab; the error says what is missing and how to fix it.
-    pub async fn discover(options: &LabOptions) -> Result<LabInstall, String> {
-        let need_python = options.lab_app_dir.is_none() || options.labextensions_dir.is_none();
+    /// Find and read JupyterLab: in `app_dir` and `labextensions` when given, else where the
+    /// `python3` on PATH says. The error says what is missing and how to fix it.
+    pub async fn discover(
+        app_dir: Option<&Path>,
+        labextensions: Option<&[PathBuf]>,
+    ) -> Result<LabInstall, String> {
+        let need_python = app_dir.is_none() || labextensions.is_none();
         let python = if need_python {
             probe_python().await
         } else {
             PythonPaths::default()
         };
-        let app_dir = match (&options.lab_app_dir, &python.jupyterlab_dir, &python.prefix) {
-            (Some(dir), _, _) => dir.clone(),
+        let app_dir = match (app_dir, &python.jupyterlab_dir, &python.prefix) {
+            (Some(dir), _, _) => dir.to_path_buf(),
             (None, Some(dir), _) => dir.clone(),
             (None, None, Some(prefix)) => prefix.join("share/jupyter/lab"),
             (None, None, None) => {
@@ -170,8 +161,8 @@ impl LabInstall {
                 )
             }
         };
-        let labextensions = match (&options.labextensions_dir, python.labextensions) {
-            (Some(dirs), _) => dirs.clone(),
+        let labextensions = match (labextensions, python.labextensions) {
+            (Some(dirs), _) => dirs.to_vec(),
             (None, Some(dirs)) => dirs,
             (None, None) => app_dir
                 .parent()
@@ -189,7 +180,7 @@ impl LabInstall {
         .map_err(|e| format!("reading JupyterLab failed: {e}"))?
     }
 
-    fn read(
+    pub(crate) fn read(
         app_dir: PathBuf,
         labextensions: Vec<PathBuf>,
         favicons_dir: Option<PathBuf>,
