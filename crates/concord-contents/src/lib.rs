@@ -11,9 +11,10 @@
 //! All operations are blocking file-system work: call them from `spawn_blocking`.
 
 mod access;
+pub mod atomic;
 mod config;
+pub mod dirents;
 mod error;
-pub mod fsio;
 mod manager;
 mod mimetypes;
 mod model;
@@ -22,6 +23,7 @@ mod pyfmt;
 mod trash;
 mod trust;
 mod upload;
+pub mod write_check;
 
 pub use access::{AllowAll, Caller, PathAccess};
 pub use concord_authz::CanonicalPath;

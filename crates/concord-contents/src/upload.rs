@@ -10,8 +10,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use struson::reader::{JsonReader, JsonStreamReader, ValueType};
 use struson::writer::{JsonStreamWriter, JsonWriter};
 
+use crate::atomic::{Producer, TempFile};
 use crate::error::{ContentsError, Result};
-use crate::fsio::{Producer, TempFile};
 
 /// A request body the service reads from.
 pub trait RequestBody: Read {

@@ -3,9 +3,10 @@
 
 use super::{mtime, ContentsManager, Located, Missing};
 use crate::access::Caller;
+use crate::atomic;
 use crate::error::{ContentsError, Result};
-use crate::fsio::{self, access_writable};
 use crate::model::{format_time, Checkpoint};
+use crate::write_check::access_writable;
 use concord_authz::CanonicalPath;
 use std::fs::{self};
 use std::path::{Path, PathBuf};
@@ -95,7 +96,7 @@ impl ContentsManager {
                 ContentsError::from_io(&e, loc.request.api_path(), "Creating checkpoint")
             })?;
         }
-        fsio::copy_with_times(&loc.os, &file, self.journal.as_ref()).map_err(|e| {
+        atomic::copy_with_times(&loc.os, &file, self.journal.as_ref()).map_err(|e| {
             ContentsError::from_io(&e, loc.request.api_path(), "Creating checkpoint")
         })?;
         Self::checkpoint_model(&file)
@@ -135,7 +136,7 @@ impl ContentsManager {
     ) -> Result<()> {
         let (loc, file) = self.checkpoint_for_id(caller, path, id)?;
         self.ensure_may_write(caller, &loc)?;
-        fsio::copy_with_times(&file, &loc.os, self.journal.as_ref())
+        atomic::copy_with_times(&file, &loc.os, self.journal.as_ref())
             .map_err(|e| self.write_error(&loc, &e))
     }
 

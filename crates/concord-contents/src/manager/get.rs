@@ -3,11 +3,13 @@
 
 use super::{is_hidden, mtime, ContentsManager, FileFormat, GetOptions, Located};
 use crate::access::Caller;
+use crate::atomic;
+use crate::dirents::{self, EntryStat};
 use crate::error::{ContentsError, Result};
-use crate::fsio::{self, access_writable, DirEntries, EntryStat, WriteCheck};
 use crate::mimetypes;
 use crate::model::{Content, ContentType, Model, Timestamp};
 use crate::notebook;
+use crate::write_check::{access_writable, WriteCheck};
 use base64::Engine;
 use concord_authz::CanonicalPath;
 use serde_json::Value;
@@ -195,17 +197,16 @@ impl ContentsManager {
         // status of each, which for a large directory runs on several threads.
         let mut name_bytes = Vec::new();
         let mut found = Vec::new();
-        let mut reader = DirEntries::new(&dir);
-        while let Some(entry) = reader.next_entry() {
-            let Ok(name) = entry.name.to_str() else {
-                continue;
+        dirents::read_entries(&dir, |raw_name, is_symlink| {
+            let Ok(name) = raw_name.to_str() else {
+                return;
             };
             if !self.should_list(name) || (!self.config.allow_hidden && name.starts_with('.')) {
-                continue;
+                return;
             }
-            found.push((name_bytes.len(), entry.is_symlink));
-            name_bytes.extend_from_slice(entry.name.to_bytes_with_nul());
-        }
+            found.push((name_bytes.len(), is_symlink));
+            name_bytes.extend_from_slice(raw_name.to_bytes_with_nul());
+        });
         let name_at = |start: usize| -> &CStr {
             name_bytes
                 .get(start..)
@@ -217,7 +218,7 @@ impl ContentsManager {
             .filter(|(_, typed_symlink)| !typed_symlink)
             .map(|&(start, _)| name_at(start))
             .collect();
-        let mut stats = fsio::stat_entries(&dir, &to_stat).into_iter();
+        let mut stats = dirents::stat_entries(&dir, &to_stat).into_iter();
         let mut entries = Vec::with_capacity(found.len());
         for &(start, typed_symlink) in &found {
             // `stats` holds one status per entry not typed a symlink, in order.
@@ -392,9 +393,9 @@ impl ContentsManager {
         match notebook::read_notebook(text) {
             Ok(nb) => Ok((nb, raw)),
             Err(unreadable) => {
-                let backup = fsio::backup_path(&loc.os);
+                let backup = atomic::backup_path(&loc.os);
                 if backup.is_file() {
-                    fs::rename(&loc.os, fsio::invalid_path(&loc.os))
+                    fs::rename(&loc.os, atomic::invalid_path(&loc.os))
                         .and_then(|_| fs::rename(&backup, &loc.os))
                         .map_err(|e| {
                             ContentsError::from_io(&e, loc.request.api_path(), "Restoring backup")

@@ -17,9 +17,9 @@ pub use query::{FileFormat, GetOptions};
 pub use save::SaveOutcome;
 
 use crate::access::Caller;
+use crate::atomic;
 use crate::config::ContentsConfig;
 use crate::error::{ContentsError, ErrorKind, Result};
-use crate::fsio;
 use crate::pyfmt::{repr_str, Glob};
 use crate::trust::TrustStore;
 use concord_authz::CanonicalPath;
@@ -44,7 +44,7 @@ pub struct ContentsManager {
     /// `config.hide_globs`, compiled.
     hide_globs: Vec<Glob>,
     /// The temp files of saves in progress (with a state directory).
-    journal: Option<fsio::TempJournal>,
+    journal: Option<atomic::TempJournal>,
 }
 
 /// The path as jupyter_server's handlers show it in messages: `/a/b`, and `''` for the root.
@@ -129,8 +129,8 @@ impl ContentsManager {
         let hide_globs = config.hide_globs.iter().map(|g| Glob::new(g)).collect();
         let journal = match &config.state_dir {
             Some(dir) => {
-                let (journal, removed) =
-                    fsio::TempJournal::open(&dir.join("temp-files")).map_err(|e| {
+                let (journal, removed) = atomic::TempJournal::open(&dir.join("temp-files"))
+                    .map_err(|e| {
                         ContentsError::internal(format!(
                             "journal of temp files in {}: {e}",
                             dir.display()

@@ -5,12 +5,13 @@ use super::{
     Located, Missing,
 };
 use crate::access::Caller;
+use crate::atomic;
 use crate::error::{ContentsError, Result};
-use crate::fsio::{self, access_writable};
 use crate::model::Model;
 use crate::notebook;
 use crate::pyfmt::repr_str;
 use crate::trash;
+use crate::write_check::access_writable;
 use concord_authz::CanonicalPath;
 use serde_json::{Map, Value};
 use std::fs::{self};
@@ -213,7 +214,7 @@ impl ContentsManager {
             let to = dest.os.join(&entry.relative);
             match &entry.source {
                 None => fs::create_dir(&to),
-                Some(from) => fsio::copy_with_times(from, &to, self.journal.as_ref()).map(|_| ()),
+                Some(from) => atomic::copy_with_times(from, &to, self.journal.as_ref()).map(|_| ()),
             }
         });
         if let Err(e) = copied {

@@ -5,14 +5,14 @@ use super::{
     Located, Missing,
 };
 use crate::access::Caller;
+use crate::atomic::{self, Producer};
 use crate::error::{ContentsError, Result};
-use crate::fsio::Producer;
-use crate::fsio::{self, access_writable};
 use crate::mimetypes;
 use crate::model::{ContentType, Model};
 use crate::notebook;
 use crate::pyfmt::repr_str;
 use crate::upload::{self, RequestBody};
+use crate::write_check::access_writable;
 use base64::Engine;
 use concord_authz::CanonicalPath;
 use serde_json::{Map, Value};
@@ -114,11 +114,14 @@ impl ContentsManager {
         let beside = self.locate(path).ok().filter(|loc| {
             !self.hidden(loc)
                 && caller.access.may_write(&loc.resolved)
-                && matches!(fsio::replacement(&loc.os), Ok(fsio::Replacement::Rename(_)))
+                && matches!(
+                    atomic::replacement(&loc.os),
+                    Ok(atomic::Replacement::Rename(_))
+                )
         });
         let mut open_spool = |_: &Map<String, Value>| -> Result<upload::SpoolFile<'_>> {
             if let Some(loc) = &beside {
-                if let Ok(tmp) = fsio::TempFile::beside(&loc.os, self.journal.as_ref()) {
+                if let Ok(tmp) = atomic::TempFile::beside(&loc.os, self.journal.as_ref()) {
                     return Ok(upload::SpoolFile::Beside(tmp));
                 }
             }
@@ -331,7 +334,7 @@ impl ContentsManager {
 
     pub(super) fn write(&self, loc: &Located, bytes: &[u8]) -> Result<()> {
         self.refuse_directory(loc)?;
-        fsio::write_atomic_with(&loc.os, &mut &bytes[..], self.journal.as_ref())
+        atomic::write_atomic_with(&loc.os, &mut &bytes[..], self.journal.as_ref())
             .map_err(|e| self.write_error(loc, &e))
     }
 
@@ -381,7 +384,7 @@ impl ContentsManager {
             (None, upload::Format::Base64) => {}
         }
         // The string was spooled before its format was known: decode it into another file.
-        let mut decoded = match fsio::TempFile::beside(&loc.os, self.journal.as_ref()) {
+        let mut decoded = match atomic::TempFile::beside(&loc.os, self.journal.as_ref()) {
             Ok(tmp) => upload::SpoolFile::Beside(tmp),
             Err(_) => upload::SpoolFile::Detached(
                 tempfile::tempfile_in(
@@ -421,9 +424,9 @@ impl ContentsManager {
     /// it when it was written beside it; otherwise it is copied, as any save.
     pub(super) fn write_spool(&self, loc: &Located, spool: upload::Spool<'_>) -> Result<()> {
         self.refuse_directory(loc)?;
-        let replacement = fsio::replacement(&loc.os).map_err(|e| self.write_error(loc, &e))?;
+        let replacement = atomic::replacement(&loc.os).map_err(|e| self.write_error(loc, &e))?;
         match (spool.file, replacement) {
-            (upload::SpoolFile::Beside(tmp), fsio::Replacement::Rename(old))
+            (upload::SpoolFile::Beside(tmp), atomic::Replacement::Rename(old))
                 if tmp.path().parent() == loc.os.parent() =>
             {
                 tmp.commit(&loc.os, old.as_ref())
@@ -431,18 +434,18 @@ impl ContentsManager {
             (upload::SpoolFile::Beside(mut tmp), _) => {
                 let source = tmp.file();
                 source.seek(io::SeekFrom::Start(0)).and_then(|_| {
-                    fsio::write_atomic_with(
+                    atomic::write_atomic_with(
                         &loc.os,
-                        &mut fsio::CopyFrom(source),
+                        &mut atomic::CopyFrom(source),
                         self.journal.as_ref(),
                     )
                 })
             }
             (upload::SpoolFile::Detached(mut file), _) => {
                 file.seek(io::SeekFrom::Start(0)).and_then(|_| {
-                    fsio::write_atomic_with(
+                    atomic::write_atomic_with(
                         &loc.os,
-                        &mut fsio::CopyFrom(&mut file),
+                        &mut atomic::CopyFrom(&mut file),
                         self.journal.as_ref(),
                     )
                 })
@@ -568,9 +571,9 @@ impl ContentsManager {
         } else if !staging.exists() {
             // Appending without a first chunk appends to the file itself, as jupyter_server does.
             if let Ok(existing) = fs::File::open(&loc.os) {
-                fsio::write_atomic_with(
+                atomic::write_atomic_with(
                     &staging,
-                    &mut fsio::CopyFrom(existing),
+                    &mut atomic::CopyFrom(existing),
                     self.journal.as_ref(),
                 )
                 .map_err(io_err)?;
