@@ -8,7 +8,7 @@ use crate::error::{ContentsError, Result};
 use crate::model::{format_time, Checkpoint};
 use crate::write_check::access_writable;
 use concord_authz::CanonicalPath;
-use std::fs::{self};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 impl ContentsManager {

@@ -23,7 +23,6 @@ use crate::error::{ContentsError, ErrorKind, Result};
 use crate::pyfmt::{repr_str, Glob};
 use crate::trust::TrustStore;
 use concord_authz::CanonicalPath;
-use serde_json::{Map, Value};
 use std::fs::{self, Metadata};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -275,38 +274,6 @@ impl ContentsManager {
             _ => Ok(()),
         }
     }
-}
-
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
-}
-
-/// A request body as jupyter_server's `if model:` sees it: absent or falsy → `None`.
-fn body_object(body: Option<Value>) -> Result<Option<Map<String, Value>>> {
-    match body {
-        None => Ok(None),
-        Some(v) if !truthy(&v) => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(ContentsError::bad_request("JSON body must be an object")),
-    }
-}
-
-/// Parse a request body as jupyter_server's `get_json_body`: empty → `None`; anything that
-/// is not JSON → 400 "Invalid JSON in body of request". The `Content-Type` is ignored.
-pub fn parse_json_body(body: &[u8]) -> Result<Option<Value>> {
-    if body.is_empty() {
-        return Ok(None);
-    }
-    serde_json::from_slice(body)
-        .map(Some)
-        .map_err(|_| ContentsError::bad_request("Invalid JSON in body of request"))
 }
 
 #[allow(dead_code)]

@@ -1,8 +1,7 @@
 //! Copying (POST `copy_from`), renaming (PATCH) and deleting (DELETE, to the trash or for good).
 
 use super::{
-    body_object, handler_path, is_hidden, parse_body_path, truthy, ContentsManager, GetOptions,
-    Located, Missing,
+    handler_path, is_hidden, parse_body_path, ContentsManager, GetOptions, Located, Missing,
 };
 use crate::access::Caller;
 use crate::atomic;
@@ -10,11 +9,11 @@ use crate::error::{ContentsError, Result};
 use crate::model::Model;
 use crate::notebook;
 use crate::pyfmt::repr_str;
+use crate::request::{Body, CreateRequest, Field, RenameRequest, SaveModel};
 use crate::trash;
 use crate::write_check::access_writable;
 use concord_authz::CanonicalPath;
-use serde_json::{Map, Value};
-use std::fs::{self};
+use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -40,14 +39,14 @@ pub(super) fn strip_copy_suffix(name: &str) -> String {
 }
 
 impl ContentsManager {
-    /// POST `/api/contents/{path}` with the parsed JSON body: a new untitled file, notebook
-    /// or directory in the directory `path` (`type`, `ext`), or a copy of `copy_from` into
-    /// it. The caller must be able to read `copy_from`; this is checked here.
+    /// POST `/api/contents/{path}` with its body: a new untitled file, notebook or directory
+    /// in the directory `path` (`type`, `ext`), or a copy of `copy_from` into it. The caller
+    /// must be able to read `copy_from`; this is checked here.
     pub fn post(
         &self,
         caller: &Caller<'_>,
         path: &CanonicalPath,
-        body: Option<Value>,
+        body: Body<CreateRequest>,
     ) -> Result<Model> {
         if let Ok(loc) = self.locate(path) {
             if fs::metadata(&loc.os).is_ok_and(|m| m.is_file()) {
@@ -56,11 +55,12 @@ impl ContentsManager {
                 ));
             }
         }
-        let Some(model) = body_object(body)? else {
+        let Some(request) = body.into_model()? else {
             return self.new_untitled(caller, path, None, None);
         };
-        if let Some(from) = model.get("copy_from").filter(|v| truthy(v)) {
-            let from = from
+        if request.copy_from.is_truthy() {
+            let from = request
+                .copy_from
                 .as_str()
                 .ok_or_else(|| ContentsError::bad_request("copy_from must be a string"))?;
             let from = parse_body_path(from)?;
@@ -72,9 +72,7 @@ impl ContentsManager {
             }
             return self.copy(caller, &from, path);
         }
-        let ext = model.get("ext").and_then(Value::as_str);
-        let kind = model.get("type").and_then(Value::as_str);
-        self.new_untitled(caller, path, kind, ext)
+        self.new_untitled(caller, path, request.kind.as_str(), request.ext.as_str())
     }
 
     /// Copy a file or directory `from` into the directory `to` (as `name-Copy1.ext`), or to
@@ -157,9 +155,7 @@ impl ContentsManager {
             // A read notebook is already in its signed form (transient fields stripped).
             let trusted = self.trust.is_trusted(caller.username, &nb);
             notebook::mark_cells(&mut nb, trusted);
-            let mut model = Map::new();
-            model.insert("type".into(), Value::from("notebook"));
-            model.insert("content".into(), nb);
+            let model = SaveModel::new("notebook", Some(nb));
             return self.save(caller, &dest, model, None);
         }
         self.check_size(src_meta.len())?;
@@ -327,23 +323,18 @@ impl ContentsManager {
         Ok(())
     }
 
-    /// PATCH `/api/contents/{path}` with the parsed JSON body `{"path": new_path}`: rename or
-    /// move. Needs write on both paths (the new one is checked here).
+    /// PATCH `/api/contents/{path}` with its body `{"path": new_path}`: rename or move.
+    /// Needs write on both paths (the new one is checked here).
     pub fn patch(
         &self,
         caller: &Caller<'_>,
         path: &CanonicalPath,
-        body: Option<Value>,
+        request: &RenameRequest,
     ) -> Result<Model> {
-        let model = match body {
-            None => return Err(ContentsError::bad_request("JSON body missing")),
-            Some(Value::Object(m)) => m,
-            Some(_) => return Err(ContentsError::bad_request("JSON body must be an object")),
-        };
-        let new_path = match model.get("path") {
-            None | Some(Value::Null) => path.clone(),
-            Some(Value::String(s)) => parse_body_path(s)?,
-            Some(_) => return Err(ContentsError::bad_request("path must be a string")),
+        let new_path = match &request.path {
+            Field::Absent | Field::Null => path.clone(),
+            Field::Given(s) => parse_body_path(s)?,
+            Field::Other(_) => return Err(ContentsError::bad_request("path must be a string")),
         };
         if !self.config.allow_hidden && (is_hidden(path) || is_hidden(&new_path)) {
             return Err(ContentsError::bad_request(format!(

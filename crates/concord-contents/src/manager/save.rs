@@ -1,8 +1,7 @@
 //! Writing: PUT (save, create, upload, chunked upload) and new untitled entries.
 
 use super::{
-    body_object, handler_path, is_hidden, parse_body_path, truthy, ContentsManager, GetOptions,
-    Located, Missing,
+    handler_path, is_hidden, parse_body_path, ContentsManager, GetOptions, Located, Missing,
 };
 use crate::access::Caller;
 use crate::atomic::{self, Producer};
@@ -11,6 +10,7 @@ use crate::mimetypes;
 use crate::model::{ContentType, Model};
 use crate::notebook;
 use crate::pyfmt::repr_str;
+use crate::request::{Body, Field, SaveModel};
 use crate::upload::{self, RequestBody};
 use crate::write_check::access_writable;
 use base64::Engine;
@@ -82,16 +82,16 @@ impl<W: Write> Write for CountingWriter<W> {
 }
 
 impl ContentsManager {
-    /// PUT `/api/contents/{path}` with the parsed JSON body: save an existing file, create or
-    /// upload a new one (including chunked uploads), or (empty body) a new untitled entry in
-    /// the directory `path`.
+    /// PUT `/api/contents/{path}` with its body: save an existing file, create or upload a
+    /// new one (including chunked uploads), or (no model) a new untitled entry in the
+    /// directory `path`.
     pub fn put(
         &self,
         caller: &Caller<'_>,
         path: &CanonicalPath,
-        body: Option<Value>,
+        body: Body<SaveModel>,
     ) -> Result<SaveOutcome> {
-        match body_object(body)? {
+        match body.into_model()? {
             Some(model) => self.put_model(caller, path, model, None),
             None => Ok(SaveOutcome {
                 model: self.new_untitled(caller, path, None, None)?,
@@ -136,10 +136,12 @@ impl ContentsManager {
         };
         let parsed = upload::read_put_body(body, self.config.max_save_bytes, &mut open_spool);
         match parsed {
-            Ok(upload::PutBody::Empty) => self.put(caller, path, None),
-            Ok(upload::PutBody::Value(value)) => self.put(caller, path, Some(value)),
+            Ok(upload::PutBody::Empty) => self.put(caller, path, Body::Empty),
+            Ok(upload::PutBody::Value(value)) => {
+                self.put(caller, path, Body::from_value(Some(value)))
+            }
             Ok(upload::PutBody::Model { model, content }) => {
-                self.put_model(caller, path, model, Some(content))
+                self.put_model(caller, path, SaveModel::from_map(model), Some(content))
             }
             Err(upload::ReadError::Invalid) => Err(ContentsError::bad_request(
                 "Invalid JSON in body of request",
@@ -168,10 +170,10 @@ impl ContentsManager {
         &self,
         caller: &Caller<'_>,
         path: &CanonicalPath,
-        mut model: Map<String, Value>,
+        mut model: SaveModel,
         spooled: Option<upload::Spool<'_>>,
     ) -> Result<SaveOutcome> {
-        if model.get("copy_from").is_some_and(truthy) {
+        if model.copy_from.is_truthy() {
             return Err(ContentsError::bad_request(
                 "Cannot copy with PUT, only POST",
             ));
@@ -183,11 +185,7 @@ impl ContentsManager {
             ))
         };
         if !self.config.allow_hidden {
-            if let Some(body_path) = model
-                .get("path")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-            {
+            if let Some(body_path) = model.path.as_str().filter(|s| !s.is_empty()) {
                 if is_hidden(&parse_body_path(body_path)?) {
                     return Err(refuse_hidden());
                 }
@@ -218,30 +216,26 @@ impl ContentsManager {
         &self,
         caller: &Caller<'_>,
         loc: &Located,
-        mut model: Map<String, Value>,
+        mut model: SaveModel,
         spooled: Option<upload::Spool<'_>>,
     ) -> Result<Model> {
-        if !model.contains_key("type") {
+        if !model.kind.is_present() {
             let kind = if loc.request.name().ends_with(".ipynb") {
                 "notebook"
             } else {
                 "file"
             };
-            model.insert("type".into(), Value::from(kind));
+            model.kind = Field::Given(kind.to_string());
         }
-        let kind = model
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("file")
-            .to_string();
-        if !model.contains_key("content") && kind != "directory" {
+        let kind = model.kind.as_str().unwrap_or("file").to_string();
+        if !model.content.is_present() && kind != "directory" {
             if kind == "notebook" {
-                model.insert("content".into(), notebook::new_notebook());
-                model.insert("format".into(), Value::from("json"));
+                model.content = Field::Given(notebook::new_notebook());
+                model.format = Field::Given("json".to_string());
             } else {
-                model.insert("content".into(), Value::from(""));
-                model.insert("type".into(), Value::from("file"));
-                model.insert("format".into(), Value::from("text"));
+                model.content = Field::Given(Value::from(""));
+                model.kind = Field::Given("file".to_string());
+                model.format = Field::Given("text".to_string());
             }
         }
         self.save(caller, loc, model, spooled)
@@ -251,20 +245,21 @@ impl ContentsManager {
         &self,
         caller: &Caller<'_>,
         loc: &Located,
-        mut model: Map<String, Value>,
+        mut model: SaveModel,
         spooled: Option<upload::Spool<'_>>,
     ) -> Result<Model> {
-        if let Some(chunk) = model.get("chunk").filter(|c| !c.is_null()) {
-            let chunk = chunk
-                .as_i64()
-                .ok_or_else(|| ContentsError::bad_request("chunk must be an integer"))?;
-            return self.save_chunk(caller, loc, &model, chunk, spooled);
+        match model.chunk {
+            Field::Absent | Field::Null => {}
+            Field::Given(chunk) => return self.save_chunk(caller, loc, &model, chunk, spooled),
+            Field::Other(_) => return Err(ContentsError::bad_request("chunk must be an integer")),
         }
         let kind = model
-            .get("type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ContentsError::bad_request("No file type provided"))?;
-        if !model.contains_key("content") && kind != "directory" {
+            .kind
+            .as_str()
+            .ok_or_else(|| ContentsError::bad_request("No file type provided"))?
+            .to_string();
+        let kind = kind.as_str();
+        if !model.content.is_present() && kind != "directory" {
             return Err(ContentsError::bad_request("No file content provided"));
         }
         let mut message = None;
@@ -276,7 +271,10 @@ impl ContentsManager {
                             .into_string()
                             .map_err(|e| self.write_error(loc, &e))?,
                     ),
-                    None => model.shift_remove("content").unwrap_or(Value::Null),
+                    None => match std::mem::take(&mut model.content) {
+                        Field::Given(content) => content,
+                        _ => Value::Null,
+                    },
                 };
                 message = self.save_notebook(caller, loc, content)?;
             }
@@ -304,12 +302,8 @@ impl ContentsManager {
         Ok(saved)
     }
 
-    pub(super) fn decode_file_content(
-        &self,
-        loc: &Located,
-        model: &Map<String, Value>,
-    ) -> Result<Vec<u8>> {
-        let format = model.get("format").and_then(Value::as_str);
+    pub(super) fn decode_file_content(&self, loc: &Located, model: &SaveModel) -> Result<Vec<u8>> {
+        let format = model.format.as_str();
         if !matches!(format, Some("text") | Some("base64")) {
             return Err(ContentsError::bad_request(
                 "Must specify format of file contents as 'text' or 'base64'",
@@ -322,7 +316,8 @@ impl ContentsManager {
             ))
         };
         let text = model
-            .get("content")
+            .content
+            .given()
             .and_then(Value::as_str)
             .ok_or_else(|| encoding_error("content must be a string"))?;
         if format == Some("text") {
@@ -353,10 +348,10 @@ impl ContentsManager {
     pub(super) fn decoded_spool<'j>(
         &'j self,
         loc: &Located,
-        model: &Map<String, Value>,
+        model: &SaveModel,
         mut spool: upload::Spool<'j>,
     ) -> Result<upload::Spool<'j>> {
-        let format = upload::Format::of(model).ok_or_else(|| {
+        let format = upload::Format::named(model.format.as_str()).ok_or_else(|| {
             ContentsError::bad_request("Must specify format of file contents as 'text' or 'base64'")
         })?;
         let bad_encoding = || {
@@ -543,20 +538,20 @@ impl ContentsManager {
         &self,
         caller: &Caller<'_>,
         loc: &Located,
-        model: &Map<String, Value>,
+        model: &SaveModel,
         chunk: i64,
         spooled: Option<upload::Spool<'_>>,
     ) -> Result<Model> {
         let kind = model
-            .get("type")
-            .and_then(Value::as_str)
+            .kind
+            .as_str()
             .ok_or_else(|| ContentsError::bad_request("No file type provided"))?;
         if kind != "file" {
             return Err(ContentsError::bad_request(format!(
                 "File type \"{kind}\" is not supported for large file transfer"
             )));
         }
-        if !model.contains_key("content") {
+        if !model.content.is_present() {
             return Err(ContentsError::bad_request("No file content provided"));
         }
         let mut content = match spooled {
@@ -698,20 +693,18 @@ impl ContentsManager {
             )));
         }
         self.ensure_may_write(caller, &target)?;
-        let mut model = Map::new();
-        model.insert("type".into(), Value::from(kind.as_str()));
-        self.new_entry(caller, &target, model, None)
+        self.new_entry(caller, &target, SaveModel::new(kind.as_str(), None), None)
     }
 }
 
-pub(super) fn normalise_type(model: &mut Map<String, Value>) {
-    let kind = model.get("type");
-    let keep = match kind {
-        None | Some(Value::Null) => true,
-        Some(Value::String(s)) => ["", "directory", "file", "notebook"].contains(&s.as_str()),
-        Some(_) => false,
+/// jupyter_server saves a model of any other `type` as a file.
+pub(super) fn normalise_type(model: &mut SaveModel) {
+    let keep = match &model.kind {
+        Field::Absent | Field::Null => true,
+        Field::Given(s) => ["", "directory", "file", "notebook"].contains(&s.as_str()),
+        Field::Other(_) => false,
     };
     if !keep {
-        model.insert("type".into(), Value::from("file"));
+        model.kind = Field::Given("file".to_string());
     }
 }

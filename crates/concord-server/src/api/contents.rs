@@ -8,17 +8,15 @@
 //! order its `ContentsManager` emits them (a save is `get` then `save`: its `save` calls
 //! `get`), each for the readers of the resolved paths it names (see `docs/events.md`).
 
-use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use concord_authz::{Action, CanonicalPath, Resource};
 use concord_contents::{
-    Caller as ContentsCaller, Content, ContentsConfig, ContentsError, ContentsManager, ErrorKind,
-    GetOptions, Missing, Model, PathAccess,
+    Body, Caller as ContentsCaller, Content, ContentsConfig, ContentsError, ContentsManager,
+    CreateRequest, ErrorKind, GetOptions, Missing, Model, PathAccess, RenameRequest,
 };
-use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -253,10 +251,6 @@ fn json_size_hint(model: &Model) -> usize {
     }
 }
 
-fn body_json(bytes: &Bytes) -> ApiResult<Option<Value>> {
-    concord_contents::parse_json_body(bytes).map_err(to_api_error)
-}
-
 /// `GET /api/contents/{path}`.
 pub async fn get(
     State(app): State<App>,
@@ -320,7 +314,7 @@ pub async fn put(
                 None => saved?,
             }
         }
-        None => run(&app, &guard, move |cm, c| cm.put(c, &path, None)).await?,
+        None => run(&app, &guard, move |cm, c| cm.put(c, &path, Body::Empty)).await?,
     };
     // Every successful PUT saves (each chunk of an upload too, as jupyter_server emits).
     let same_path = outcome.model.path == target.requested.api_path();
@@ -344,14 +338,10 @@ pub async fn post(
     Extension(target): Extension<TargetPath>,
     BodyBytes(body): BodyBytes,
 ) -> ApiResult<Response> {
-    let body = body_json(&body)?;
+    let body = Body::<CreateRequest>::from_json(&body).map_err(to_api_error)?;
     let mut source = None;
-    if let Some(from) = body
-        .as_ref()
-        .and_then(|b| b.get("copy_from"))
-        .and_then(Value::as_str)
-    {
-        if !from.is_empty() {
+    if let Body::Model(request) = &body {
+        if let Some(from) = request.copy_from.as_str().filter(|from| !from.is_empty()) {
             source = Some((from.to_string(), guard.require_path(Action::Read, from)?));
         }
     }
@@ -398,17 +388,14 @@ pub async fn patch(
     Extension(target): Extension<TargetPath>,
     BodyBytes(body): BodyBytes,
 ) -> ApiResult<Response> {
-    let body = body_json(&body)?;
+    let body = concord_contents::parse_json_body(&body).map_err(to_api_error)?;
+    let request = RenameRequest::from_body(body).map_err(to_api_error)?;
     let mut destination = None;
-    if let Some(to) = body
-        .as_ref()
-        .and_then(|b| b.get("path"))
-        .and_then(Value::as_str)
-    {
+    if let Some(to) = request.path.as_str() {
         destination = Some(guard.require_path(Action::Write, to)?);
     }
     let path = target.requested.clone();
-    let model = run(&app, &guard, move |cm, c| cm.patch(c, &path, body)).await?;
+    let model = run(&app, &guard, move |cm, c| cm.patch(c, &path, &request)).await?;
     // A rename (`rename`, then the `get` of jupyter_server's `update`), or just the `get`.
     app.events.emit(|| {
         let to = match &destination {
