@@ -11,6 +11,7 @@
 //! All operations are blocking file-system work: call them from `spawn_blocking`.
 
 mod access;
+mod actions;
 pub mod atomic;
 mod config;
 pub mod dirents;
@@ -27,6 +28,7 @@ mod upload;
 pub mod write_check;
 
 pub use access::{AllowAll, Caller, PathAccess};
+pub use actions::{ActionKind, ActionListener, ContentsAction};
 pub use concord_authz::CanonicalPath;
 pub use config::ContentsConfig;
 pub use error::{ContentsError, ErrorKind, Result};

@@ -1,8 +1,8 @@
 //! The service against real files in temp dirs.
 
 use concord_contents::{
-    AllowAll, Body, Caller, CanonicalPath, Content, ContentType, ContentsConfig, ContentsManager,
-    ErrorKind, GetOptions, PathAccess, RenameRequest,
+    ActionListener, AllowAll, Body, Caller, CanonicalPath, Content, ContentType, ContentsAction,
+    ContentsConfig, ContentsManager, ErrorKind, GetOptions, PathAccess, RenameRequest,
 };
 use serde_json::{json, Value};
 use std::fs;
@@ -1155,4 +1155,107 @@ fn a_large_directory_lists_every_entry_with_its_own_status() {
         .find(|e| e["name"] == "link-to-f0005.txt")
         .unwrap();
     assert_eq!(link["size"], 5);
+}
+
+/// Records the actions the service reports.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<ContentsAction>>);
+
+impl ActionListener for Recorder {
+    fn listening(&self) -> bool {
+        true
+    }
+    fn hear(&self, actions: &[ContentsAction]) {
+        self.0.lock().unwrap().extend_from_slice(actions);
+    }
+}
+
+impl Recorder {
+    /// `action path [source] <- readers` for each action reported since the last call.
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+            .into_iter()
+            .map(|a| {
+                let readers: Vec<&str> = a.readers.iter().map(|r| r.as_str()).collect();
+                let source = a
+                    .source_path
+                    .map(|s| format!(" from {s}"))
+                    .unwrap_or_default();
+                format!(
+                    "{} {}{source} <- {}",
+                    a.action.as_str(),
+                    a.path,
+                    readers.join(" ")
+                )
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn operations_report_jupyter_servers_actions_in_its_order() {
+    let f = fixture();
+    let heard = std::sync::Arc::new(Recorder::default());
+    f.cm.subscribe_actions(heard.clone());
+    write(&f.root, "a.txt", "a");
+    symlink(f.root.join("a.txt"), f.root.join("link.txt")).unwrap();
+    fs::create_dir(f.root.join("dir")).unwrap();
+
+    f.cm.get(&ALICE, &p("link.txt"), &GetOptions::metadata_only())
+        .unwrap();
+    assert_eq!(heard.take(), ["get link.txt <- /a.txt"]);
+    // The server's own look (/view) is not an action.
+    f.cm.stat(&ALICE, &p("link.txt")).unwrap();
+    assert!(heard.take().is_empty());
+    put(
+        &f,
+        "b.txt",
+        json!({"type": "file", "format": "text", "content": "b"}),
+    )
+    .unwrap();
+    assert_eq!(
+        heard.take(),
+        ["get b.txt <- /b.txt", "save b.txt <- /b.txt"]
+    );
+    f.cm.post(&ALICE, &p("dir"), Body::Empty).unwrap();
+    assert_eq!(
+        heard.take(),
+        [
+            "get dir/untitled <- /dir/untitled",
+            "save dir/untitled <- /dir/untitled"
+        ]
+    );
+    // A copy names its source as the client wrote it.
+    f.cm.post(
+        &ALICE,
+        &p("dir"),
+        Body::from_value(Some(json!({"copy_from": "/link.txt"}))),
+    )
+    .unwrap();
+    assert_eq!(
+        heard.take(),
+        [
+            "get link.txt <- /a.txt",
+            "get link.txt <- /a.txt",
+            "get dir/link.txt <- /dir/link.txt",
+            "save dir/link.txt <- /dir/link.txt",
+            "copy dir/link.txt from /link.txt <- /dir/link.txt /a.txt",
+        ]
+    );
+    // A rename is heard by the readers of both ends, as they were before it.
+    let rename = RenameRequest::from_body(Some(json!({"path": "moved.txt"}))).unwrap();
+    f.cm.patch(&ALICE, &p("link.txt"), &rename).unwrap();
+    assert_eq!(
+        heard.take(),
+        [
+            "rename moved.txt from link.txt <- /moved.txt /a.txt",
+            "get moved.txt <- /moved.txt"
+        ]
+    );
+    f.cm.delete(&ALICE, &p("b.txt")).unwrap();
+    assert_eq!(heard.take(), ["delete b.txt <- /b.txt"]);
+    // Failures and checkpoints report nothing.
+    f.cm.delete(&ALICE, &p("b.txt")).unwrap_err();
+    f.cm.create_checkpoint(&ALICE, &p("a.txt")).unwrap();
+    assert!(heard.take().is_empty());
 }

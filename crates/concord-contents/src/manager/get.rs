@@ -3,6 +3,7 @@
 
 use super::{is_hidden, mtime, ContentsManager, FileFormat, GetOptions, Located};
 use crate::access::Caller;
+use crate::actions::{ActionKind, ContentsAction};
 use crate::atomic;
 use crate::dirents::{self, EntryStat};
 use crate::error::{ContentsError, Result};
@@ -53,18 +54,47 @@ pub(super) fn encodebytes(bytes: &[u8]) -> String {
 impl ContentsManager {
     /// GET `/api/contents/{path}`: a directory (listing only what the caller may read), a
     /// file or a notebook. Hidden, missing, unreadable and escaping paths are all 404 with
-    /// jupyter_server's message.
+    /// jupyter_server's message. Reported as a `get` (of the directory only, for a listing:
+    /// jupyter_server reports every entry too, which would send each entry of a shared
+    /// folder a file browser polls to every reader).
     pub fn get(
         &self,
         caller: &Caller<'_>,
         path: &CanonicalPath,
         opts: &GetOptions,
     ) -> Result<Model> {
+        let (loc, model) = self.located_model(caller, path, opts)?;
+        self.listeners.report(|| {
+            vec![ContentsAction::new(
+                ActionKind::Get,
+                &model.path,
+                vec![loc.resolved.clone()],
+            )]
+        });
+        Ok(model)
+    }
+
+    /// The model of `path` without content, as [`ContentsManager::get`] answers, but not
+    /// reported: for the server's own look at a path (the `/view` page), which jupyter_server
+    /// makes without its contents manager's `get`.
+    pub fn stat(&self, caller: &Caller<'_>, path: &CanonicalPath) -> Result<Model> {
+        self.located_model(caller, path, &GetOptions::metadata_only())
+            .map(|(_, model)| model)
+    }
+
+    /// What `get` answers, and where it found it.
+    pub(super) fn located_model(
+        &self,
+        caller: &Caller<'_>,
+        path: &CanonicalPath,
+        opts: &GetOptions,
+    ) -> Result<(Located, Model)> {
         let loc = self.locate(path).map_err(|_| Self::get_not_found(path))?;
         if self.hidden(&loc) || !caller.access.may_read(&loc.resolved) {
             return Err(Self::get_not_found(path));
         }
-        self.model_for(caller, &loc, opts)
+        let model = self.model_for(caller, &loc, opts)?;
+        Ok((loc, model))
     }
 
     pub(super) fn model_for(
@@ -483,14 +513,15 @@ impl ContentsManager {
         })
     }
 
-    /// POST `…/trust`: the caller trusts this notebook (recorded for them only).
+    /// POST `…/trust`: the caller trusts this notebook (recorded for them only). Reported as
+    /// the `get` jupyter_server's `trust_notebook` reads it with.
     pub fn trust(&self, caller: &Caller<'_>, path: &CanonicalPath) -> Result<()> {
         let opts = GetOptions {
             content: true,
             kind: Some(ContentType::Notebook),
             ..Default::default()
         };
-        let model = self.get(caller, path, &opts)?;
+        let (loc, model) = self.located_model(caller, path, &opts)?;
         let Some(Content::Notebook(mut nb)) = model.content else {
             return Err(ContentsError::bad_request(format!(
                 "{} is not a notebook",
@@ -502,6 +533,14 @@ impl ContentsManager {
         notebook::strip_transient(&mut nb);
         self.trust
             .sign(caller.username, &nb)
-            .map_err(|e| ContentsError::internal(format!("Recording trust failed: {e}")))
+            .map_err(|e| ContentsError::internal(format!("Recording trust failed: {e}")))?;
+        self.listeners.report(|| {
+            vec![ContentsAction::new(
+                ActionKind::Get,
+                path.api_path(),
+                vec![loc.resolved],
+            )]
+        });
+        Ok(())
     }
 }

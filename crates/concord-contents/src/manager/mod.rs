@@ -17,6 +17,7 @@ pub use query::{FileFormat, GetOptions};
 pub use save::SaveOutcome;
 
 use crate::access::Caller;
+use crate::actions::{ActionKind, ActionListener, ContentsAction, Listeners};
 use crate::atomic;
 use crate::config::ContentsConfig;
 use crate::error::{ContentsError, ErrorKind, Result};
@@ -25,6 +26,7 @@ use crate::trust::TrustStore;
 use concord_authz::CanonicalPath;
 use std::fs::{self, Metadata};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A path the service is about to touch: as requested, as resolved, and on disk.
@@ -44,6 +46,8 @@ pub struct ContentsManager {
     hide_globs: Vec<Glob>,
     /// The temp files of saves in progress (with a state directory).
     journal: Option<atomic::TempJournal>,
+    /// Who hears of what the service does.
+    listeners: Listeners,
 }
 
 /// The path as jupyter_server's handlers show it in messages: `/a/b`, and `''` for the root.
@@ -151,12 +155,38 @@ impl ContentsManager {
             trust,
             hide_globs,
             journal,
+            listeners: Listeners::default(),
         })
     }
 
     /// The settings in force.
     pub fn config(&self) -> &ContentsConfig {
         &self.config
+    }
+
+    /// Tell `listener` what the service does from now on, as jupyter_server's `contents_service`
+    /// events: each operation that answers a request reports its actions once it has
+    /// succeeded, in jupyter_server's order, on the thread doing it.
+    pub fn subscribe_actions(&self, listener: Arc<dyn ActionListener>) {
+        self.listeners.add(listener);
+    }
+
+    /// jupyter_server's `save` reports a `get` (it reads the model it answers) then a `save`.
+    fn report_saved(&self, api_path: &str) {
+        self.listeners.report(|| {
+            let Some(resolved) = self.resolve_api_path(api_path) else {
+                return Vec::new();
+            };
+            vec![
+                ContentsAction::new(ActionKind::Get, api_path, vec![resolved.clone()]),
+                ContentsAction::new(ActionKind::Save, api_path, vec![resolved]),
+            ]
+        });
+    }
+
+    /// Where the API path `api_path` of a model leads.
+    fn resolve_api_path(&self, api_path: &str) -> Option<CanonicalPath> {
+        self.resolve(&CanonicalPath::parse(api_path).ok()?).ok()
     }
 
     /// The root directory, with symlinks resolved.

@@ -4,9 +4,10 @@ use super::{
     handler_path, is_hidden, parse_body_path, ContentsManager, GetOptions, Located, Missing,
 };
 use crate::access::Caller;
+use crate::actions::{ActionKind, ContentsAction};
 use crate::atomic;
 use crate::error::{ContentsError, Result};
-use crate::model::Model;
+use crate::model::{ContentType, Model};
 use crate::notebook;
 use crate::pyfmt::repr_str;
 use crate::request::{Body, CreateRequest, Field, RenameRequest, SaveModel};
@@ -56,23 +57,55 @@ impl ContentsManager {
             }
         }
         let Some(request) = body.into_model()? else {
-            return self.new_untitled(caller, path, None, None);
+            let model = self.new_untitled(caller, path, None, None)?;
+            self.report_saved(&model.path);
+            return Ok(model);
         };
         if request.copy_from.is_truthy() {
-            let from = request
+            let raw_from = request
                 .copy_from
                 .as_str()
                 .ok_or_else(|| ContentsError::bad_request("copy_from must be a string"))?;
-            let from = parse_body_path(from)?;
+            let from = parse_body_path(raw_from)?;
             if !self.config.allow_hidden && (is_hidden(path) || is_hidden(&from)) {
                 return Err(ContentsError::bad_request(format!(
                     "Cannot copy file or directory {}",
                     repr_str(handler_path(path))
                 )));
             }
-            return self.copy(caller, &from, path);
+            let model = self.copy(caller, &from, path)?;
+            self.report_copied(raw_from, &from, &model);
+            return Ok(model);
         }
-        self.new_untitled(caller, path, request.kind.as_str(), request.ext.as_str())
+        let model = self.new_untitled(caller, path, request.kind.as_str(), request.ext.as_str())?;
+        self.report_saved(&model.path);
+        Ok(model)
+    }
+
+    /// jupyter_server's actions for a copy: a file is read twice (its `copy` and the base
+    /// class's both `get` it), saved at the destination, then `copy` names the source as the
+    /// client wrote it; a folder is read, copied as a tree, and its copy read.
+    fn report_copied(&self, raw_source: &str, from: &CanonicalPath, copy: &Model) {
+        self.listeners.report(|| {
+            let (Some(to), Ok(source)) = (self.resolve_api_path(&copy.path), self.resolve(from))
+            else {
+                return Vec::new();
+            };
+            let read_source =
+                ContentsAction::new(ActionKind::Get, from.api_path(), vec![source.clone()]);
+            let read_copy = ContentsAction::new(ActionKind::Get, &copy.path, vec![to.clone()]);
+            if copy.kind == ContentType::Directory {
+                return vec![read_source, read_copy];
+            }
+            vec![
+                read_source.clone(),
+                read_source,
+                read_copy,
+                ContentsAction::new(ActionKind::Save, &copy.path, vec![to.clone()]),
+                ContentsAction::new(ActionKind::Copy, &copy.path, vec![to, source])
+                    .with_source(raw_source),
+            ]
+        });
     }
 
     /// Copy a file or directory `from` into the directory `to` (as `name-Copy1.ext`), or to
@@ -342,10 +375,32 @@ impl ContentsManager {
                 repr_str(handler_path(path))
             )));
         }
+        // Who may hear of it: the readers of both ends as they were before the move.
+        let ends = self
+            .listeners
+            .listening()
+            .then(|| Some((self.resolve(path).ok()?, self.resolve(&new_path).ok()?)))
+            .flatten();
         if new_path != *path {
             self.rename(caller, path, &new_path)?;
         }
-        self.get(caller, &new_path, &GetOptions::metadata_only())
+        let (_, model) = self.located_model(caller, &new_path, &GetOptions::metadata_only())?;
+        // jupyter_server's `rename`, then the `get` of its `update`.
+        self.listeners.report(|| {
+            let Some((from, to)) = ends else {
+                return Vec::new();
+            };
+            let mut actions = Vec::with_capacity(2);
+            if model.path != path.api_path() {
+                actions.push(
+                    ContentsAction::new(ActionKind::Rename, &model.path, vec![to.clone(), from])
+                        .with_source(path.api_path()),
+                );
+            }
+            actions.push(ContentsAction::new(ActionKind::Get, &model.path, vec![to]));
+            actions
+        });
+        Ok(model)
     }
 
     /// Rename or move `from` to `to`, with its checkpoint.
@@ -418,6 +473,28 @@ impl ContentsManager {
     /// DELETE `/api/contents/{path}`: to the trash (`delete_to_trash`) or for good, with its
     /// checkpoint. Non-empty directories are refused unless trashed or `always_delete_dir`.
     pub fn delete(&self, caller: &Caller<'_>, path: &CanonicalPath) -> Result<()> {
+        // Who may hear of it: the readers of where the path led before it was deleted.
+        let resolved = self
+            .listeners
+            .listening()
+            .then(|| self.resolve(path).ok())
+            .flatten();
+        self.delete_entry(caller, path)?;
+        self.listeners.report(|| {
+            resolved
+                .map(|r| {
+                    vec![ContentsAction::new(
+                        ActionKind::Delete,
+                        path.api_path(),
+                        vec![r],
+                    )]
+                })
+                .unwrap_or_default()
+        });
+        Ok(())
+    }
+
+    fn delete_entry(&self, caller: &Caller<'_>, path: &CanonicalPath) -> Result<()> {
         if path.is_root() {
             return Err(ContentsError::bad_request("Can't delete root"));
         }

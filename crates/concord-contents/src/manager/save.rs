@@ -84,8 +84,20 @@ impl<W: Write> Write for CountingWriter<W> {
 impl ContentsManager {
     /// PUT `/api/contents/{path}` with its body: save an existing file, create or upload a
     /// new one (including chunked uploads), or (no model) a new untitled entry in the
-    /// directory `path`.
+    /// directory `path`. Reported as a save (each chunk of an upload too, as jupyter_server
+    /// reports them).
     pub fn put(
+        &self,
+        caller: &Caller<'_>,
+        path: &CanonicalPath,
+        body: Body<SaveModel>,
+    ) -> Result<SaveOutcome> {
+        let outcome = self.put_body(caller, path, body)?;
+        self.report_saved(&outcome.model.path);
+        Ok(outcome)
+    }
+
+    fn put_body(
         &self,
         caller: &Caller<'_>,
         path: &CanonicalPath,
@@ -105,6 +117,17 @@ impl ContentsManager {
     /// the model names the file's type and format before its content), so memory does not
     /// grow with the size of an upload. `body` is told which parts are kept in memory.
     pub fn put_stream(
+        &self,
+        caller: &Caller<'_>,
+        path: &CanonicalPath,
+        body: &mut dyn RequestBody,
+    ) -> Result<SaveOutcome> {
+        let outcome = self.put_streamed_body(caller, path, body)?;
+        self.report_saved(&outcome.model.path);
+        Ok(outcome)
+    }
+
+    fn put_streamed_body(
         &self,
         caller: &Caller<'_>,
         path: &CanonicalPath,
@@ -136,9 +159,9 @@ impl ContentsManager {
         };
         let parsed = upload::read_put_body(body, self.config.max_save_bytes, &mut open_spool);
         match parsed {
-            Ok(upload::PutBody::Empty) => self.put(caller, path, Body::Empty),
+            Ok(upload::PutBody::Empty) => self.put_body(caller, path, Body::Empty),
             Ok(upload::PutBody::Value(value)) => {
-                self.put(caller, path, Body::from_value(Some(value)))
+                self.put_body(caller, path, Body::from_value(Some(value)))
             }
             Ok(upload::PutBody::Model { model, content }) => {
                 self.put_model(caller, path, SaveModel::from_map(model), Some(content))
