@@ -20,7 +20,7 @@ use crate::access::Caller;
 use crate::actions::{ActionKind, ActionListener, ContentsAction, Listeners};
 use crate::atomic;
 use crate::config::ContentsConfig;
-use crate::error::{ContentsError, ErrorKind, Result};
+use crate::error::{ContentsError, Result};
 use crate::pyfmt::{repr_str, Glob};
 use crate::trust::TrustStore;
 use concord_authz::CanonicalPath;
@@ -304,9 +304,4 @@ impl ContentsManager {
             _ => Ok(()),
         }
     }
-}
-
-#[allow(dead_code)]
-fn _kind_is_used(k: ErrorKind) -> u16 {
-    k.status_code()
 }
