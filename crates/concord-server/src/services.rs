@@ -7,6 +7,7 @@ use crate::state::{App, AppState};
 pub async fn start(state: &mut AppState) -> anyhow::Result<()> {
     let contents = std::sync::Arc::new(crate::api::contents::build(&state.settings)?);
     state.paths = std::sync::Arc::new(crate::api::contents::ContentsPaths(contents.clone()));
+    crate::api::contents::forward_actions(&contents, state.events.clone());
     state.contents = Some(contents);
     state.lab = Some(std::sync::Arc::new(
         crate::api::lab::start(&state.settings).await,

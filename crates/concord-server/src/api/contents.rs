@@ -4,28 +4,27 @@
 //! named in the body (`copy_from`, the PATCH `path`) is required here through the `Guard`;
 //! listings and `writable` are filtered through a `PathAccess` backed by the policy.
 //!
-//! A successful operation publishes jupyter_server's `contents_service` events, in the
-//! order its `ContentsManager` emits them (a save is `get` then `save`: its `save` calls
-//! `get`), each for the readers of the resolved paths it names (see `docs/events.md`).
+//! The contents service reports what it does (`ContentsManager::subscribe_actions`):
+//! [`forward_actions`] publishes those actions as jupyter_server's `contents_service`
+//! events, each for the readers of the resolved paths it names (see `docs/events.md`).
 
-use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use concord_authz::{Action, CanonicalPath, Resource};
 use concord_contents::{
-    Caller as ContentsCaller, Content, ContentsConfig, ContentsError, ContentsManager, ErrorKind,
-    GetOptions, Missing, Model, PathAccess,
+    ActionListener, Body, Caller as ContentsCaller, Content, ContentsAction, ContentsConfig,
+    ContentsError, ContentsManager, CreateRequest, ErrorKind, GetOptions, Missing, Model,
+    PathAccess, RenameRequest,
 };
-use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{query_pairs, url_escape, BodyBytes};
 use crate::bodies::{BlockingBody, BodyCharge};
 use crate::error::{ApiError, ApiResult};
-use crate::events::{contents_event, Event};
+use crate::events::{contents_event, EventBus};
 use crate::pipeline::{Guard, TargetPath};
 use crate::routes::RouteParams;
 use crate::state::{App, PathResolver};
@@ -78,6 +77,37 @@ pub fn build(app_settings: &crate::config::Settings) -> anyhow::Result<ContentsM
     config.trash_dir = cli.trash_dir.clone().or(file.trash_dir.clone());
     config.state_dir = Some(app_settings.state_dir.join("contents"));
     ContentsManager::new(config).map_err(|e| anyhow::anyhow!("contents: {}", e.message))
+}
+
+/// Publish the contents service's actions on the event bus as jupyter_server's
+/// `contents_service` events, each for the readers of the resolved paths it names.
+pub fn forward_actions(contents: &ContentsManager, bus: Arc<EventBus>) {
+    contents.subscribe_actions(Arc::new(ActionsToEvents(bus)));
+}
+
+struct ActionsToEvents(Arc<EventBus>);
+
+impl ActionListener for ActionsToEvents {
+    fn listening(&self) -> bool {
+        self.0.has_subscribers()
+    }
+
+    fn hear(&self, actions: &[ContentsAction]) {
+        self.0.emit(|| {
+            actions
+                .iter()
+                .map(|a| {
+                    let audience = a.readers.iter().cloned().map(Resource::contents).collect();
+                    contents_event(
+                        a.action.as_str(),
+                        &a.path,
+                        a.source_path.as_deref(),
+                        audience,
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+    }
 }
 
 /// The contents service resolves symlinks for the pipeline.
@@ -204,35 +234,6 @@ fn model_response(app: &App, status: StatusCode, model: &Model, location: bool) 
     (status, headers, body).into_response()
 }
 
-/// A contents event about `path` (and `source_path`), for those who may read every one of
-/// the resolved paths in `readers`.
-fn event(action: &str, path: &str, source_path: Option<&str>, readers: &[&CanonicalPath]) -> Event {
-    let audience = readers
-        .iter()
-        .map(|p| Resource::contents((*p).clone()))
-        .collect();
-    contents_event(action, path, source_path, audience)
-}
-
-/// The resolved form of a path a successful operation just created (`None`: deliver nothing).
-fn resolve_new(app: &App, api_path: &str) -> Option<CanonicalPath> {
-    let path = CanonicalPath::parse(api_path).ok()?;
-    app.paths.resolve(&path).ok()
-}
-
-/// `get` then `save` of `api_path`, as jupyter_server's `save` emits them.
-fn emit_saved(app: &App, api_path: &str, resolved: Option<CanonicalPath>) {
-    app.events.emit(|| {
-        let Some(resolved) = resolved.or_else(|| resolve_new(app, api_path)) else {
-            return Vec::new();
-        };
-        vec![
-            event("get", api_path, None, &[&resolved]),
-            event("save", api_path, None, &[&resolved]),
-        ]
-    });
-}
-
 /// About how long `model`'s JSON is, so it is written into one buffer without regrowing
 /// (a 10,000-entry listing is ~3 MB; a notebook about its file's size).
 fn json_size_hint(model: &Model) -> usize {
@@ -251,10 +252,6 @@ fn json_size_hint(model: &Model) -> usize {
             size + size / 8
         }
     }
-}
-
-fn body_json(bytes: &Bytes) -> ApiResult<Option<Value>> {
-    concord_contents::parse_json_body(bytes).map_err(to_api_error)
 }
 
 /// `GET /api/contents/{path}`.
@@ -286,11 +283,6 @@ pub async fn get(
     .map_err(to_api_error)?;
     let path = target.requested;
     let model = run(&app, &guard, move |cm, c| cm.get(c, &path, &opts)).await?;
-    // jupyter_server also emits a `get` for every entry of a listing (its directory model
-    // calls `get` on each); Concord emits one for the directory only: a file browser polling
-    // a shared folder would otherwise send every entry to every reader's browser.
-    app.events
-        .emit(|| Some(event("get", &model.path, None, &[&target.resolved])));
     Ok(model_response(&app, StatusCode::OK, &model, false))
 }
 
@@ -320,15 +312,8 @@ pub async fn put(
                 None => saved?,
             }
         }
-        None => run(&app, &guard, move |cm, c| cm.put(c, &path, None)).await?,
+        None => run(&app, &guard, move |cm, c| cm.put(c, &path, Body::Empty)).await?,
     };
-    // Every successful PUT saves (each chunk of an upload too, as jupyter_server emits).
-    let same_path = outcome.model.path == target.requested.api_path();
-    emit_saved(
-        &app,
-        &outcome.model.path,
-        same_path.then(|| target.resolved.clone()),
-    );
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -344,51 +329,15 @@ pub async fn post(
     Extension(target): Extension<TargetPath>,
     BodyBytes(body): BodyBytes,
 ) -> ApiResult<Response> {
-    let body = body_json(&body)?;
-    let mut source = None;
-    if let Some(from) = body
-        .as_ref()
-        .and_then(|b| b.get("copy_from"))
-        .and_then(Value::as_str)
-    {
-        if !from.is_empty() {
-            source = Some((from.to_string(), guard.require_path(Action::Read, from)?));
+    let body = Body::<CreateRequest>::from_json(&body).map_err(to_api_error)?;
+    if let Body::Model(request) = &body {
+        if let Some(from) = request.copy_from.as_str().filter(|from| !from.is_empty()) {
+            guard.require_path(Action::Read, from)?;
         }
     }
     let path = target.requested;
     let model = run(&app, &guard, move |cm, c| cm.post(c, &path, body)).await?;
-    match source {
-        None => emit_saved(&app, &model.path, None),
-        Some((raw, from)) => emit_copied(&app, &raw, &from, &model),
-    }
     Ok(model_response(&app, StatusCode::CREATED, &model, true))
-}
-
-/// jupyter_server's events for a copy: a file is read twice (its `copy` and the base class's
-/// both `get` it), saved at the destination, then `copy` names the source as the client wrote
-/// it; a directory is read, copied as a tree, and its copy read.
-fn emit_copied(app: &App, raw_source: &str, source: &TargetPath, model: &Model) {
-    app.events.emit(|| {
-        let Some(to) = resolve_new(app, &model.path) else {
-            return Vec::new();
-        };
-        let from_path = source.requested.api_path();
-        let from = &source.resolved;
-        if model.kind == concord_contents::ContentType::Directory {
-            vec![
-                event("get", from_path, None, &[from]),
-                event("get", &model.path, None, &[&to]),
-            ]
-        } else {
-            vec![
-                event("get", from_path, None, &[from]),
-                event("get", from_path, None, &[from]),
-                event("get", &model.path, None, &[&to]),
-                event("save", &model.path, None, &[&to]),
-                event("copy", &model.path, Some(raw_source), &[&to, from]),
-            ]
-        }
-    });
 }
 
 /// `PATCH /api/contents/{path}`: rename or move (the new `path` needs write).
@@ -398,36 +347,13 @@ pub async fn patch(
     Extension(target): Extension<TargetPath>,
     BodyBytes(body): BodyBytes,
 ) -> ApiResult<Response> {
-    let body = body_json(&body)?;
-    let mut destination = None;
-    if let Some(to) = body
-        .as_ref()
-        .and_then(|b| b.get("path"))
-        .and_then(Value::as_str)
-    {
-        destination = Some(guard.require_path(Action::Write, to)?);
+    let body = concord_contents::parse_json_body(&body).map_err(to_api_error)?;
+    let request = RenameRequest::from_body(body).map_err(to_api_error)?;
+    if let Some(to) = request.path.as_str() {
+        guard.require_path(Action::Write, to)?;
     }
-    let path = target.requested.clone();
-    let model = run(&app, &guard, move |cm, c| cm.patch(c, &path, body)).await?;
-    // A rename (`rename`, then the `get` of jupyter_server's `update`), or just the `get`.
-    app.events.emit(|| {
-        let to = match &destination {
-            Some(d) => d.resolved.clone(),
-            None => target.resolved.clone(),
-        };
-        let old = target.requested.api_path();
-        let mut events = Vec::with_capacity(2);
-        if model.path != old {
-            events.push(event(
-                "rename",
-                &model.path,
-                Some(old),
-                &[&to, &target.resolved],
-            ));
-        }
-        events.push(event("get", &model.path, None, &[&to]));
-        events
-    });
+    let path = target.requested;
+    let model = run(&app, &guard, move |cm, c| cm.patch(c, &path, &request)).await?;
     Ok(model_response(&app, StatusCode::OK, &model, true))
 }
 
@@ -437,16 +363,8 @@ pub async fn delete(
     Extension(guard): Extension<Guard>,
     Extension(target): Extension<TargetPath>,
 ) -> ApiResult<Response> {
-    let path = target.requested.clone();
+    let path = target.requested;
     run(&app, &guard, move |cm, c| cm.delete(c, &path)).await?;
-    app.events.emit(|| {
-        Some(event(
-            "delete",
-            target.requested.api_path(),
-            None,
-            &[&target.resolved],
-        ))
-    });
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -528,17 +446,8 @@ pub async fn trust(
     Extension(guard): Extension<Guard>,
     Extension(target): Extension<TargetPath>,
 ) -> ApiResult<Response> {
-    let path = target.requested.clone();
+    let path = target.requested;
     run(&app, &guard, move |cm, c| cm.trust(c, &path)).await?;
-    // jupyter_server's `trust_notebook` reads the notebook through `get`.
-    app.events.emit(|| {
-        Some(event(
-            "get",
-            target.requested.api_path(),
-            None,
-            &[&target.resolved],
-        ))
-    });
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -606,8 +515,7 @@ pub async fn view(
 ) -> ApiResult<Response> {
     let path = target.requested;
     let api_path = path.api_path().to_string();
-    let opts = GetOptions::metadata_only();
-    let model = run(&app, &guard, move |cm, c| cm.get(c, &path, &opts)).await?;
+    let model = run(&app, &guard, move |cm, c| cm.stat(c, &path)).await?;
     if model.kind == concord_contents::ContentType::Directory {
         return Err(ApiError::not_found(format!(
             "File {api_path} does not exist"
