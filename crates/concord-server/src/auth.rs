@@ -10,7 +10,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 use crate::config::{AuthMode, Settings};
-use crate::error::{ApiError, ApiResult};
+use crate::http::error::{ApiError, ApiResult};
 
 /// The name of the XSRF cookie (tornado's, which JupyterLab reads).
 pub const XSRF_COOKIE: &str = "_xsrf";

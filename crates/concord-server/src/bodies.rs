@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// How long a piece of a body may wait for room in the budget.
 pub const BUSY_WAIT: Duration = Duration::from_secs(10);

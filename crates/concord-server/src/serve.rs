@@ -15,7 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::audit::Auditor;
 use crate::auth::Authenticator;
 use crate::config::{AuthMode, Settings};
-use crate::pipeline::{dispatch, Dispatcher};
+use crate::http::pipeline::{dispatch, Dispatcher};
 use crate::policy::PolicyHandle;
 use crate::state::{App, AppState};
 

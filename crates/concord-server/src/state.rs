@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use crate::audit::Auditor;
 use crate::auth::Authenticator;
 use crate::config::Settings;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 
 /// Shared, cheap-to-clone handle on the application.

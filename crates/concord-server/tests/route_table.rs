@@ -4,7 +4,7 @@
 
 mod common;
 
-use concord_server::routes::{self, Access, Verb};
+use concord_server::http::routes::{self, Access, Verb};
 
 /// Routes meant to be public: adding one is a decision, so it is listed here by hand.
 const PUBLIC: &[&str] = &[

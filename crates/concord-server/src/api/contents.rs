@@ -15,19 +15,19 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use concord_authz::{Action, CanonicalPath, Resource};
 use concord_contents::{
-    Caller as ContentsCaller, Content, ContentsConfig, ContentsError, ContentsManager, ErrorKind,
-    GetOptions, Missing, Model, PathAccess,
+    Caller as ContentsCaller, Content, ContentsConfig, ContentsError, ContentsManager, GetOptions,
+    Missing, Model, PathAccess,
 };
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{query_pairs, url_escape, BodyBytes};
 use crate::bodies::{BlockingBody, BodyCharge};
-use crate::error::{ApiError, ApiResult};
 use crate::events::{contents_event, Event};
-use crate::pipeline::{Guard, TargetPath};
-use crate::routes::RouteParams;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{query_pairs, url_escape, BodyBytes};
+use crate::http::guard::{Guard, PathForm, TargetPath};
+use crate::http::matcher::RouteParams;
 use crate::state::{App, PathResolver};
 
 /// Settings of the files service (`[contents]` in the config file).
@@ -85,7 +85,7 @@ pub struct ContentsPaths(pub Arc<ContentsManager>);
 
 impl PathResolver for ContentsPaths {
     fn resolve(&self, path: &CanonicalPath) -> Result<CanonicalPath, ApiError> {
-        self.0.resolve(path).map_err(to_api_error)
+        self.0.resolve(path).map_err(ApiError::from)
     }
 }
 
@@ -104,22 +104,6 @@ impl PathAccess for PolicyAccess {
     }
     fn writable_children(&self, dir: &CanonicalPath, names: &[&str]) -> Vec<bool> {
         self.0.may_children(Action::Write, dir, names)
-    }
-}
-
-fn to_api_error(e: ContentsError) -> ApiError {
-    let status = match e.kind {
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    let err = ApiError::new(status, e.message);
-    match e.reason {
-        Some(r) => err.with_reason(r),
-        None => err,
     }
 }
 
@@ -145,7 +129,7 @@ pub fn not_found(
     } else {
         Missing::Read
     };
-    to_api_error(ContentsError::missing(op, path))
+    ContentsError::missing(op, path).into()
 }
 
 fn service(app: &App) -> ApiResult<Arc<ContentsManager>> {
@@ -170,7 +154,7 @@ where
     })
     .await
     .map_err(|_| ApiError::internal("The contents operation failed unexpectedly"))?
-    .map_err(to_api_error)
+    .map_err(ApiError::from)
 }
 
 fn http_date(t: std::time::SystemTime) -> String {
@@ -254,7 +238,7 @@ fn json_size_hint(model: &Model) -> usize {
 }
 
 fn body_json(bytes: &Bytes) -> ApiResult<Option<Value>> {
-    concord_contents::parse_json_body(bytes).map_err(to_api_error)
+    concord_contents::parse_json_body(bytes).map_err(ApiError::from)
 }
 
 /// `GET /api/contents/{path}`.
@@ -282,8 +266,7 @@ pub async fn get(
         format.as_deref(),
         content.as_deref(),
         hash.as_deref(),
-    )
-    .map_err(to_api_error)?;
+    )?;
     let path = target.requested;
     let model = run(&app, &guard, move |cm, c| cm.get(c, &path, &opts)).await?;
     // jupyter_server also emits a `get` for every entry of a listing (its directory model
@@ -352,7 +335,10 @@ pub async fn post(
         .and_then(Value::as_str)
     {
         if !from.is_empty() {
-            source = Some((from.to_string(), guard.require_path(Action::Read, from)?));
+            source = Some((
+                from.to_string(),
+                guard.require_path(Action::Read, from, PathForm::Url)?,
+            ));
         }
     }
     let path = target.requested;
@@ -405,7 +391,7 @@ pub async fn patch(
         .and_then(|b| b.get("path"))
         .and_then(Value::as_str)
     {
-        destination = Some(guard.require_path(Action::Write, to)?);
+        destination = Some(guard.require_path(Action::Write, to, PathForm::Url)?);
     }
     let path = target.requested.clone();
     let model = run(&app, &guard, move |cm, c| cm.patch(c, &path, body)).await?;

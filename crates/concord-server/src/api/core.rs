@@ -8,10 +8,10 @@ use axum::{Extension, Json};
 use concord_authz::{Action, Resource, ResourceType};
 use serde_json::{json, Map, Value};
 
-use super::{query_pairs, JsonBody};
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::pipeline::Guard;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{query_pairs, JsonBody};
+use crate::http::guard::Guard;
 use crate::state::{isoformat, App};
 
 /// The version of the jupyter_server API that concord speaks.

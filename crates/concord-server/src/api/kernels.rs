@@ -6,27 +6,31 @@
 //! [`Permission`] (execute or watch) comes from a policy decision on the kernel.
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use concord_authz::{Action, CanonicalPath, Owner, Resource, ResourceType};
 use concord_kernels::{
-    ClientConnection, ErrorKind, Inbound, InboundError, KernelAction, KernelActionKind,
-    KernelError, KernelInfo, KernelManager, KernelManagerConfig, KernelSpecManager, Permission,
-    SessionManager, StartKernel, TransportKind, WsFrame, WsOut, WsProtocol, CLOSE_TOO_SLOW,
+    ClientConnection, ErrorKind, Inbound, InboundError, KernelAction, KernelActionKind, KernelInfo,
+    KernelManager, KernelManagerConfig, KernelSpecManager, Permission, SessionManager, StartKernel,
+    TransportKind, WsFrame, WsOut, WsProtocol, CLOSE_TOO_SLOW,
 };
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{FutureExt, StreamExt};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::query_pairs;
-use crate::error::{ApiError, ApiResult};
-use crate::pipeline::{contents_not_found, instance_not_found, Guard};
-use crate::routes::RouteParams;
+use crate::http::error::{instance_not_found, kernel_error_message};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::query_pairs;
+use crate::http::guard::{Guard, PathForm};
+use crate::http::matcher::RouteParams;
+use crate::http::websocket::{
+    self, ClientMessages, ClientSink, FromClient, OpenConnection, ToClient, WriteFailed,
+};
 use crate::state::{App, AppState, InstanceLookup, PathResolver};
 
 /// How kernels' ZMQ sockets are reached.
@@ -438,43 +442,6 @@ pub fn service(app: &App) -> ApiResult<Arc<KernelService>> {
         .ok_or_else(|| ApiError::not_found("The kernels service is not running"))
 }
 
-/// A kernel error as jupyter_server answers it.
-pub fn kernel_error(e: KernelError) -> ApiError {
-    let status = match e.kind() {
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    ApiError::new(status, kernel_error_message(&e))
-}
-
-/// A kernel error in jupyter_server's words.
-pub fn kernel_error_message(e: &KernelError) -> String {
-    match e {
-        KernelError::NoSuchKernel(id) => format!("Kernel does not exist: {id}"),
-        KernelError::NoSuchKernelSpec(name) => format!("No such kernel named {name}"),
-        other => other.to_string(),
-    }
-}
-
-/// Parse a contents path named in a body (already decoded, API form), resolve it and
-/// require `action` on it; returns the resolved path.
-pub fn authorize_path(guard: &Guard, action: Action, raw: &str) -> ApiResult<CanonicalPath> {
-    let requested = CanonicalPath::parse(raw).map_err(|e| match e {
-        concord_authz::PathError::OutsideRoot(_) => ApiError::not_found(format!(
-            "No such file or directory: {raw} (outside the root directory)"
-        )),
-        concord_authz::PathError::Invalid(_) => {
-            ApiError::bad_request(format!("Invalid path: {raw:?}"))
-        }
-    })?;
-    let not_found = contents_not_found(&requested);
-    let target = guard.require_resolved(action, requested, || not_found.clone())?;
-    Ok(target.resolved)
-}
-
 /// `GET /api/kernels`: the kernels the caller may read.
 pub async fn list(
     State(app): State<App>,
@@ -539,7 +506,11 @@ pub async fn start_kernel(
     };
     // The working directory: a path the caller may read.
     let path = match raw_path.as_deref() {
-        Some(raw) => Some(authorize_path(&guard, Action::Read, raw)?),
+        Some(raw) => Some(
+            guard
+                .require_path(Action::Read, raw, PathForm::Api)?
+                .resolved,
+        ),
         None => None,
     };
     let owner = Owner::of(guard.identity());
@@ -568,8 +539,7 @@ pub async fn start_kernel(
             kernel_id: None,
             owner,
         })
-        .await
-        .map_err(kernel_error)?;
+        .await?;
     Ok(created(&app, info))
 }
 
@@ -577,7 +547,7 @@ fn created(app: &App, info: KernelInfo) -> Response {
     let location = format!(
         "{}api/kernels/{}",
         app.settings.base_url,
-        super::url_escape(&info.model.id)
+        crate::http::extract::url_escape(&info.model.id)
     );
     let mut response = (StatusCode::CREATED, Json(info.model)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -596,7 +566,7 @@ pub async fn get(
     Extension(params): Extension<RouteParams>,
 ) -> ApiResult<Response> {
     let svc = service(&app)?;
-    let info = svc.kernels.get(&kernel_id(&params)).map_err(kernel_error)?;
+    let info = svc.kernels.get(&kernel_id(&params))?;
     Ok(Json(info.model).into_response())
 }
 
@@ -606,10 +576,7 @@ pub async fn delete(
     Extension(params): Extension<RouteParams>,
 ) -> ApiResult<Response> {
     let svc = service(&app)?;
-    svc.kernels
-        .shutdown(&kernel_id(&params))
-        .await
-        .map_err(kernel_error)?;
+    svc.kernels.shutdown(&kernel_id(&params)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -619,10 +586,7 @@ pub async fn interrupt(
     Extension(params): Extension<RouteParams>,
 ) -> ApiResult<Response> {
     let svc = service(&app)?;
-    svc.kernels
-        .interrupt(&kernel_id(&params))
-        .await
-        .map_err(kernel_error)?;
+    svc.kernels.interrupt(&kernel_id(&params)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -635,7 +599,7 @@ pub async fn restart(
     let id = kernel_id(&params);
     match svc.kernels.restart(&id).await {
         Ok(info) => Ok(Json(info.model).into_response()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(kernel_error(e)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(e.into()),
         Err(e) => {
             tracing::warn!(kernel = %id, "restart failed: {e}");
             Err(ApiError::internal(format!(
@@ -655,9 +619,7 @@ pub async fn channels(
     RawQuery(query): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    let ws = ws.map_err(|e| {
-        ApiError::bad_request(format!("This URL needs a websocket connection: {e}"))
-    })?;
+    let ws = websocket::require_upgrade(ws)?;
     let svc = service(&app)?;
     let id = kernel_id(&params);
     let session_id = query_pairs(query.as_deref())
@@ -687,7 +649,7 @@ pub async fn channels(
         )
         .map_err(|e| match e.kind() {
             ErrorKind::NotFound => instance_not_found(ResourceType::Kernels, &id),
-            _ => kernel_error(e),
+            _ => e.into(),
         })?;
     tracing::debug!(kernel = %id, user = %guard.identity().username(), ?permission, ?protocol, "kernel websocket");
     let ws = match echo {
@@ -699,11 +661,8 @@ pub async fn channels(
         write_timeout: svc.kernels.config().write_timeout,
     };
     // Counted from here, as the kernel counts it from `connect`.
-    let open = super::OpenConnection::new(&app);
-    Ok(ws
-        .read_buffer_size(super::WS_READ_BUFFER)
-        .max_message_size(limits.max_message_size)
-        .max_frame_size(limits.max_message_size)
+    let open = OpenConnection::new(&app);
+    Ok(websocket::configure(ws, limits.max_message_size)
         .on_upgrade(move |socket| pump(open, conn, socket, limits)))
 }
 
@@ -728,20 +687,15 @@ enum End {
 /// task: reading the client's frames in a task of its own (so an outbound frame would not
 /// poll the read half) cost more than it saved: the two tasks hop between the runtime's
 /// workers, and every execute paid two more futex wake-ups and thread switches.
-async fn pump(
-    open: super::OpenConnection,
-    conn: ClientConnection,
-    socket: WebSocket,
-    limits: Limits,
-) {
+async fn pump(open: OpenConnection, conn: ClientConnection, socket: WebSocket, limits: Limits) {
     let _open = open;
     let ClientConnection {
         inbound,
         mut outbound,
     } = conn;
-    let (mut sink, mut stream) = socket.split();
+    let (mut messages, mut sink) = websocket::split(socket, limits.max_message_size);
     let end = tokio::select! {
-        r = read_loop(&mut stream, &inbound, limits.max_message_size) => End::Client(r),
+        r = read_loop(&mut messages, &inbound) => End::Client(r),
         r = write_loop(&mut sink, &mut outbound, limits.write_timeout) => r,
     };
     let close = match end {
@@ -759,44 +713,25 @@ async fn pump(
             ))
         }
     };
-    // Told if it still reads; a peer that does not is not waited for.
-    if let Some((code, reason)) = close {
-        let frame = Message::Close(Some(CloseFrame {
-            code,
-            reason: close_reason(&reason).into(),
-        }));
-        let _ = tokio::time::timeout(super::CLOSE_GRACE, sink.send(frame)).await;
-    }
-    let _ = tokio::time::timeout(super::CLOSE_GRACE, sink.close()).await;
-}
-
-/// At most 123 bytes (a close frame's limit), cut at a character boundary.
-fn close_reason(text: &str) -> String {
-    let mut end = text.len().min(123);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
+    sink.send_close(close).await;
+    sink.shut_down().await;
 }
 
 async fn read_loop(
-    stream: &mut futures::stream::SplitStream<WebSocket>,
+    messages: &mut ClientMessages,
     inbound: &concord_kernels::ClientInbound,
-    max_message_size: usize,
 ) -> Option<(u16, String)> {
-    while let Some(msg) = stream.next().await {
-        let frame = match msg {
-            Ok(Message::Text(t)) => WsFrame::Text(t.as_str().to_string()),
-            Ok(Message::Binary(b)) => WsFrame::Binary(b),
-            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
-            Ok(Message::Close(_)) => return None,
-            Err(e) => return super::too_big(e, max_message_size),
+    while let Some(message) = messages.next().await {
+        let frame = match message {
+            FromClient::Text(t) => WsFrame::Text(t),
+            FromClient::Binary(b) => WsFrame::Binary(b),
+            FromClient::TooBig => return Some(websocket::too_big(messages.limit())),
         };
         match inbound.handle(frame).await {
             Ok(Inbound::Forwarded) | Ok(Inbound::Refused) => {}
             Err(InboundError::Codec(e)) => {
                 // 1007: "inconsistent data" — the frame is not a Jupyter message.
-                return Some((1007, close_reason(&format!("malformed message: {e}"))));
+                return Some((1007, format!("malformed message: {e}")));
             }
             Err(InboundError::Kernel(e)) => {
                 tracing::debug!("message not delivered to the kernel: {e}");
@@ -806,10 +741,10 @@ async fn read_loop(
     None
 }
 
-fn to_message(frame: WsFrame) -> Message {
+fn to_client(frame: WsFrame) -> ToClient {
     match frame {
-        WsFrame::Text(t) => Message::Text(t.into()),
-        WsFrame::Binary(b) => Message::Binary(b),
+        WsFrame::Text(t) => ToClient::Text(t),
+        WsFrame::Binary(b) => ToClient::Binary(b),
     }
 }
 
@@ -817,29 +752,27 @@ fn to_message(frame: WsFrame) -> Message {
 /// together and flushed once (an iopub burst costs one syscall, not one per message). A
 /// socket that takes nothing for `stall` ends it: the client is not reading.
 async fn write_loop(
-    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    sink: &mut ClientSink,
     outbound: &mut concord_kernels::ClientOutbound,
     stall: Duration,
 ) -> End {
     const BATCH: usize = 256;
+    let ended = |failed| match failed {
+        WriteFailed::Gone => End::Server,
+        WriteFailed::Stalled => End::Stalled,
+    };
     while let Some(first) = outbound.next().await {
         let mut next = Some(first);
         let mut written = 0;
         while let Some(out) = next.take() {
             match out {
                 WsOut::Frame(frame) => {
-                    match tokio::time::timeout(stall, sink.feed(to_message(frame))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return End::Server,
-                        Err(_) => return End::Stalled,
+                    if let Err(failed) = sink.feed_within(to_client(frame), stall).await {
+                        return ended(failed);
                     }
                 }
                 WsOut::Close { code, reason } => {
-                    let frame = Message::Close(Some(CloseFrame {
-                        code,
-                        reason: close_reason(&reason).into(),
-                    }));
-                    let _ = tokio::time::timeout(super::CLOSE_GRACE, sink.send(frame)).await;
+                    sink.send_close(Some((code, reason))).await;
                     return End::Server;
                 }
             }
@@ -848,10 +781,8 @@ async fn write_loop(
                 next = outbound.next().now_or_never().flatten();
             }
         }
-        match tokio::time::timeout(stall, sink.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return End::Server,
-            Err(_) => return End::Stalled,
+        if let Err(failed) = sink.flush_within(stall).await {
+            return ended(failed);
         }
     }
     End::Server

@@ -9,9 +9,9 @@ use concord_authz::{Action, Resource, ResourceType};
 use serde_json::{json, Map, Value};
 
 use super::kernels::service;
-use crate::error::{ApiError, ApiResult};
-use crate::pipeline::Guard;
-use crate::routes::RouteParams;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::guard::Guard;
+use crate::http::matcher::RouteParams;
 use crate::state::App;
 
 /// A kernelspec as an authorization resource (type `kernelspecs`, its name as the id), so a

@@ -24,12 +24,12 @@ use tower::ServiceExt;
 
 use super::lab_install::LabInstall;
 use super::lab_store::{Item, LabStore, Stored};
-use super::{query_pairs, JsonBody};
 use crate::auth::Caller;
 use crate::config::AuthMode;
-use crate::error::{ApiError, ApiResult};
-use crate::pipeline::Guard;
-use crate::routes::RouteParams;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{query_pairs, JsonBody};
+use crate::http::guard::Guard;
+use crate::http::matcher::RouteParams;
 use crate::state::App;
 
 pub use super::lab_install::LabOptions;

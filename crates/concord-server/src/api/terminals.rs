@@ -8,22 +8,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
 use concord_authz::{Action, CanonicalPath, Owner, Resource, ResourceType};
 use concord_terminals::{
-    serve_client, ErrorKind, Incoming, Outgoing, Permission, TerminalConfig, TerminalError,
-    TerminalInfo, TerminalManager, TerminalModel,
+    serve_client, Incoming, Outgoing, Permission, TerminalConfig, TerminalInfo, TerminalManager,
+    TerminalModel,
 };
 use futures::{SinkExt, StreamExt};
 
 use crate::config::Settings;
-use crate::error::{ApiError, ApiResult};
-use crate::pipeline::Guard;
-use crate::routes::RouteParams;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::guard::{Guard, PathForm};
+use crate::http::matcher::RouteParams;
+use crate::http::websocket::{self, FromClient, OpenConnection, ToClient};
 use crate::state::{App, AppState, InstanceLookup};
 
 /// Terminal options: `--terminal-shell …` on the command line, `[terminals]` in the
@@ -246,17 +247,6 @@ fn service(app: &App) -> ApiResult<&Arc<Terminals>> {
         .ok_or_else(|| ApiError::not_found("Terminals are not enabled on this server"))
 }
 
-fn api_error(error: TerminalError) -> ApiError {
-    let status = match error.kind() {
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::LimitReached => StatusCode::FORBIDDEN,
-        ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    ApiError::new(status, error.to_string())
-}
-
 fn name_param(params: &RouteParams) -> &str {
     params.get("name").unwrap_or("")
 }
@@ -303,11 +293,7 @@ pub async fn create(
             )));
         }
     }
-    let info = terminals
-        .manager
-        .create(owner, cwd.as_deref())
-        .await
-        .map_err(api_error)?;
+    let info = terminals.manager.create(owner, cwd.as_deref()).await?;
     Ok(Json(info.model()))
 }
 
@@ -339,7 +325,7 @@ fn requested_cwd(app: &App, guard: &Guard, body: &[u8]) -> ApiResult<Option<Path
         Ok(inside) => inside.to_string_lossy().into_owned(),
         Err(_) => raw.to_string(),
     };
-    let target = guard.require_path(Action::Read, &relative)?;
+    let target = guard.require_path(Action::Read, &relative, PathForm::Url)?;
     let dir = root.join(target.resolved.api_path());
     Ok(dir.is_dir().then_some(dir))
 }
@@ -349,10 +335,7 @@ pub async fn get(
     State(app): State<App>,
     Extension(params): Extension<RouteParams>,
 ) -> ApiResult<Json<TerminalModel>> {
-    let info = service(&app)?
-        .manager
-        .get(name_param(&params))
-        .map_err(api_error)?;
+    let info = service(&app)?.manager.get(name_param(&params))?;
     Ok(Json(info.model()))
 }
 
@@ -361,11 +344,7 @@ pub async fn delete(
     State(app): State<App>,
     Extension(params): Extension<RouteParams>,
 ) -> ApiResult<StatusCode> {
-    service(&app)?
-        .manager
-        .delete(name_param(&params))
-        .await
-        .map_err(api_error)?;
+    service(&app)?.manager.delete(name_param(&params)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -385,43 +364,33 @@ pub async fn websocket(
     } else {
         Permission::Watch
     };
-    let client = terminals
-        .manager
-        .attach(name_param(&params), guard.identity().username(), permission)
-        .map_err(api_error)?;
+    let client =
+        terminals
+            .manager
+            .attach(name_param(&params), guard.identity().username(), permission)?;
     let limit = terminals.max_message_size;
-    let upgrade = upgrade
-        .read_buffer_size(super::WS_READ_BUFFER)
-        .max_message_size(limit)
-        .max_frame_size(limit);
-    let open = super::OpenConnection::new(&app);
-    Ok(upgrade.on_upgrade(move |socket| async move {
-        let _open = open;
-        pump(socket, client, limit).await;
-    }))
+    let open = OpenConnection::new(&app);
+    Ok(
+        websocket::configure(upgrade, limit).on_upgrade(move |socket| async move {
+            let _open = open;
+            pump(socket, client, limit).await;
+        }),
+    )
 }
 
+/// The terminals service drives the connection (`serve_client`); this only translates
+/// the bridge's messages into its own.
 async fn pump(socket: WebSocket, client: concord_terminals::TerminalClient, limit: usize) {
-    let (sink, stream) = socket.split();
-    let incoming = stream
-        .map(move |message| match message {
-            Ok(Message::Text(text)) => Some(Incoming::Text(text.to_string())),
-            Ok(Message::Binary(bytes)) => Some(Incoming::Binary(bytes.to_vec())),
-            Ok(Message::Ping(_) | Message::Pong(_)) => None,
-            Ok(Message::Close(_)) => Some(Incoming::Close),
-            Err(error) => Some(match super::too_big(error, limit) {
-                Some(_) => Incoming::TooBig { limit },
-                None => Incoming::Close,
-            }),
-        })
-        .filter_map(std::future::ready);
+    let (messages, sink) = websocket::split(socket, limit);
+    let incoming = messages.map(move |message| match message {
+        FromClient::Text(text) => Incoming::Text(text),
+        FromClient::Binary(bytes) => Incoming::Binary(bytes.to_vec()),
+        FromClient::TooBig => Incoming::TooBig { limit },
+    });
     let outgoing = sink.with(|frame: Outgoing| {
         std::future::ready(Ok::<_, axum::Error>(match frame {
-            Outgoing::Text(text) => Message::Text(text.into()),
-            Outgoing::Close { code, reason } => Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })),
+            Outgoing::Text(text) => ToClient::Text(text),
+            Outgoing::Close { code, reason } => ToClient::Close { code, reason },
         }))
     });
     serve_client(client, Box::pin(incoming), Box::pin(outgoing)).await;
