@@ -347,7 +347,7 @@ fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 if decision.allowed { "allow" } else { "deny" },
                 decision.rule
             );
-            crate::confine::print_check(&handle.engine(), &who);
+            crate::services::confine::print_check(&handle.engine(), &who);
             Ok(if decision.allowed {
                 ExitCode::SUCCESS
             } else {

@@ -1,15 +1,10 @@
-//! HTTP handlers. Each module is thin: parse the request, call a service, shape the answer.
-//! Authorization of the route's declared permission has already happened (see `routes.rs`).
+//! The JupyterLab front end's handlers and the code behind them (finding the installation,
+//! the per-user store). They are to become a service crate of their own with thin handlers
+//! in `handlers/`; until then they stay here.
 
-pub mod contents;
-pub mod core;
-pub mod events;
-pub mod file_response;
-pub mod kernels;
-pub mod kernelspecs;
 pub mod lab;
 pub mod lab_install;
 pub mod lab_store;
-pub mod pages;
-pub mod sessions;
-pub mod terminals;
+
+/// The login page's renderer, which the lab pages share.
+pub use crate::handlers::pages;

@@ -246,7 +246,12 @@ fn authorize_request(
                 .and_then(|requested| {
                     let method = req.method();
                     guard.require_resolved(action, requested.clone(), || {
-                        crate::api::contents::not_found(route.pattern, method, params, &requested)
+                        crate::handlers::contents::not_found(
+                            route.pattern,
+                            method,
+                            params,
+                            &requested,
+                        )
                     })
                 })
                 .map_err(|e| Box::new(e.into_response()))?;

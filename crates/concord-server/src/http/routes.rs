@@ -25,8 +25,8 @@ use concord_authz::{Action, ResourceType};
 use std::convert::Infallible;
 use tower::util::BoxCloneSyncService;
 
-use crate::api;
 use crate::state::App;
+use crate::{api, handlers};
 
 use Access::{Identified, Public, Requires};
 use Action::{Execute, Read, Write};
@@ -150,22 +150,22 @@ pub fn table() -> Vec<Route> {
     use Verb::*;
     let mut rows = vec![
         // --- server and identity -----------------------------------------------------------------
-        row(Get,    "/api",                         Public,                 api::core::version),
-        row(Get,    "/api/status",                  needs(Read, Api),       api::core::status),
-        row(Get,    "/api/spec.yaml",               needs(Read, Api),       api::core::spec),
-        row(Get,    "/api/concord/status",          needs(Read, Api),       api::core::concord_status),
-        row(Get,    "/api/me",                      Identified,             api::core::me),
-        row(Patch,  "/api/me",                      Identified,             api::core::update_me),
-        row(Post,   "/api/shutdown",                needs(Write, Server),   api::core::shutdown),
+        row(Get,    "/api",                         Public,                 handlers::core::version),
+        row(Get,    "/api/status",                  needs(Read, Api),       handlers::core::status),
+        row(Get,    "/api/spec.yaml",               needs(Read, Api),       handlers::core::spec),
+        row(Get,    "/api/concord/status",          needs(Read, Api),       handlers::core::concord_status),
+        row(Get,    "/api/me",                      Identified,             handlers::core::me),
+        row(Patch,  "/api/me",                      Identified,             handlers::core::update_me),
+        row(Post,   "/api/shutdown",                needs(Write, Server),   handlers::core::shutdown),
         // --- events (docs/events.md): each subscriber gets only what it may read ---------------
-        row(Ws,     "/api/events/subscribe",        needs(Execute, Events), api::events::subscribe),
-        row(Post,   "/api/events",                  needs(Write, Events),   api::events::post),
-        row(Get,    "/metrics",                     needs(Read, Server),    api::core::metrics),
+        row(Ws,     "/api/events/subscribe",        needs(Execute, Events), handlers::events::subscribe),
+        row(Post,   "/api/events",                  needs(Write, Events),   handlers::events::post),
+        row(Get,    "/metrics",                     needs(Read, Server),    handlers::core::metrics),
         // --- pages ---------------------------------------------------------------------------------
-        row(Get,    "/login",                       Public,                 api::pages::login_form),
-        row(Post,   "/login",                       Public,                 api::pages::login_submit),
-        row(Get,    "/logout",                      Public,                 api::pages::logout),
-        row(Get,    "/",                            Public,                 api::pages::root),
+        row(Get,    "/login",                       Public,                 handlers::pages::login_form),
+        row(Post,   "/login",                       Public,                 handlers::pages::login_submit),
+        row(Get,    "/logout",                      Public,                 handlers::pages::logout),
+        row(Get,    "/",                            Public,                 handlers::pages::root),
     ];
     // Services add their rows below, one block each.
     rows.extend(service_rows());
@@ -182,20 +182,20 @@ fn service_rows() -> Vec<Route> {
     let terminal = |action| Requires(action, Target::Instance(Terminals, "name"));
     vec![
         // --- contents: the path is authorized as the file system resolves it --------------------
-        row(Get,    "/api/contents/{*path}/checkpoints",                  path(Read),  api::contents::list_checkpoints),
-        row(Post,   "/api/contents/{*path}/checkpoints",                  path(Write), api::contents::create_checkpoint),
-        row(Post,   "/api/contents/{*path}/checkpoints/{checkpoint_id}",  path(Write), api::contents::restore_checkpoint),
-        row(Delete, "/api/contents/{*path}/checkpoints/{checkpoint_id}",  path(Write), api::contents::delete_checkpoint),
-        row(Post,   "/api/contents/{*path}/trust",                        path(Write), api::contents::trust),
-        row(Get,    "/api/contents/{*path}",                              path(Read),  api::contents::get),
-        row(Put,    "/api/contents/{*path}",                              path(Write), api::contents::put),
+        row(Get,    "/api/contents/{*path}/checkpoints",                  path(Read),  handlers::contents::list_checkpoints),
+        row(Post,   "/api/contents/{*path}/checkpoints",                  path(Write), handlers::contents::create_checkpoint),
+        row(Post,   "/api/contents/{*path}/checkpoints/{checkpoint_id}",  path(Write), handlers::contents::restore_checkpoint),
+        row(Delete, "/api/contents/{*path}/checkpoints/{checkpoint_id}",  path(Write), handlers::contents::delete_checkpoint),
+        row(Post,   "/api/contents/{*path}/trust",                        path(Write), handlers::contents::trust),
+        row(Get,    "/api/contents/{*path}",                              path(Read),  handlers::contents::get),
+        row(Put,    "/api/contents/{*path}",                              path(Write), handlers::contents::put),
         // A copy (`copy_from` in the body) also needs read on the source (handler).
-        row(Post,   "/api/contents/{*path}",                              path(Write), api::contents::post),
+        row(Post,   "/api/contents/{*path}",                              path(Write), handlers::contents::post),
         // A rename (`path` in the body) also needs write on the destination (handler).
-        row(Patch,  "/api/contents/{*path}",                              path(Write), api::contents::patch),
-        row(Delete, "/api/contents/{*path}",                              path(Write), api::contents::delete),
-        row(Get,    "/files/{*path}",                                     path(Read),  api::contents::files),
-        row(Get,    "/view/{*path}",                                      path(Read),  api::contents::view),
+        row(Patch,  "/api/contents/{*path}",                              path(Write), handlers::contents::patch),
+        row(Delete, "/api/contents/{*path}",                              path(Write), handlers::contents::delete),
+        row(Get,    "/files/{*path}",                                     path(Read),  handlers::contents::files),
+        row(Get,    "/view/{*path}",                                      path(Read),  handlers::contents::view),
         // --- JupyterLab front end: pages need login, its static assets are public ------------------
         row(Get,    "/lab",                                               Identified,  api::lab::page),
         row(Get,    "/lab/tree/{*path}",                                  Identified,  api::lab::page),
@@ -229,33 +229,33 @@ fn service_rows() -> Vec<Route> {
         row(Patch,  "/api/config/{section}",                              Identified,                   api::lab::patch_config),
         row(Put,    "/api/config/{section}",                              Identified,                   api::lab::put_config),
         // --- terminals -----------------------------------------------------------------------------
-        row(Get,    "/api/terminals",                                     needs(Read, Terminals),       api::terminals::list),
+        row(Get,    "/api/terminals",                                     needs(Read, Terminals),       handlers::terminals::list),
         // The new terminal's folder also needs execute, read and write (handler).
-        row(Post,   "/api/terminals",                                     needs(Execute, Terminals),    api::terminals::create),
-        row(Get,    "/api/terminals/{name}",                              terminal(Read),               api::terminals::get),
-        row(Delete, "/api/terminals/{name}",                              terminal(Write),              api::terminals::delete),
+        row(Post,   "/api/terminals",                                     needs(Execute, Terminals),    handlers::terminals::create),
+        row(Get,    "/api/terminals/{name}",                              terminal(Read),               handlers::terminals::get),
+        row(Delete, "/api/terminals/{name}",                              terminal(Write),              handlers::terminals::delete),
         // Read lets a watcher in; the handler decides whether the client may also type (execute).
-        row(Ws,     "/terminals/websocket/{name}",                        terminal(Read),               api::terminals::websocket),
+        row(Ws,     "/terminals/websocket/{name}",                        terminal(Read),               handlers::terminals::websocket),
         // --- kernels, sessions, kernelspecs --------------------------------------------------------
-        row(Get,    "/api/kernels",                                       needs(Read, Kernels),         api::kernels::list),
+        row(Get,    "/api/kernels",                                       needs(Read, Kernels),         handlers::kernels::list),
         // The kernel's working directory (`path` in the body) also needs read (handler).
-        row(Post,   "/api/kernels",                                       needs(Write, Kernels),        api::kernels::start_kernel),
+        row(Post,   "/api/kernels",                                       needs(Write, Kernels),        handlers::kernels::start_kernel),
         // Read lets a watcher in; the handler decides whether the client may also execute.
-        row(Ws,     "/api/kernels/{kernel_id}/channels",                  kernel(Read),                 api::kernels::channels),
-        row(Post,   "/api/kernels/{kernel_id}/interrupt",                 kernel(Write),                api::kernels::interrupt),
-        row(Post,   "/api/kernels/{kernel_id}/restart",                   kernel(Write),                api::kernels::restart),
-        row(Get,    "/api/kernels/{kernel_id}",                           kernel(Read),                 api::kernels::get),
-        row(Delete, "/api/kernels/{kernel_id}",                           kernel(Write),                api::kernels::delete),
-        row(Get,    "/api/sessions",                                      needs(Read, Sessions),        api::sessions::list),
+        row(Ws,     "/api/kernels/{kernel_id}/channels",                  kernel(Read),                 handlers::kernels::channels),
+        row(Post,   "/api/kernels/{kernel_id}/interrupt",                 kernel(Write),                handlers::kernels::interrupt),
+        row(Post,   "/api/kernels/{kernel_id}/restart",                   kernel(Write),                handlers::kernels::restart),
+        row(Get,    "/api/kernels/{kernel_id}",                           kernel(Read),                 handlers::kernels::get),
+        row(Delete, "/api/kernels/{kernel_id}",                           kernel(Write),                handlers::kernels::delete),
+        row(Get,    "/api/sessions",                                      needs(Read, Sessions),        handlers::sessions::list),
         // The notebook path also needs read, the session and its kernel write (handler).
-        row(Post,   "/api/sessions",                                      needs(Write, Sessions),       api::sessions::create),
-        row(Get,    "/api/sessions/{session_id}",                         session(Read),                api::sessions::get),
+        row(Post,   "/api/sessions",                                      needs(Write, Sessions),       handlers::sessions::create),
+        row(Get,    "/api/sessions/{session_id}",                         session(Read),                handlers::sessions::get),
         // A new path is authorized as on creation (handler).
-        row(Patch,  "/api/sessions/{session_id}",                         session(Write),               api::sessions::update),
-        row(Delete, "/api/sessions/{session_id}",                         session(Write),               api::sessions::delete),
-        row(Get,    "/api/kernelspecs",                                   needs(Read, Kernelspecs),     api::kernelspecs::list),
-        row(Get,    "/api/kernelspecs/{kernel_name}",                     needs(Read, Kernelspecs),     api::kernelspecs::get),
-        row(Get,    "/kernelspecs/{kernel_name}/{*path}",                 needs(Read, Kernelspecs),     api::kernelspecs::resource),
+        row(Patch,  "/api/sessions/{session_id}",                         session(Write),               handlers::sessions::update),
+        row(Delete, "/api/sessions/{session_id}",                         session(Write),               handlers::sessions::delete),
+        row(Get,    "/api/kernelspecs",                                   needs(Read, Kernelspecs),     handlers::kernelspecs::list),
+        row(Get,    "/api/kernelspecs/{kernel_name}",                     needs(Read, Kernelspecs),     handlers::kernelspecs::get),
+        row(Get,    "/kernelspecs/{kernel_name}/{*path}",                 needs(Read, Kernelspecs),     handlers::kernelspecs::resource),
     ]
 }
 

@@ -20,78 +20,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use concord_authz::{Action, CanonicalPath, Identity, Owner, Resource, ResourceType};
 use futures::StreamExt;
-use std::time::Duration;
 
 use crate::events::pyjson::PyJson;
 use crate::events::{
-    Audience, Ended, Event, EventLimits, Subscription, CONTENTS_SCHEMA, GATEWAY_CLIENT_SCHEMA,
+    Audience, Ended, Event, Subscription, CONTENTS_SCHEMA, GATEWAY_CLIENT_SCHEMA,
     KERNEL_ACTIONS_SCHEMA,
 };
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::guard::Guard;
 use crate::http::websocket::{self, FromClient, OpenConnection, ToClient, WriteFailed};
-use crate::state::{App, AppState};
-
-/// Settings of `/api/events` (`[events]` in the config file).
-#[derive(clap::Args, Clone, Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsOptions {
-    /// Bytes of events queued for one subscriber before it is disconnected (1008) as too
-    /// slow (default 1 MiB).
-    #[arg(
-        id = "events_queue_bytes",
-        long = "events-queue-bytes",
-        env = "CONCORD_EVENTS_QUEUE_BYTES"
-    )]
-    pub queue_bytes: Option<usize>,
-    /// Seconds a subscriber's socket may take to accept a frame before it is disconnected
-    /// as not reading (default 10).
-    #[arg(
-        id = "events_write_timeout",
-        long = "events-write-timeout",
-        env = "CONCORD_EVENTS_WRITE_TIMEOUT"
-    )]
-    pub write_timeout: Option<u64>,
-    /// The largest websocket message a subscriber may send, in bytes (it has nothing to
-    /// send); larger closes the socket with 1009 (default 65536).
-    #[arg(
-        id = "events_max_message_size",
-        long = "events-max-message-size",
-        env = "CONCORD_EVENTS_MAX_MESSAGE_SIZE"
-    )]
-    pub max_message_size: Option<usize>,
-}
-
-/// Apply the options to the event bus (from `services::start`).
-pub fn start(state: &mut AppState) -> anyhow::Result<()> {
-    let cli = &state.settings.cli.events;
-    let file = &state.settings.file.events;
-    let defaults = EventLimits::default();
-    let bytes = |name: &str, value: Option<usize>, default: usize| match value {
-        Some(n) if n < 1024 => anyhow::bail!("--{name} must be at least 1024 bytes"),
-        Some(n) => Ok(n),
-        None => Ok(default),
-    };
-    let limits = EventLimits {
-        queue_bytes: bytes(
-            "events-queue-bytes",
-            cli.queue_bytes.or(file.queue_bytes),
-            defaults.queue_bytes,
-        )?,
-        write_timeout: match cli.write_timeout.or(file.write_timeout) {
-            Some(0) => anyhow::bail!("--events-write-timeout must be at least 1 second"),
-            Some(seconds) => Duration::from_secs(seconds),
-            None => defaults.write_timeout,
-        },
-        max_message_size: bytes(
-            "events-max-message-size",
-            cli.max_message_size.or(file.max_message_size),
-            defaults.max_message_size,
-        )?,
-    };
-    state.events.set_limits(limits);
-    Ok(())
-}
+use crate::state::App;
 
 /// Frames written with one flush at most, so a steady stream is never held back.
 const FLUSH_EVERY: usize = 64;

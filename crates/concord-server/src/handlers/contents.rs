@@ -15,11 +15,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use concord_authz::{Action, CanonicalPath, Resource};
 use concord_contents::{
-    Caller as ContentsCaller, Content, ContentsConfig, ContentsError, ContentsManager, GetOptions,
-    Missing, Model, PathAccess,
+    Caller as ContentsCaller, Content, ContentsError, ContentsManager, GetOptions, Missing, Model,
+    PathAccess,
 };
 use serde_json::Value;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::bodies::{BlockingBody, BodyCharge};
@@ -28,66 +27,7 @@ use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{query_pairs, url_escape, BodyBytes};
 use crate::http::guard::{Guard, PathForm, TargetPath};
 use crate::http::matcher::RouteParams;
-use crate::state::{App, PathResolver};
-
-/// Settings of the files service (`[contents]` in the config file).
-#[derive(clap::Args, Clone, Debug, Default, serde::Deserialize)]
-pub struct ContentsOptions {
-    /// Serve and accept hidden (dot) files and directories.
-    #[arg(long, env = "CONCORD_ALLOW_HIDDEN")]
-    pub allow_hidden: Option<bool>,
-    /// Move deleted files to the trash instead of deleting them.
-    #[arg(long, env = "CONCORD_DELETE_TO_TRASH")]
-    pub delete_to_trash: Option<bool>,
-    /// Delete non-empty directories (when not using the trash).
-    #[arg(long, env = "CONCORD_ALWAYS_DELETE_DIR")]
-    pub always_delete_dir: Option<bool>,
-    /// Largest file a save or upload may write, in bytes.
-    #[arg(long, env = "CONCORD_MAX_SAVE_BYTES")]
-    pub max_save_bytes: Option<u64>,
-    /// Largest directory a copy may duplicate, in MB.
-    #[arg(long, env = "CONCORD_MAX_COPY_FOLDER_SIZE_MB")]
-    pub max_copy_folder_size_mb: Option<u64>,
-    /// Accept notebooks that fail validation (saved, with a `message`), as jupyter_server.
-    #[arg(long, env = "CONCORD_ACCEPT_INVALID_NOTEBOOKS")]
-    pub accept_invalid_notebooks: Option<bool>,
-    /// The trash directory (default: the freedesktop trash of the server's user).
-    #[arg(long, env = "CONCORD_TRASH_DIR")]
-    pub trash_dir: Option<PathBuf>,
-}
-
-/// Build the files service from the settings.
-pub fn build(app_settings: &crate::config::Settings) -> anyhow::Result<ContentsManager> {
-    let cli = &app_settings.cli.contents;
-    let file = &app_settings.file.contents;
-    let mut config = ContentsConfig::new(&app_settings.root_dir);
-    config.allow_hidden = cli.allow_hidden.or(file.allow_hidden).unwrap_or(false);
-    config.delete_to_trash = cli.delete_to_trash.or(file.delete_to_trash).unwrap_or(true);
-    config.always_delete_dir = cli
-        .always_delete_dir
-        .or(file.always_delete_dir)
-        .unwrap_or(false);
-    config.max_save_bytes = cli.max_save_bytes.or(file.max_save_bytes);
-    if let Some(mb) = cli.max_copy_folder_size_mb.or(file.max_copy_folder_size_mb) {
-        config.max_copy_folder_bytes = mb * 1024 * 1024;
-    }
-    config.reject_invalid_notebooks = !cli
-        .accept_invalid_notebooks
-        .or(file.accept_invalid_notebooks)
-        .unwrap_or(false);
-    config.trash_dir = cli.trash_dir.clone().or(file.trash_dir.clone());
-    config.state_dir = Some(app_settings.state_dir.join("contents"));
-    ContentsManager::new(config).map_err(|e| anyhow::anyhow!("contents: {}", e.message))
-}
-
-/// The contents service resolves symlinks for the pipeline.
-pub struct ContentsPaths(pub Arc<ContentsManager>);
-
-impl PathResolver for ContentsPaths {
-    fn resolve(&self, path: &CanonicalPath) -> Result<CanonicalPath, ApiError> {
-        self.0.resolve(path).map_err(ApiError::from)
-    }
-}
+use crate::state::App;
 
 /// Per-path decisions of the policy for one caller.
 struct PolicyAccess(Guard);
@@ -132,19 +72,13 @@ pub fn not_found(
     ContentsError::missing(op, path).into()
 }
 
-fn service(app: &App) -> ApiResult<Arc<ContentsManager>> {
-    app.contents
-        .clone()
-        .ok_or_else(|| ApiError::not_found("The contents service is not running"))
-}
-
 /// Run blocking file work off the async threads, with the caller's policy access.
 async fn run<T, F>(app: &App, guard: &Guard, work: F) -> ApiResult<T>
 where
     T: Send + 'static,
     F: FnOnce(&ContentsManager, &ContentsCaller<'_>) -> Result<T, ContentsError> + Send + 'static,
 {
-    let cm = service(app)?;
+    let cm = app.contents.clone();
     let guard = guard.clone();
     tokio::task::spawn_blocking(move || {
         let username = guard.identity().username().to_string();

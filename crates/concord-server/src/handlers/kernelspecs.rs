@@ -8,7 +8,6 @@ use axum::{Extension, Json};
 use concord_authz::{Action, Resource, ResourceType};
 use serde_json::{json, Map, Value};
 
-use super::kernels::service;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::guard::Guard;
 use crate::http::matcher::RouteParams;
@@ -33,7 +32,7 @@ pub async fn list(
     State(app): State<App>,
     Extension(guard): Extension<Guard>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
+    let svc = &app.kernels;
     let km = svc.kernels.clone();
     let base_url = app.settings.base_url.clone();
     // Reading kernel.json files is file work: off the async threads.
@@ -62,7 +61,7 @@ pub async fn get(
     Extension(guard): Extension<Guard>,
     Extension(params): Extension<RouteParams>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
+    let svc = &app.kernels;
     let name = params.get("kernel_name").unwrap_or_default().to_string();
     if !guard.may(Action::Read, &spec_resource(&name)) {
         return Err(not_found(&name));
@@ -83,7 +82,7 @@ pub async fn resource(
     Extension(guard): Extension<Guard>,
     Extension(params): Extension<RouteParams>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
+    let svc = &app.kernels;
     let name = params.get("kernel_name").unwrap_or_default().to_string();
     let raw = params.get("path").unwrap_or_default();
     let file = percent_encoding::percent_decode_str(raw)

@@ -10,29 +10,15 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use concord_authz::{Action, CanonicalPath, Owner, Resource, ResourceType};
-use concord_kernels::{KernelError, NewSession, SessionError, SessionInfo, SessionPatch};
+use concord_kernels::{KernelError, NewSession, SessionError, SessionPatch};
 use serde_json::{json, Value};
-use std::sync::Arc;
 
-use super::kernels::service;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::JsonBody;
 use crate::http::guard::{Guard, PathForm};
 use crate::http::matcher::RouteParams;
-use crate::state::{App, PathResolver};
-
-/// The authorization resource of a session: its owner and its (resolved) path.
-pub fn session_resource(paths: &Arc<dyn PathResolver>, info: &SessionInfo) -> Resource {
-    let path = CanonicalPath::parse(&info.path)
-        .ok()
-        .map(|p| paths.resolve(&p).unwrap_or(p));
-    Resource::owned(
-        ResourceType::Sessions,
-        Some(info.id.clone()),
-        info.owner.clone(),
-        path,
-    )
-}
+use crate::services::kernels::session_resource;
+use crate::state::App;
 
 /// The directory a session's kernel runs in (jupyter_server's `get_kernel_path`).
 fn kernel_dir(path: &CanonicalPath) -> CanonicalPath {
@@ -113,7 +99,7 @@ pub async fn list(
     State(app): State<App>,
     Extension(guard): Extension<Guard>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
+    let svc = &app.kernels;
     let models: Vec<Value> = svc
         .sessions
         .list()
@@ -131,7 +117,7 @@ pub async fn create(
     Extension(guard): Extension<Guard>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
+    let svc = &app.kernels;
     let req = NewSession::from_json(&body)?;
     let owner = Owner::of(guard.identity());
     authorize_session(&guard, &req.path, None, owner.clone())?;
@@ -169,7 +155,7 @@ pub async fn get(
     State(app): State<App>,
     Extension(params): Extension<RouteParams>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
+    let svc = &app.kernels;
     let info = svc.sessions.get(&session_id(&params))?;
     Ok(Json(info.model).into_response())
 }
@@ -182,7 +168,7 @@ pub async fn update(
     Extension(params): Extension<RouteParams>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
+    let svc = &app.kernels;
     let id = session_id(&params);
     if !body.is_object() {
         return Err(ApiError::bad_request("No JSON data provided"));
@@ -229,7 +215,7 @@ pub async fn delete(
     State(app): State<App>,
     Extension(params): Extension<RouteParams>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
+    let svc = &app.kernels;
     svc.sessions.delete(&session_id(&params)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
