@@ -88,7 +88,7 @@ pub struct ServeOptions {
     /// The JupyterLab front end (`[lab]` in the config file).
     #[command(flatten)]
     #[serde(default)]
-    pub lab: crate::api::lab::LabOptions,
+    pub lab: crate::api::lab_install::LabOptions,
     /// The kernels service (`[kernels]` in the config file).
     #[command(flatten)]
     #[serde(default)]
