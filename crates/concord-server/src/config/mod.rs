@@ -476,6 +476,16 @@ fn absolute(cwd: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// The state directory as the commands other than `serve` find it: `flag` (the command
+/// line or environment), else the config file's, else the default.
+pub fn state_dir(flag: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let file = match config {
+        Some(path) => ServeOptions::from_file(path)?,
+        None => ServeOptions::default(),
+    };
+    Ok(flag.or(file.state_dir).unwrap_or_else(default_state_dir))
+}
+
 /// `$XDG_DATA_HOME/concord`, else `~/.local/share/concord`.
 pub fn default_state_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {

@@ -7,7 +7,7 @@
 //! so an event never tells anyone about a path or kernel they could not read. Publishing never
 //! waits for subscribers: each has its own queue, bounded in bytes (each event is held once,
 //! shared by the queues it is in), and a subscriber past its budget is disconnected (see
-//! `api::events`). Nothing is built when nobody subscribes.
+//! `handlers::events`). Nothing is built when nobody subscribes.
 
 pub mod pyjson;
 

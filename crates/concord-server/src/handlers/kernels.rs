@@ -20,8 +20,7 @@ use futures::{FutureExt, StreamExt};
 use serde_json::Value;
 use std::time::Duration;
 
-use crate::http::error::instance_not_found;
-use crate::http::error::{ApiError, ApiResult};
+use crate::http::error::{instance_not_found, ApiError, ApiResult};
 use crate::http::extract::query_pairs;
 use crate::http::guard::{Guard, PathForm};
 use crate::http::matcher::RouteParams;

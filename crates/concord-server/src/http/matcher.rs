@@ -113,7 +113,7 @@ impl RouteParams {
     }
 }
 
-fn split<'a>(path: &'a str) -> Vec<&'a str> {
+fn split(path: &str) -> Vec<&str> {
     let trimmed = path.strip_prefix('/').unwrap_or(path);
     if trimmed.is_empty() {
         Vec::new()
