@@ -1,4 +1,4 @@
-//! Issue 7 through the real server: a user who may write /projects/a only runs code in their
+//! Confinement through the real server: a user who may write /projects/a only runs code in their
 //! real ipykernel (kernel websocket) and their real bash (terminal websocket); the operating
 //! system stops them — PermissionError / "Permission denied" from the process itself — from
 //! reading /projects/b or concord's state and from creating files outside what they may

@@ -619,7 +619,8 @@ async fn contents_api_matches_jupyter_server() {
 
 #[tokio::test]
 async fn invalid_notebook_save_is_refused_where_jupyter_accepts_it() {
-    // A deliberate difference (issue 3): Concord answers 400 naming the problem.
+    // A deliberate difference: an invalid notebook is never written to disk, so Concord
+    // answers 400 naming the problem where jupyter_server saves it with a warning.
     let s = common::server().token("t").start();
     let nb = json!({"cells": [{"cell_type": "code", "metadata": {}, "source": "x", "id": "a"}],
                     "metadata": {}, "nbformat": 4, "nbformat_minor": 5});

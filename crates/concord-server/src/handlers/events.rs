@@ -13,84 +13,23 @@
 
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use concord_authz::{Action, CanonicalPath, Identity, Owner, Resource, ResourceType};
-use futures::{SinkExt, StreamExt};
-use std::time::Duration;
+use futures::StreamExt;
 
-use crate::error::{ApiError, ApiResult};
 use crate::events::pyjson::PyJson;
 use crate::events::{
-    Audience, Ended, Event, EventLimits, Subscription, CONTENTS_SCHEMA, GATEWAY_CLIENT_SCHEMA,
+    Audience, Ended, Event, Subscription, CONTENTS_SCHEMA, GATEWAY_CLIENT_SCHEMA,
     KERNEL_ACTIONS_SCHEMA,
 };
-use crate::pipeline::Guard;
-use crate::state::{App, AppState};
-
-/// Settings of `/api/events` (`[events]` in the config file).
-#[derive(clap::Args, Clone, Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsOptions {
-    /// Bytes of events queued for one subscriber before it is disconnected (1008) as too
-    /// slow (default 1 MiB).
-    #[arg(
-        id = "events_queue_bytes",
-        long = "events-queue-bytes",
-        env = "CONCORD_EVENTS_QUEUE_BYTES"
-    )]
-    pub queue_bytes: Option<usize>,
-    /// Seconds a subscriber's socket may take to accept a frame before it is disconnected
-    /// as not reading (default 10).
-    #[arg(
-        id = "events_write_timeout",
-        long = "events-write-timeout",
-        env = "CONCORD_EVENTS_WRITE_TIMEOUT"
-    )]
-    pub write_timeout: Option<u64>,
-    /// The largest websocket message a subscriber may send, in bytes (it has nothing to
-    /// send); larger closes the socket with 1009 (default 65536).
-    #[arg(
-        id = "events_max_message_size",
-        long = "events-max-message-size",
-        env = "CONCORD_EVENTS_MAX_MESSAGE_SIZE"
-    )]
-    pub max_message_size: Option<usize>,
-}
-
-/// Apply the options to the event bus (from `services::start`).
-pub fn start(state: &mut AppState) -> anyhow::Result<()> {
-    let cli = &state.settings.cli.events;
-    let file = &state.settings.file.events;
-    let defaults = EventLimits::default();
-    let bytes = |name: &str, value: Option<usize>, default: usize| match value {
-        Some(n) if n < 1024 => anyhow::bail!("--{name} must be at least 1024 bytes"),
-        Some(n) => Ok(n),
-        None => Ok(default),
-    };
-    let limits = EventLimits {
-        queue_bytes: bytes(
-            "events-queue-bytes",
-            cli.queue_bytes.or(file.queue_bytes),
-            defaults.queue_bytes,
-        )?,
-        write_timeout: match cli.write_timeout.or(file.write_timeout) {
-            Some(0) => anyhow::bail!("--events-write-timeout must be at least 1 second"),
-            Some(seconds) => Duration::from_secs(seconds),
-            None => defaults.write_timeout,
-        },
-        max_message_size: bytes(
-            "events-max-message-size",
-            cli.max_message_size.or(file.max_message_size),
-            defaults.max_message_size,
-        )?,
-    };
-    state.events.set_limits(limits);
-    Ok(())
-}
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::guard::Guard;
+use crate::http::websocket::{self, FromClient, OpenConnection, ToClient, WriteFailed};
+use crate::state::App;
 
 /// Frames written with one flush at most, so a steady stream is never held back.
 const FLUSH_EVERY: usize = 64;
@@ -106,27 +45,22 @@ pub async fn subscribe(
     Extension(guard): Extension<Guard>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    let ws = ws.map_err(|e| {
-        ApiError::bad_request(format!("This URL needs a websocket connection: {e}"))
-    })?;
+    let ws = websocket::require_upgrade(ws)?;
     // Subscribed before the upgrade: nothing published after the 101 is missed.
     let subscription = app.events.subscribe();
     let who = guard.identity().clone();
     tracing::debug!(user = %who.username(), "events subscriber");
-    let open = super::OpenConnection::new(&app);
+    let open = OpenConnection::new(&app);
     // Clients send nothing on this socket but control frames.
     let limit = subscription.limits.max_message_size;
-    Ok(ws
-        .read_buffer_size(super::WS_READ_BUFFER)
-        .max_message_size(limit)
-        .max_frame_size(limit)
+    Ok(websocket::configure(ws, limit)
         .on_upgrade(move |socket| pump(app, open, who, subscription, socket)))
 }
 
 /// Write the events `who` may see until either side is done.
 async fn pump(
     app: App,
-    open: super::OpenConnection,
+    open: OpenConnection,
     who: Identity,
     mut sub: Subscription,
     socket: WebSocket,
@@ -135,14 +69,12 @@ async fn pump(
     let limits = sub.limits;
     let stall = limits.write_timeout;
     let mut closed = sub.closed.clone();
-    let (mut sink, mut stream) = socket.split();
+    let (mut messages, mut sink) = websocket::split(socket, limits.max_message_size);
     // The client sends nothing but control frames; reading notices when it leaves.
     let reader = async {
-        while let Some(msg) = stream.next().await {
-            match msg {
-                Ok(Message::Close(_)) => break,
-                Ok(_) => {}
-                Err(e) => return super::too_big(e, limits.max_message_size),
+        while let Some(message) = messages.next().await {
+            if let FromClient::TooBig = message {
+                return Some(websocket::too_big(limits.max_message_size));
             }
         }
         None
@@ -156,8 +88,7 @@ async fn pump(
                 match sub.try_recv() {
                     Ok(Some(event)) => Ok(event),
                     Ok(None) => {
-                        let flush = tokio::time::timeout(stall, sink.flush()).await;
-                        if !written(flush, &app, &who) {
+                        if !written(sink.flush_within(stall).await, &app, &who) {
                             return None;
                         }
                         unflushed = 0;
@@ -206,14 +137,13 @@ async fn pump(
                     "no longer allowed to receive events".to_string(),
                 ));
             }
-            let feed = sink.feed(Message::Text(event.frame.as_str().into()));
-            if !written(tokio::time::timeout(stall, feed).await, &app, &who) {
+            let frame = ToClient::Text(event.frame.as_str().to_string());
+            if !written(sink.feed_within(frame, stall).await, &app, &who) {
                 return None;
             }
             unflushed += 1;
             if unflushed >= FLUSH_EVERY {
-                let flush = tokio::time::timeout(stall, sink.flush()).await;
-                if !written(flush, &app, &who) {
+                if !written(sink.flush_within(stall).await, &app, &who) {
                     return None;
                 }
                 unflushed = 0;
@@ -224,26 +154,16 @@ async fn pump(
         r = reader => r,
         r = writer => r,
     };
-    if let Some((code, reason)) = end {
-        let close = sink.send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })));
-        let _ = tokio::time::timeout(super::CLOSE_GRACE, close).await;
-    }
+    sink.send_close(end).await;
 }
 
 /// Whether a write to the socket completed; one that took longer than the write timeout is
 /// counted as a subscriber that stopped reading (one that failed: the client left).
-fn written<E>(
-    r: Result<Result<(), E>, tokio::time::error::Elapsed>,
-    app: &App,
-    who: &Identity,
-) -> bool {
+fn written(r: Result<(), WriteFailed>, app: &App, who: &Identity) -> bool {
     match r {
-        Ok(Ok(())) => true,
-        Ok(Err(_)) => false,
-        Err(_) => {
+        Ok(()) => true,
+        Err(WriteFailed::Gone) => false,
+        Err(WriteFailed::Stalled) => {
             app.events.count_lagged();
             tracing::info!(user = %who.username(), "events subscriber stopped reading; disconnected");
             false

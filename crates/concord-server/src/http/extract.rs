@@ -1,71 +1,12 @@
-//! HTTP handlers. Each module is thin: parse the request, call a service, shape the answer.
-//! Authorization of the route's declared permission has already happened (see `routes.rs`).
-
-pub mod contents;
-pub mod core;
-pub mod events;
-pub mod file_response;
-pub mod kernels;
-pub mod kernelspecs;
-pub mod lab;
-pub mod pages;
-pub mod sessions;
-pub mod terminals;
+//! What handlers take from a request (bodies with the API's errors, query strings) and the
+//! URL escaping of what they put in answers, as jupyter_server (tornado, Python) writes it.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
-
-/// Read buffer of a websocket (kernel channels, terminals). tungstenite's default, 128 KiB,
-/// is zero-filled up front, so it is resident for every open notebook and terminal although
-/// what clients send is small; a message larger than this still arrives whole (the buffer
-/// grows to the frame), in more reads.
-pub const WS_READ_BUFFER: usize = 4 * 1024;
-
-/// How long a close frame may take to go out: a peer that does not read is not waited for.
-pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Close code for a message larger than a websocket's limit (RFC 6455: "message too big").
-pub const CLOSE_TOO_BIG: u16 = 1009;
-
-/// The close (1009 and why) for a websocket read error that is a message above `limit`
-/// bytes; `None` for any other error (the client is gone or broke the protocol).
-pub fn too_big(error: axum::Error, limit: usize) -> Option<(u16, String)> {
-    let error = error.into_inner();
-    match error.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => Some((
-            CLOSE_TOO_BIG,
-            format!("message too big: the limit is {limit} bytes"),
-        )),
-        _ => None,
-    }
-}
-
-/// Counts an open websocket (kernel, terminal, events) in `AppState::connections` while it
-/// lives. Created in the handler, before the upgrade: a client that got its 101 finds
-/// itself in `/metrics` (the upgrade completes in a task started later), and a failed
-/// upgrade drops it with the closure.
-pub struct OpenConnection(crate::state::App);
-
-impl OpenConnection {
-    /// Count one more connection.
-    pub fn new(app: &crate::state::App) -> Self {
-        app.connections
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        OpenConnection(app.clone())
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0
-            .connections
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
+use crate::http::error::ApiError;
 
 /// A request body read whole, with the API's JSON errors: 413 past `--max-body-size` or
 /// the memory budget, 503 while the budget is taken, 400 when the connection fails.

@@ -9,10 +9,9 @@ use concord_authz::{Action, Resource, ResourceType};
 use concord_kernels::KernelSpecError;
 use serde_json::{json, Map, Value};
 
-use super::kernels::service;
-use crate::error::{ApiError, ApiResult};
-use crate::pipeline::Guard;
-use crate::routes::RouteParams;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::guard::Guard;
+use crate::http::matcher::RouteParams;
 use crate::state::App;
 
 /// A kernelspec as an authorization resource (type `kernelspecs`, its name as the id), so a
@@ -34,7 +33,7 @@ pub async fn list(
     State(app): State<App>,
     Extension(guard): Extension<Guard>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
+    let svc = &app.kernels;
     let km = svc.kernels.clone();
     let base_url = app.settings.base_url.clone();
     // Reading kernel.json files is file work: off the async threads.
@@ -63,7 +62,7 @@ pub async fn get(
     Extension(guard): Extension<Guard>,
     Extension(params): Extension<RouteParams>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
+    let svc = &app.kernels;
     let name = params.get("kernel_name").unwrap_or_default().to_string();
     if !guard.may(Action::Read, &spec_resource(&name)) {
         return Err(not_found(&name));
@@ -84,7 +83,7 @@ pub async fn resource(
     Extension(guard): Extension<Guard>,
     Extension(params): Extension<RouteParams>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
+    let svc = &app.kernels;
     let name = params.get("kernel_name").unwrap_or_default().to_string();
     let raw = params.get("path").unwrap_or_default();
     let file = percent_encoding::percent_decode_str(raw)

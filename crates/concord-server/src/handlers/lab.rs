@@ -14,80 +14,19 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Extension;
 use concord_authz::{Action, Resource, ResourceType};
 use concord_lab::{
-    Caching, ConfigScope, ErrorKind, Lab, LabConfig, LabError, LabFile, PageRequest, PageSettings,
-    ThemeAsset, JAVASCRIPT,
+    Caching, ConfigScope, Lab, LabError, LabFile, PageRequest, ThemeAsset, JAVASCRIPT,
 };
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tower::ServiceExt;
 
-use super::{query_pairs, JsonBody};
 use crate::auth::Caller;
-use crate::config::{AuthMode, Settings};
-use crate::error::{ApiError, ApiResult};
-use crate::pipeline::Guard;
-use crate::routes::RouteParams;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{query_pairs, JsonBody};
+use crate::http::guard::Guard;
+use crate::http::matcher::RouteParams;
 use crate::state::App;
-
-/// Settings of the JupyterLab front end (`[lab]` in the config file).
-#[derive(clap::Args, Clone, Debug, Default, serde::Deserialize)]
-pub struct LabOptions {
-    /// JupyterLab's application directory (`<prefix>/share/jupyter/lab`, holding `static/`,
-    /// `schemas/`, `themes/`); default: found with the `python3` on PATH, as jupyterlab_server.
-    #[arg(long, env = "CONCORD_LAB_APP_DIR")]
-    pub lab_app_dir: Option<PathBuf>,
-    /// Directories of federated JupyterLab extensions (`share/jupyter/labextensions`), first
-    /// wins; default: Jupyter's data path as the `python3` on PATH reports it.
-    #[arg(long, env = "CONCORD_LABEXTENSIONS_DIR", value_delimiter = ',')]
-    pub labextensions_dir: Option<Vec<PathBuf>>,
-}
-
-/// Start the JupyterLab service as the settings say.
-pub async fn start(settings: &Settings) -> Lab {
-    let (cli, file) = (&settings.cli, &settings.file);
-    let contents = (&cli.contents, &file.contents);
-    Lab::start(LabConfig {
-        app_dir: cli.lab.lab_app_dir.clone().or(file.lab.lab_app_dir.clone()),
-        labextensions_dirs: cli
-            .lab
-            .labextensions_dir
-            .clone()
-            .or(file.lab.labextensions_dir.clone()),
-        state_dir: settings.state_dir.clone(),
-        base_url: settings.base_url.clone(),
-        page: PageSettings {
-            token: (settings.auth == AuthMode::Token).then(|| settings.token.clone()),
-            allow_hidden_files: contents
-                .0
-                .allow_hidden
-                .or(contents.1.allow_hidden)
-                .unwrap_or(false),
-            delete_to_trash: contents
-                .0
-                .delete_to_trash
-                .or(contents.1.delete_to_trash)
-                .unwrap_or(true),
-        },
-    })
-    .await
-}
-
-impl From<LabError> for ApiError {
-    fn from(e: LabError) -> Self {
-        match e.kind {
-            ErrorKind::NotFound => ApiError::not_found(e.message),
-            ErrorKind::BadRequest => ApiError::bad_request(e.message),
-            ErrorKind::Internal => ApiError::internal(e.message),
-        }
-    }
-}
-
-fn lab(app: &App) -> ApiResult<Arc<Lab>> {
-    app.lab
-        .clone()
-        .ok_or_else(|| ApiError::not_found("The JupyterLab front end is not running"))
-}
 
 /// Run a blocking operation of the service.
 async fn blocking<T: Send + 'static>(
@@ -118,10 +57,7 @@ fn render_page(
     known_url: bool,
     params: Option<&RouteParams>,
 ) -> Response {
-    let lab = match lab(app) {
-        Ok(l) => l,
-        Err(e) => return not_installed(app, &e.message),
-    };
+    let lab = &app.lab;
     let rel = url_path
         .strip_prefix(app.settings.base_url.trim_end_matches('/'))
         .unwrap_or(url_path);
@@ -154,7 +90,7 @@ fn render_page(
 
 /// A plain page saying JupyterLab is missing and how to fix it (404, not a server error).
 fn not_installed(app: &App, why: &str) -> Response {
-    let html = super::pages::render(
+    let html = crate::handlers::pages::render(
         "message.html",
         minijinja::context! {
             title => "JupyterLab is not available",
@@ -312,9 +248,7 @@ async fn file_response(
     open: impl FnOnce(&Lab) -> Result<LabFile, LabError> + Send + 'static,
     req: Request,
 ) -> Response {
-    let Ok(lab) = lab(app) else {
-        return ApiError::not_found("Not Found").into_response();
-    };
+    let lab = app.lab.clone();
     match blocking(move || open(&lab)).await {
         Ok(file) => send_file(file, req).await,
         Err(e) => e.into_response(),
@@ -353,9 +287,7 @@ pub async fn theme_files(
     Extension(params): Extension<RouteParams>,
     req: Request,
 ) -> Response {
-    let Ok(lab) = lab(&app) else {
-        return ApiError::not_found("Not Found").into_response();
-    };
+    let lab = app.lab.clone();
     let rel = params.get("path").unwrap_or("").to_string();
     match blocking(move || lab.theme(&rel)).await {
         Ok(ThemeAsset::Css(css)) => (
@@ -384,7 +316,7 @@ pub async fn list_settings(
         .iter()
         .any(|(k, v)| k == "ids_only" && v == "true");
     let user = caller.identity.username().to_string();
-    let lab = lab(&app)?;
+    let lab = app.lab.clone();
     blocking(move || lab.list_settings(&user, ids_only))
         .await
         .map(json)
@@ -398,7 +330,7 @@ pub async fn get_settings(
 ) -> ApiResult<Response> {
     let id = decoded(params.get("plugin").unwrap_or(""));
     let user = caller.identity.username().to_string();
-    let lab = lab(&app)?;
+    let lab = app.lab.clone();
     blocking(move || lab.settings(&user, &id)).await.map(json)
 }
 
@@ -417,7 +349,7 @@ pub async fn put_settings(
         .ok_or_else(|| ApiError::bad_request("Missing raw value"))?
         .to_string();
     let user = caller.identity.username().to_string();
-    let lab = lab(&app)?;
+    let lab = app.lab.clone();
     blocking(move || lab.save_settings(&user, &id, &raw)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -434,7 +366,7 @@ pub async fn list_workspaces(
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Response> {
     let user = caller.identity.username().to_string();
-    let lab = lab(&app)?;
+    let lab = app.lab.clone();
     blocking(move || lab.list_workspaces(&user)).await.map(json)
 }
 
@@ -446,7 +378,7 @@ pub async fn get_workspace(
 ) -> ApiResult<Response> {
     let user = caller.identity.username().to_string();
     let name = workspace_name(&params);
-    let lab = lab(&app)?;
+    let lab = app.lab.clone();
     blocking(move || lab.workspace(&user, &name))
         .await
         .map(json)
@@ -461,7 +393,7 @@ pub async fn put_workspace(
 ) -> ApiResult<Response> {
     let user = caller.identity.username().to_string();
     let name = workspace_name(&params);
-    let lab = lab(&app)?;
+    let lab = app.lab.clone();
     blocking(move || lab.save_workspace(&user, &name, &body)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -474,7 +406,7 @@ pub async fn delete_workspace(
 ) -> ApiResult<Response> {
     let user = caller.identity.username().to_string();
     let name = workspace_name(&params);
-    let lab = lab(&app)?;
+    let lab = app.lab.clone();
     blocking(move || lab.delete_workspace(&user, &name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -523,7 +455,7 @@ pub async fn licenses(State(app): State<App>, req: Request) -> ApiResult<Respons
     }
     // jupyterlab_server takes a regular expression; the front end sends `.*` or a name.
     let wanted = arg("bundles").filter(|b| b != ".*");
-    let lab = lab(&app)?;
+    let lab = app.lab.clone();
     blocking(move || lab.licenses(wanted.as_deref()))
         .await
         .map(json)
@@ -580,7 +512,7 @@ pub async fn get_config(
         }
     };
     let user = caller.identity.username().to_string();
-    let lab = lab(&app)?;
+    let lab = app.lab.clone();
     blocking(move || lab.config_section(&user, &section, scope))
         .await
         .map(json)
@@ -601,7 +533,7 @@ async fn write_config(
     let section_value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("Invalid JSON in body of request: {e}")))?;
     let user = caller.identity.username().to_string();
-    let lab = lab(&app)?;
+    let lab = app.lab.clone();
     let value = blocking(move || {
         let layer_user = (!server).then_some(user.as_str());
         lab.write_config_section(layer_user, &section, section_value, replace)

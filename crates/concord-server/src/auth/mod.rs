@@ -10,7 +10,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 use crate::config::{AuthMode, Settings};
-use crate::error::{ApiError, ApiResult};
+use crate::http::error::{ApiError, ApiResult};
 
 /// The name of the XSRF cookie (tornado's, which JupyterLab reads).
 pub const XSRF_COOKIE: &str = "_xsrf";
@@ -84,7 +84,7 @@ pub struct Authenticator {
     token: String,
     /// The token owner; its display fields can change (`PATCH /api/me`) while running,
     /// as jupyter_server keeps them in its cookie.
-    owner: std::sync::RwLock<Identity>,
+    owner: parking_lot::RwLock<Identity>,
     store: Arc<UserStore>,
     throttle: concord_identity::LoginThrottle,
     cookie_name: String,
@@ -109,7 +109,7 @@ impl Authenticator {
         Ok(Authenticator {
             mode: settings.auth,
             token: settings.token.clone(),
-            owner: std::sync::RwLock::new(Identity {
+            owner: parking_lot::RwLock::new(Identity {
                 user: owner,
                 groups: vec![ADMIN_GROUP.to_string()],
             }),
@@ -220,10 +220,7 @@ impl Authenticator {
 
     /// The token owner's identity as it is now.
     fn owner(&self) -> Identity {
-        match self.owner.read() {
-            Ok(o) => o.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.owner.read().clone()
     }
 
     fn identity_from_proxy(&self, headers: &HeaderMap, peer: IpAddr) -> Option<Identity> {
@@ -365,10 +362,7 @@ impl Authenticator {
         let update: ProfileUpdate = serde_json::from_value(Value::Object(fields.clone()))
             .map_err(|e| ApiError::bad_request(format!("Invalid profile update: {e}")))?;
         if self.mode == AuthMode::Token {
-            let mut owner = match self.owner.write() {
-                Ok(o) => o,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut owner = self.owner.write();
             update
                 .apply_to(&mut owner.user)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;

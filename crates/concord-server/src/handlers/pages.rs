@@ -8,9 +8,9 @@ use minijinja::{context, Environment};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use super::query_pairs;
 use crate::auth::{Caller, LoginFailure, XSRF_COOKIE};
 use crate::config::AuthMode;
+use crate::http::extract::query_pairs;
 use crate::state::App;
 
 fn templates() -> &'static Environment<'static> {
@@ -94,7 +94,7 @@ pub async fn login_form(
             .map(|(_, v)| v.as_str()),
     );
     if caller.is_some() {
-        return crate::error::found(&next);
+        return crate::http::error::found(&next);
     }
     let xsrf = crate::auth::request_xsrf(&req);
     login_page(&app, StatusCode::OK, None, &next, &xsrf)
@@ -136,7 +136,7 @@ pub async fn login_submit(
     let password = field("password").unwrap_or("");
     match app.auth.login(username, password, peer.ip()).await {
         Ok(set_cookie) => {
-            let mut response = crate::error::found(&next);
+            let mut response = crate::http::error::found(&next);
             if let Ok(v) = HeaderValue::from_str(&set_cookie) {
                 response.headers_mut().append(header::SET_COOKIE, v);
             }
@@ -204,5 +204,5 @@ pub async fn logout(State(app): State<App>, req: Request) -> Response {
 
 /// `GET /`: on to JupyterLab (which sends anonymous callers to the login page).
 pub async fn root(State(app): State<App>) -> Response {
-    crate::error::found(&format!("{}lab", app.settings.base_url))
+    crate::http::error::found(&format!("{}lab", app.settings.base_url))
 }

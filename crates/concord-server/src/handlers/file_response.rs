@@ -79,7 +79,8 @@ pub fn respond(file: FileDownload, request: &HeaderMap, how: Presentation) -> Re
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     let mut file = file.file;
     if start > 0 && file.seek(SeekFrom::Start(start)).is_err() {
-        return crate::error::ApiError::internal("The file could not be read").into_response();
+        return crate::http::error::ApiError::internal("The file could not be read")
+            .into_response();
     }
     let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), length);
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, CHUNK));

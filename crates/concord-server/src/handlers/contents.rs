@@ -4,9 +4,9 @@
 //! named in the body (`copy_from`, the PATCH `path`) is required here through the `Guard`;
 //! listings and `writable` are filtered through a `PathAccess` backed by the policy.
 //!
-//! The contents service reports what it does (`ContentsManager::subscribe_actions`):
-//! [`forward_actions`] publishes those actions as jupyter_server's `contents_service`
-//! events, each for the readers of the resolved paths it names (see `docs/events.md`).
+//! The contents service reports what it does (`ContentsManager::subscribe_actions`); the
+//! adapter in `services/contents.rs` publishes those actions as jupyter_server's
+//! `contents_service` events (see `docs/events.md`). These handlers publish nothing.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -14,110 +14,17 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use concord_authz::{Action, CanonicalPath, Resource};
 use concord_contents::{
-    ActionListener, Body, Caller as ContentsCaller, Content, ContentsAction, ContentsConfig,
-    ContentsError, ContentsManager, CreateRequest, ErrorKind, GetOptions, Missing, Model,
-    PathAccess, RenameRequest,
+    Body, Caller as ContentsCaller, Content, ContentsError, ContentsManager, CreateRequest,
+    GetOptions, Missing, Model, PathAccess, RenameRequest,
 };
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{query_pairs, url_escape, BodyBytes};
 use crate::bodies::{BlockingBody, BodyCharge};
-use crate::error::{ApiError, ApiResult};
-use crate::events::{contents_event, EventBus};
-use crate::pipeline::{Guard, TargetPath};
-use crate::routes::RouteParams;
-use crate::state::{App, PathResolver};
-
-/// Settings of the files service (`[contents]` in the config file).
-#[derive(clap::Args, Clone, Debug, Default, serde::Deserialize)]
-pub struct ContentsOptions {
-    /// Serve and accept hidden (dot) files and directories.
-    #[arg(long, env = "CONCORD_ALLOW_HIDDEN")]
-    pub allow_hidden: Option<bool>,
-    /// Move deleted files to the trash instead of deleting them.
-    #[arg(long, env = "CONCORD_DELETE_TO_TRASH")]
-    pub delete_to_trash: Option<bool>,
-    /// Delete non-empty directories (when not using the trash).
-    #[arg(long, env = "CONCORD_ALWAYS_DELETE_DIR")]
-    pub always_delete_dir: Option<bool>,
-    /// Largest file a save or upload may write, in bytes.
-    #[arg(long, env = "CONCORD_MAX_SAVE_BYTES")]
-    pub max_save_bytes: Option<u64>,
-    /// Largest directory a copy may duplicate, in MB.
-    #[arg(long, env = "CONCORD_MAX_COPY_FOLDER_SIZE_MB")]
-    pub max_copy_folder_size_mb: Option<u64>,
-    /// Accept notebooks that fail validation (saved, with a `message`), as jupyter_server.
-    #[arg(long, env = "CONCORD_ACCEPT_INVALID_NOTEBOOKS")]
-    pub accept_invalid_notebooks: Option<bool>,
-    /// The trash directory (default: the freedesktop trash of the server's user).
-    #[arg(long, env = "CONCORD_TRASH_DIR")]
-    pub trash_dir: Option<PathBuf>,
-}
-
-/// Build the files service from the settings.
-pub fn build(app_settings: &crate::config::Settings) -> anyhow::Result<ContentsManager> {
-    let cli = &app_settings.cli.contents;
-    let file = &app_settings.file.contents;
-    let mut config = ContentsConfig::new(&app_settings.root_dir);
-    config.allow_hidden = cli.allow_hidden.or(file.allow_hidden).unwrap_or(false);
-    config.delete_to_trash = cli.delete_to_trash.or(file.delete_to_trash).unwrap_or(true);
-    config.always_delete_dir = cli
-        .always_delete_dir
-        .or(file.always_delete_dir)
-        .unwrap_or(false);
-    config.max_save_bytes = cli.max_save_bytes.or(file.max_save_bytes);
-    if let Some(mb) = cli.max_copy_folder_size_mb.or(file.max_copy_folder_size_mb) {
-        config.max_copy_folder_bytes = mb * 1024 * 1024;
-    }
-    config.reject_invalid_notebooks = !cli
-        .accept_invalid_notebooks
-        .or(file.accept_invalid_notebooks)
-        .unwrap_or(false);
-    config.trash_dir = cli.trash_dir.clone().or(file.trash_dir.clone());
-    config.state_dir = Some(app_settings.state_dir.join("contents"));
-    ContentsManager::new(config).map_err(|e| anyhow::anyhow!("contents: {}", e.message))
-}
-
-/// Publish the contents service's actions on the event bus as jupyter_server's
-/// `contents_service` events, each for the readers of the resolved paths it names.
-pub fn forward_actions(contents: &ContentsManager, bus: Arc<EventBus>) {
-    contents.subscribe_actions(Arc::new(ActionsToEvents(bus)));
-}
-
-struct ActionsToEvents(Arc<EventBus>);
-
-impl ActionListener for ActionsToEvents {
-    fn listening(&self) -> bool {
-        self.0.has_subscribers()
-    }
-
-    fn hear(&self, actions: &[ContentsAction]) {
-        self.0.emit(|| {
-            actions
-                .iter()
-                .map(|a| {
-                    let audience = a.readers.iter().cloned().map(Resource::contents).collect();
-                    contents_event(
-                        a.action.as_str(),
-                        &a.path,
-                        a.source_path.as_deref(),
-                        audience,
-                    )
-                })
-                .collect::<Vec<_>>()
-        });
-    }
-}
-
-/// The contents service resolves symlinks for the pipeline.
-pub struct ContentsPaths(pub Arc<ContentsManager>);
-
-impl PathResolver for ContentsPaths {
-    fn resolve(&self, path: &CanonicalPath) -> Result<CanonicalPath, ApiError> {
-        self.0.resolve(path).map_err(to_api_error)
-    }
-}
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{query_pairs, url_escape, BodyBytes};
+use crate::http::guard::{Guard, PathForm, TargetPath};
+use crate::http::matcher::RouteParams;
+use crate::state::App;
 
 /// Per-path decisions of the policy for one caller.
 struct PolicyAccess(Guard);
@@ -134,22 +41,6 @@ impl PathAccess for PolicyAccess {
     }
     fn writable_children(&self, dir: &CanonicalPath, names: &[&str]) -> Vec<bool> {
         self.0.may_children(Action::Write, dir, names)
-    }
-}
-
-fn to_api_error(e: ContentsError) -> ApiError {
-    let status = match e.kind {
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    let err = ApiError::new(status, e.message);
-    match e.reason {
-        Some(r) => err.with_reason(r),
-        None => err,
     }
 }
 
@@ -175,13 +66,7 @@ pub fn not_found(
     } else {
         Missing::Read
     };
-    to_api_error(ContentsError::missing(op, path))
-}
-
-fn service(app: &App) -> ApiResult<Arc<ContentsManager>> {
-    app.contents
-        .clone()
-        .ok_or_else(|| ApiError::not_found("The contents service is not running"))
+    ContentsError::missing(op, path).into()
 }
 
 /// Run blocking file work off the async threads, with the caller's policy access.
@@ -190,7 +75,7 @@ where
     T: Send + 'static,
     F: FnOnce(&ContentsManager, &ContentsCaller<'_>) -> Result<T, ContentsError> + Send + 'static,
 {
-    let cm = service(app)?;
+    let cm = app.contents.clone();
     let guard = guard.clone();
     tokio::task::spawn_blocking(move || {
         let username = guard.identity().username().to_string();
@@ -200,7 +85,7 @@ where
     })
     .await
     .map_err(|_| ApiError::internal("The contents operation failed unexpectedly"))?
-    .map_err(to_api_error)
+    .map_err(ApiError::from)
 }
 
 fn http_date(t: std::time::SystemTime) -> String {
@@ -279,8 +164,7 @@ pub async fn get(
         format.as_deref(),
         content.as_deref(),
         hash.as_deref(),
-    )
-    .map_err(to_api_error)?;
+    )?;
     let path = target.requested;
     let model = run(&app, &guard, move |cm, c| cm.get(c, &path, &opts)).await?;
     Ok(model_response(&app, StatusCode::OK, &model, false))
@@ -329,10 +213,10 @@ pub async fn post(
     Extension(target): Extension<TargetPath>,
     BodyBytes(body): BodyBytes,
 ) -> ApiResult<Response> {
-    let body = Body::<CreateRequest>::from_json(&body).map_err(to_api_error)?;
+    let body = Body::<CreateRequest>::from_json(&body)?;
     if let Body::Model(request) = &body {
         if let Some(from) = request.copy_from.as_str().filter(|from| !from.is_empty()) {
-            guard.require_path(Action::Read, from)?;
+            guard.require_path(Action::Read, from, PathForm::Url)?;
         }
     }
     let path = target.requested;
@@ -347,10 +231,10 @@ pub async fn patch(
     Extension(target): Extension<TargetPath>,
     BodyBytes(body): BodyBytes,
 ) -> ApiResult<Response> {
-    let body = concord_contents::parse_json_body(&body).map_err(to_api_error)?;
-    let request = RenameRequest::from_body(body).map_err(to_api_error)?;
+    let body = concord_contents::parse_json_body(&body)?;
+    let request = RenameRequest::from_body(body)?;
     if let Some(to) = request.path.as_str() {
-        guard.require_path(Action::Write, to)?;
+        guard.require_path(Action::Write, to, PathForm::Url)?;
     }
     let path = target.requested;
     let model = run(&app, &guard, move |cm, c| cm.patch(c, &path, &request)).await?;

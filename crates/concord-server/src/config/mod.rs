@@ -2,12 +2,69 @@
 //!
 //! Precedence: flag > environment variable > config file > built-in default. Every flag of
 //! `concord serve` has the same name (with `_` for `-`) as a key of the config file.
+//!
+//! This is the one place where options are merged: [`Settings::resolve`] layers the command
+//! line (with the environment, which clap reads) over the file once, applies the defaults and
+//! checks the values, and hands every service a typed configuration (`Settings::contents`,
+//! `kernels`, `terminals`, `events`, `confine`). Each service's options and their merge are
+//! in the submodule named after it.
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod confine;
+mod contents;
+mod events;
+mod kernels;
+mod lab;
+mod terminals;
+
+pub use confine::{ConfineOptions, ConfineSettings};
+pub use contents::ContentsOptions;
+pub use events::EventsOptions;
+pub use kernels::{KernelTransport, KernelsConfig, KernelsOptions};
+pub use lab::LabOptions;
+pub use terminals::{TerminalsConfig, TerminalsOptions, DEFAULT_MAX_MESSAGE_SIZE};
+
+/// `impl $options { fn over(self, lower: Self) -> Self }`: each field from `self` (the
+/// command line and environment) when set, else from `lower` (the config file).
+macro_rules! layered {
+    ($options:ident { $($field:ident),* $(,)? }) => {
+        impl $options {
+            /// These options over `lower`'s: each field from here when set, else from there.
+            pub fn over(self, lower: Self) -> Self {
+                $options { $($field: self.$field.or(lower.$field)),* }
+            }
+        }
+    };
+}
+use layered;
+
+/// A size in bytes of at least 1024 (smaller is an error naming `--name`), or `default`.
+fn at_least_1024(name: &str, value: Option<usize>, default: usize) -> anyhow::Result<usize> {
+    match value {
+        Some(n) if n < 1024 => bail!("--{name} must be at least 1024 bytes"),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+/// A duration in whole seconds, at least 1 (0 is an error naming `--name`), or `default`.
+fn at_least_a_second(
+    name: &str,
+    value: Option<u64>,
+    default: Duration,
+) -> anyhow::Result<Duration> {
+    match value {
+        Some(0) => bail!("--{name} must be at least 1 second"),
+        Some(s) => Ok(Duration::from_secs(s)),
+        None => Ok(default),
+    }
+}
 
 /// How callers prove who they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -29,27 +86,27 @@ pub struct ServeOptions {
     /// The files service (`[contents]` in the config file).
     #[command(flatten)]
     #[serde(default)]
-    pub contents: crate::api::contents::ContentsOptions,
+    pub contents: ContentsOptions,
     /// The JupyterLab front end (`[lab]` in the config file).
     #[command(flatten)]
     #[serde(default)]
-    pub lab: crate::api::lab::LabOptions,
+    pub lab: LabOptions,
     /// The kernels service (`[kernels]` in the config file).
     #[command(flatten)]
     #[serde(default)]
-    pub kernels: crate::api::kernels::KernelsOptions,
+    pub kernels: KernelsOptions,
     /// Landlock confinement of kernels and terminals (`[confine]` in the config file).
     #[command(flatten)]
     #[serde(default)]
-    pub confine: crate::confine::ConfineOptions,
+    pub confine: ConfineOptions,
     /// Terminals (`[terminals]` in the config file).
     #[command(flatten)]
     #[serde(default)]
-    pub terminals: crate::api::terminals::TerminalsOptions,
+    pub terminals: TerminalsOptions,
     /// `/api/events` (`[events]` in the config file).
     #[command(flatten)]
     #[serde(default)]
-    pub events: crate::api::events::EventsOptions,
+    pub events: EventsOptions,
     /// A TOML config file with any of these options as keys.
     #[arg(long, env = "CONCORD_CONFIG")]
     #[serde(skip)]
@@ -189,11 +246,20 @@ pub struct Settings {
     pub audit_db: bool,
     /// Whether cookies carry `Secure`.
     pub secure_cookie: bool,
-    /// The options as given on the command line and in the environment, for services that
-    /// merge their own option groups (`cli.x.or(file.x)`).
-    pub cli: ServeOptions,
-    /// The options as given in the config file.
-    pub file: ServeOptions,
+    /// The config file, when one was given.
+    pub config_file: Option<PathBuf>,
+    /// The files service.
+    pub contents: concord_contents::ContentsConfig,
+    /// The kernels and sessions services.
+    pub kernels: KernelsConfig,
+    /// The terminals service.
+    pub terminals: TerminalsConfig,
+    /// `/api/events`.
+    pub events: crate::events::EventLimits,
+    /// The confinement of kernels and terminals.
+    pub confine: ConfineSettings,
+    /// The JupyterLab front end.
+    pub lab: concord_lab::LabConfig,
 }
 
 impl ServeOptions {
@@ -287,14 +353,44 @@ impl Settings {
         };
         let state_dir = absolute(&cwd, &pick!(cli, file, state_dir, default_state_dir()));
         let runtime_dir = pick!(cli, file, runtime_dir, state_dir.join("runtime"));
+        // The services' option groups, each layered once and turned into its typed config.
+        let contents = cli
+            .contents
+            .clone()
+            .over(file.contents.clone())
+            .resolve(&root_dir, &state_dir);
+        let events = cli.events.clone().over(file.events.clone()).resolve()?;
+        let kernel_options = cli.kernels.clone().over(file.kernels.clone());
+        let confine = cli
+            .confine
+            .clone()
+            .over(file.confine.clone())
+            .resolve(kernel_options.uses_tcp());
+        // A kernel never listens where confined processes may connect.
+        let reserved_ports = confine.tcp_connect.clone().unwrap_or_default();
+        let kernels =
+            kernel_options.resolve(&root_dir, &runtime_dir, reserved_ports, secret_env_names())?;
+        let terminals = cli
+            .terminals
+            .clone()
+            .over(file.terminals.clone())
+            .resolve(&root_dir, secret_env_names())?;
+        let auth = pick!(cli, file, auth, AuthMode::Token);
+        let base_url = normalize_base_url(&pick!(cli, file, base_url, "/".to_string()))?;
+        let lab = cli.lab.clone().over(file.lab.clone()).resolve(
+            &state_dir,
+            &base_url,
+            (auth == AuthMode::Token).then(|| token.clone()),
+            &contents,
+        );
         Ok(Settings {
             ip: pick!(cli, file, ip, IpAddr::from([127, 0, 0, 1])),
             port: pick!(cli, file, port, 8888),
             port_retries: pick!(cli, file, port_retries, 50),
             root_dir,
-            base_url: normalize_base_url(&pick!(cli, file, base_url, "/".to_string()))?,
+            base_url,
             log_level: pick!(cli, file, log_level, "info".to_string()),
-            auth: pick!(cli, file, auth, AuthMode::Token),
+            auth,
             token,
             token_generated,
             owner: pick!(cli, file, owner, default_owner()),
@@ -324,8 +420,13 @@ impl Settings {
             audit_log: cli.audit_log.clone().or(file.audit_log.clone()),
             audit_db: pick!(cli, file, audit_db, true),
             secure_cookie: pick!(cli, file, secure_cookie, false),
-            cli,
-            file,
+            config_file: cli.config.clone(),
+            contents,
+            kernels,
+            terminals,
+            events,
+            confine,
+            lab,
         })
     }
 }
@@ -356,6 +457,21 @@ pub fn normalize_base_url(raw: &str) -> anyhow::Result<String> {
     })
 }
 
+/// Names of the server's environment variables its kernels and terminals must not inherit:
+/// its settings (the token among them) and the tokens of the Jupyter tools around it.
+pub fn secret_env_names() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(key, _)| key.into_string().ok())
+        .filter(|key| {
+            key.starts_with("CONCORD_")
+                || matches!(
+                    key.as_str(),
+                    "JUPYTER_TOKEN" | "JUPYTERHUB_API_TOKEN" | "JPY_API_TOKEN"
+                )
+        })
+        .collect()
+}
+
 /// `path` if it is absolute, else `cwd/path`.
 fn absolute(cwd: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
@@ -363,6 +479,16 @@ fn absolute(cwd: &Path, path: &Path) -> PathBuf {
     } else {
         cwd.join(path)
     }
+}
+
+/// The state directory as the commands other than `serve` find it: `flag` (the command
+/// line or environment), else the config file's, else the default.
+pub fn state_dir(flag: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let file = match config {
+        Some(path) => ServeOptions::from_file(path)?,
+        None => ServeOptions::default(),
+    };
+    Ok(flag.or(file.state_dir).unwrap_or_else(default_state_dir))
 }
 
 /// `$XDG_DATA_HOME/concord`, else `~/.local/share/concord`.
@@ -444,15 +570,15 @@ mod tests {
             s.audit_log.as_deref(),
             cwd.join("logs/audit.jsonl").to_str()
         );
-        assert_eq!(s.cli.contents.trash_dir, Some(cwd.join("trash")));
-        assert_eq!(s.cli.lab.lab_app_dir, Some(cwd.join("lab")));
+        assert_eq!(s.contents.trash_dir, Some(cwd.join("trash")));
+        assert_eq!(s.lab.app_dir, Some(cwd.join("lab")));
         assert_eq!(
-            s.cli.lab.labextensions_dir,
+            s.lab.labextensions_dirs,
             Some(vec![cwd.join("ext"), "/abs/ext".into()])
         );
-        assert_eq!(s.cli.confine.exec_paths, Some(vec![cwd.join("x")]));
-        assert_eq!(s.cli.confine.write_paths, Some(vec![cwd.join("w")]));
-        assert_eq!(s.file.kernels.kernel_dir, Some(vec![cwd.join("file-k")]));
+        assert_eq!(s.confine.exec_paths, vec![cwd.join("x")]);
+        assert_eq!(s.confine.write_paths, vec![cwd.join("w")]);
+        assert_eq!(s.kernels.kernel_dirs, vec![cwd.join("file-k")]);
         let stdout = ServeOptions {
             audit_log: Some("-".into()),
             ..Default::default()
@@ -483,5 +609,48 @@ mod tests {
         assert_eq!(s.port, 7000);
         assert_eq!(s.ip.to_string(), "127.0.0.2");
         assert_eq!(s.port_retries, 50);
+    }
+
+    #[test]
+    fn service_options_are_layered_once_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("concord.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "root_dir = {:?}\n[contents]\nallow_hidden = true\ndelete_to_trash = false\n\
+                 [kernels]\ncull_interval = 7\nkernel_transport = \"tcp\"\n\
+                 [terminals]\nmax_terminals = 3\n[events]\nqueue_bytes = 4096\n",
+                dir.path()
+            ),
+        )
+        .unwrap();
+        let mut cli = ServeOptions {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        cli.contents.delete_to_trash = Some(true);
+        cli.kernels.cull_interval = Some(9);
+        let s = Settings::resolve(cli).unwrap();
+        assert!(s.contents.allow_hidden, "from the file");
+        assert!(s.contents.delete_to_trash, "the flag wins");
+        assert_eq!(s.kernels.manager.cull_interval, Duration::from_secs(9));
+        assert_eq!(s.kernels.max_message_size, 10 << 20, "the default");
+        assert_eq!(s.terminals.manager.max_terminals, Some(3));
+        assert_eq!(s.events.queue_bytes, 4096);
+        // The TCP transport restricts confined processes to the web's ports by default,
+        // and kernels never listen there.
+        assert_eq!(s.confine.tcp_connect, Some(vec![80, 443]));
+        assert_eq!(s.kernels.manager.reserved_ports, vec![80, 443]);
+        let mut cli = ServeOptions {
+            config: Some(path),
+            ..Default::default()
+        };
+        cli.terminals.write_timeout = Some(0);
+        let err = Settings::resolve(cli).unwrap_err().to_string();
+        assert!(
+            err.contains("--terminal-write-timeout must be at least 1 second"),
+            "{err}"
+        );
     }
 }

@@ -1,6 +1,6 @@
-//! Confinement and isolation of kernels and terminals: the settings, what applies on this
-//! machine (Landlock, namespaces, capabilities), and the provider that turns a process owner
-//! into a sandbox from the policy in force when the process starts.
+//! Confinement and isolation of kernels and terminals: what applies on this machine
+//! (Landlock, namespaces, capabilities) with the configured settings, and the provider that
+//! turns a process owner into a sandbox from the policy in force when the process starts.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,53 +11,6 @@ use concord_confine::{
     UnconfinedPolicy,
 };
 use serde_json::{json, Value};
-
-/// `[confine]` options (command line, environment, config file).
-#[derive(clap::Args, Clone, Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfineOptions {
-    /// Confine kernels and terminals with Landlock to what their user may touch (default true).
-    #[arg(long = "confine", env = "CONCORD_CONFINE")]
-    pub enabled: Option<bool>,
-    /// When Landlock is unavailable: `refuse` to start kernels and terminals (default) or
-    /// start them unconfined with a `warn`ing.
-    #[arg(long = "unconfined-policy", env = "CONCORD_UNCONFINED_POLICY")]
-    pub unconfined_policy: Option<UnconfinedPolicy>,
-    /// Extra read-and-execute paths for confined processes (other interpreters' prefixes).
-    #[arg(
-        long = "confine-exec-path",
-        env = "CONCORD_CONFINE_EXEC_PATHS",
-        value_delimiter = ','
-    )]
-    pub exec_paths: Option<Vec<PathBuf>>,
-    /// Extra read-write paths for confined processes (e.g. /dev/shm).
-    #[arg(
-        long = "confine-write-path",
-        env = "CONCORD_CONFINE_WRITE_PATHS",
-        value_delimiter = ','
-    )]
-    pub write_paths: Option<Vec<PathBuf>>,
-    /// Restrict TCP: only these ports may be connected to (plus a kernel's own ports bound);
-    /// empty list = no TCP at all. Unset = no restriction with the IPC kernel transport, and
-    /// 80,443 with the TCP one (other kernels' ports are never reachable). Needs Landlock
-    /// ABI 4.
-    #[arg(
-        long = "confine-tcp-connect",
-        env = "CONCORD_CONFINE_TCP_CONNECT",
-        value_delimiter = ','
-    )]
-    pub tcp_connect: Option<Vec<u16>>,
-    /// Run each user's kernels and terminals as an operating-system account (concord must
-    /// be root): `same-name` (the account named as the user), or `USER=ACCOUNT` /
-    /// `USER=UID:GID` entries. A user without one may not start kernels or terminals.
-    /// Unset: every process runs as concord's own account.
-    #[arg(
-        long = "confine-os-users",
-        env = "CONCORD_CONFINE_OS_USERS",
-        value_delimiter = ','
-    )]
-    pub os_users: Option<Vec<String>>,
-}
 
 /// Which operating-system account a user's processes run as.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -220,63 +173,26 @@ pub fn applies(enabled: bool, policy: UnconfinedPolicy, missing: &[String]) -> A
     }
 }
 
-/// Names of the server's environment variables its kernels and terminals must not inherit:
-/// its settings (the token among them) and the tokens of the Jupyter tools around it.
-pub fn secret_env_names() -> Vec<String> {
-    std::env::vars_os()
-        .filter_map(|(key, _)| key.into_string().ok())
-        .filter(|key| {
-            key.starts_with("CONCORD_")
-                || matches!(
-                    key.as_str(),
-                    "JUPYTER_TOKEN" | "JUPYTERHUB_API_TOKEN" | "JPY_API_TOKEN"
-                )
-        })
-        .collect()
-}
-
-/// The TCP ports confined processes may connect to, or `None` when TCP is not restricted:
-/// the configured list, else with the TCP kernel transport (where other kernels listen on
-/// loopback ports) only the web's.
-pub fn tcp_connect_ports(settings: &crate::config::Settings) -> Option<Vec<u16>> {
-    let (cli, file) = (&settings.cli.confine, &settings.file.confine);
-    cli.tcp_connect
-        .clone()
-        .or(file.tcp_connect.clone())
-        .or_else(|| crate::api::kernels::uses_tcp_transport(settings).then(|| vec![80, 443]))
-}
-
-/// Read the options: (enabled, unconfined policy).
-pub fn settings_of(settings: &crate::config::Settings) -> (bool, UnconfinedPolicy) {
-    let (cli, file) = (&settings.cli.confine, &settings.file.confine);
-    (
-        cli.enabled.or(file.enabled).unwrap_or(true),
-        cli.unconfined_policy
-            .or(file.unconfined_policy)
-            .unwrap_or_default(),
-    )
-}
-
 impl Confinement {
     /// Build from the settings; `engine` is the policy in force (reloads included).
     pub fn new(
         settings: &crate::config::Settings,
         engine: Arc<PolicyEngine>,
     ) -> anyhow::Result<Confinement> {
-        let (cli, file) = (&settings.cli.confine, &settings.file.confine);
-        let (enabled, unconfined_policy) = settings_of(settings);
+        let options = &settings.confine;
+        let (enabled, unconfined_policy) = (options.enabled, options.unconfined_policy);
         let status = concord_confine::status();
         let mut protected = vec![settings.state_dir.clone(), settings.runtime_dir.clone()];
         protected.extend(settings.policy.clone());
         protected.extend(settings.cedar_policy.clone());
-        protected.extend(settings.cli.config.clone());
+        protected.extend(settings.config_file.clone());
         if let Some(log) = &settings.audit_log {
             if log != "-" {
                 protected.push(PathBuf::from(log));
             }
         }
         let mut config = ConfineConfig::new(settings.state_dir.join("confine"), protected);
-        if let Some(prefix) = crate::api::kernels::python_prefix_on_path() {
+        if let Some(prefix) = super::kernels::python_prefix_on_path() {
             for exe in ["python3", "python"] {
                 let python = prefix.join("bin").join(exe);
                 if python.exists() {
@@ -287,18 +203,9 @@ impl Confinement {
                 }
             }
         }
-        config.exec_paths.extend(
-            cli.exec_paths
-                .clone()
-                .or(file.exec_paths.clone())
-                .unwrap_or_default(),
-        );
-        config.extra_write_paths = cli
-            .write_paths
-            .clone()
-            .or(file.write_paths.clone())
-            .unwrap_or_default();
-        config.net = tcp_connect_ports(settings).map(|connect_tcp| NetRule {
+        config.exec_paths.extend(options.exec_paths.iter().cloned());
+        config.extra_write_paths = options.write_paths.clone();
+        config.net = options.tcp_connect.clone().map(|connect_tcp| NetRule {
             bind_tcp: Vec::new(),
             connect_tcp,
         });
@@ -353,10 +260,7 @@ impl Confinement {
             ),
         }
         let accounts = OsAccounts::parse(
-            &cli.os_users
-                .clone()
-                .or(file.os_users.clone())
-                .unwrap_or_default(),
+            &options.os_users,
             // SAFETY: geteuid has no preconditions.
             unsafe { libc::geteuid() } == 0,
         )?;
@@ -445,26 +349,13 @@ impl Confinement {
     }
 }
 
-/// Install the provider on the kernels and terminals services.
-pub fn install(
-    state: &mut crate::state::AppState,
-    engine: Arc<PolicyEngine>,
-) -> anyhow::Result<()> {
-    let confinement = Arc::new(Confinement::new(&state.settings, engine)?);
-    let provide = {
-        let c = confinement.clone();
-        move |owner: &Owner| c.sandbox_for(owner)
-    };
-    if let Some(kernels) = &state.kernels {
-        kernels
-            .kernels
-            .set_confinement(Some(Arc::new(provide.clone())));
-    }
-    if let Some(terminals) = &state.terminals {
-        terminals.manager.set_confinement(Some(Arc::new(provide)));
-    }
-    state.confinement = Some(confinement);
-    Ok(())
+/// The confinement as the kernels and terminals services ask for it: the sandbox of a
+/// process an owner starts now.
+pub fn provider(
+    confinement: &Arc<Confinement>,
+) -> impl Fn(&Owner) -> Result<Sandbox, String> + Clone + Send + Sync + 'static {
+    let confinement = confinement.clone();
+    move |owner: &Owner| confinement.sandbox_for(owner)
 }
 
 /// For `concord policy check`: whether confinement applies on this machine (with

@@ -8,10 +8,10 @@ use axum::{Extension, Json};
 use concord_authz::{Action, Resource, ResourceType};
 use serde_json::{json, Map, Value};
 
-use super::{query_pairs, JsonBody};
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::pipeline::Guard;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{query_pairs, JsonBody};
+use crate::http::guard::Guard;
 use crate::state::{isoformat, App};
 
 /// The version of the jupyter_server API that concord speaks.
@@ -24,7 +24,9 @@ pub async fn version() -> Json<Value> {
 
 /// `GET /api/status`: exactly jupyter_server's model (strict clients reject other keys).
 pub async fn status(State(app): State<App>) -> Json<Value> {
-    let (kernels, connections) = (app.kernel_status)();
+    let kernels = app.kernels.kernels.list();
+    let connections: usize = kernels.iter().map(|k| k.model.connections).sum();
+    let kernels = kernels.len();
     Json(json!({
         "started": isoformat(app.started),
         "last_activity": isoformat(app.last_activity()),
@@ -37,7 +39,7 @@ pub async fn status(State(app): State<App>) -> Json<Value> {
 /// kernels and terminals), with the same access.
 pub async fn concord_status(State(app): State<App>) -> Json<Value> {
     Json(json!({
-        "confinement": app.confinement.as_ref().map(|c| c.to_json()),
+        "confinement": app.confinement.to_json(),
     }))
 }
 

@@ -10,52 +10,19 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use concord_authz::{Action, CanonicalPath, Owner, Resource, ResourceType};
-use concord_kernels::{
-    ErrorKind, KernelError, NewSession, SessionError, SessionInfo, SessionPatch,
-};
+use concord_kernels::{KernelError, NewSession, SessionError, SessionPatch};
 use serde_json::{json, Value};
-use std::sync::Arc;
 
-use super::kernels::{authorize_path, kernel_error, service};
-use super::JsonBody;
-use crate::error::{ApiError, ApiResult};
-use crate::pipeline::{instance_not_found, Guard};
-use crate::routes::RouteParams;
-use crate::state::{App, PathResolver};
-
-/// The authorization resource of a session: its owner and its (resolved) path.
-pub fn session_resource(paths: &Arc<dyn PathResolver>, info: &SessionInfo) -> Resource {
-    let path = CanonicalPath::parse(&info.path)
-        .ok()
-        .map(|p| paths.resolve(&p).unwrap_or(p));
-    Resource::owned(
-        ResourceType::Sessions,
-        Some(info.id.clone()),
-        info.owner.clone(),
-        path,
-    )
-}
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::JsonBody;
+use crate::http::guard::{Guard, PathForm};
+use crate::http::matcher::RouteParams;
+use crate::services::kernels::session_resource;
+use crate::state::App;
 
 /// The directory a session's kernel runs in (jupyter_server's `get_kernel_path`).
 fn kernel_dir(path: &CanonicalPath) -> CanonicalPath {
     path.parent().unwrap_or_else(CanonicalPath::root)
-}
-
-fn session_error(e: SessionError) -> ApiError {
-    match e {
-        SessionError::NotFound(id) => instance_not_found(ResourceType::Sessions, &id),
-        SessionError::Kernel(k) => kernel_error(k),
-        other => {
-            let status = match other.kind() {
-                ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-                ErrorKind::NotFound => StatusCode::NOT_FOUND,
-                ErrorKind::Conflict => StatusCode::CONFLICT,
-                ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            ApiError::new(status, other.to_string())
-        }
-    }
 }
 
 /// jupyter_server's 501 for a kernelspec that is not installed.
@@ -106,7 +73,9 @@ fn authorize_session(
     id: Option<String>,
     owner: Owner,
 ) -> ApiResult<()> {
-    let path = authorize_path(guard, Action::Read, raw_path)?;
+    let path = guard
+        .require_path(Action::Read, raw_path, PathForm::Api)?
+        .resolved;
     let forbidden = || ApiError::forbidden("You may not open a session there");
     guard.require(
         Action::Write,
@@ -130,7 +99,7 @@ pub async fn list(
     State(app): State<App>,
     Extension(guard): Extension<Guard>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
+    let svc = &app.kernels;
     let models: Vec<Value> = svc
         .sessions
         .list()
@@ -148,8 +117,8 @@ pub async fn create(
     Extension(guard): Extension<Guard>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
-    let req = NewSession::from_json(&body).map_err(session_error)?;
+    let svc = &app.kernels;
+    let req = NewSession::from_json(&body)?;
     let owner = Owner::of(guard.identity());
     authorize_session(&guard, &req.path, None, owner.clone())?;
     let kernel_name = req
@@ -163,12 +132,12 @@ pub async fn create(
         Err(SessionError::Kernel(KernelError::NoSuchKernelSpec(_))) => {
             return Ok(no_such_kernelspec(&kernel_name, false))
         }
-        Err(e) => return Err(session_error(e)),
+        Err(e) => return Err(e.into()),
     };
     let location = format!(
         "{}api/sessions/{}",
         app.settings.base_url,
-        super::url_escape(&info.id)
+        crate::http::extract::url_escape(&info.id)
     );
     let mut response = (StatusCode::CREATED, Json(info.model)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -186,11 +155,8 @@ pub async fn get(
     State(app): State<App>,
     Extension(params): Extension<RouteParams>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
-    let info = svc
-        .sessions
-        .get(&session_id(&params))
-        .map_err(session_error)?;
+    let svc = &app.kernels;
+    let info = svc.sessions.get(&session_id(&params))?;
     Ok(Json(info.model).into_response())
 }
 
@@ -202,13 +168,13 @@ pub async fn update(
     Extension(params): Extension<RouteParams>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
+    let svc = &app.kernels;
     let id = session_id(&params);
     if !body.is_object() {
         return Err(ApiError::bad_request("No JSON data provided"));
     }
-    let patch = SessionPatch::from_json(&body).map_err(session_error)?;
-    let before = svc.sessions.get(&id).map_err(session_error)?;
+    let patch = SessionPatch::from_json(&body)?;
+    let before = svc.sessions.get(&id)?;
     let caller = Owner::of(guard.identity());
     if let Some(path) = &patch.path {
         authorize_session(&guard, path, Some(id.clone()), before.owner.clone())?;
@@ -239,7 +205,7 @@ pub async fn update(
         Err(SessionError::Kernel(KernelError::NoSuchKernelSpec(_))) => {
             Ok(no_such_kernelspec(&kernel_name, true))
         }
-        Err(e) => Err(session_error(e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -249,10 +215,7 @@ pub async fn delete(
     State(app): State<App>,
     Extension(params): Extension<RouteParams>,
 ) -> ApiResult<Response> {
-    let svc = service(&app)?;
-    svc.sessions
-        .delete(&session_id(&params))
-        .await
-        .map_err(session_error)?;
+    let svc = &app.kernels;
+    svc.sessions.delete(&session_id(&params)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
