@@ -2,8 +2,8 @@
 //! REST start/interrupt/restart/delete, execute over both websocket protocols, `kill -9`,
 //! malformed frames, kernelspecs, status and metrics, and no kernel left after SIGTERM.
 
-mod common;
-mod kernels_support;
+use crate::common;
+use crate::kernels_support;
 
 use kernels_support::{
     alive, connect, eventually, metric, path_with_venv, pids_with, rss_kib, upgrade_status, Closed,

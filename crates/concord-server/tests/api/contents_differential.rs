@@ -2,7 +2,7 @@
 //! roots, the same requests in the same order to both, the JSON answers compared modulo
 //! timestamps (and each server's own root directory in messages).
 
-mod common;
+use crate::common;
 
 use common::jupyter::Jupyter;
 use reqwest::Method;

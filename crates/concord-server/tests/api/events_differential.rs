@@ -3,8 +3,8 @@
 //! compared. Each step ends with a posted marker event, so a step's frames are exactly those
 //! before its marker.
 
-mod common;
-mod kernels_support;
+use crate::common;
+use crate::kernels_support;
 
 use common::events::{marker, subscribe, Subscriber, CONTENTS, KERNEL_ACTIONS};
 use common::jupyter::Jupyter;

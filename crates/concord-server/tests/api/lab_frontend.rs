@@ -2,7 +2,7 @@
 //! static files and federated extensions, per-user settings/workspaces/config, and how the
 //! routes are authorized. They use the JupyterLab installed in the project's venv.
 
-mod common;
+use crate::common;
 
 use serde_json::{json, Value};
 use std::path::PathBuf;

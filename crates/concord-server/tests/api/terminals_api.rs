@@ -2,7 +2,7 @@
 //! policy: an owner, a watcher who may only read the owner's terminal (same group), and an
 //! outsider who may not see it.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Token mode (the default): the three token forms, the cookie a `?token=` page load sets,
 //! XSRF, Host and Origin checks, and the API's error shape.
 
-mod common;
+use crate::common;
 
 use reqwest::StatusCode;
 use serde_json::Value;

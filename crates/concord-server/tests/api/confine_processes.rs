@@ -4,8 +4,8 @@
 //! reading /projects/b or concord's state and from creating files outside what they may
 //! write. The admin's kernel runs the same code and succeeds.
 
-mod common;
-mod kernels_support;
+use crate::common;
+use crate::kernels_support;
 
 use common::token_client as api;
 use futures::{SinkExt, StreamExt};

@@ -1,6 +1,6 @@
 //! Proxy mode: the user header is believed only from the configured proxy addresses.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 

@@ -1,7 +1,7 @@
 //! `/api/me`, `/api/me?permissions=`, `/api/status` and `/api/spec.yaml` compared with a real
 //! jupyter_server's answers.
 
-mod common;
+use crate::common;
 
 use common::jupyter::Jupyter;
 use serde_json::Value;

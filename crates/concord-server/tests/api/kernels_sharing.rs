@@ -3,8 +3,8 @@
 //! and by client-chosen ids, path authorization of POST and of JupyterLab's
 //! placeholder-then-PATCH flow; and sessions' JSON at parity with a real jupyter_server.
 
-mod common;
-mod kernels_support;
+use crate::common;
+use crate::kernels_support;
 
 use common::token_client as api;
 use kernels_support::{connect, path_with_venv, KernelClient};

@@ -1,7 +1,7 @@
 //! Hot reload of the policy: on file change and on SIGHUP; an invalid file keeps the old
 //! policy in force. Also: denials and allowed writes reach the audit log.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

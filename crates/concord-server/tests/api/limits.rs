@@ -3,7 +3,7 @@
 //! bound), connections that never finish their headers, bare-LF requests, `/files/` served
 //! as a stream, and the temp files of saves interrupted by a crash.
 
-mod common;
+use crate::common;
 
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! root are resolved before the decision, and the decision is made on the same path the
 //! file system uses. Requests are written by hand, so no client normalises them first.
 
-mod common;
+use crate::common;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -1,7 +1,7 @@
 //! The per-path authorization matrix of the contents API: a user who may read `/pub`,
 //! write `/mine`, and nothing in `/secret`.
 
-mod common;
+use crate::common;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

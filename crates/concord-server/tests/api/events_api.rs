@@ -3,8 +3,8 @@
 //! kernel actions by kernel; what a client posts reaches only readers the poster could tell
 //! anyway; a subscriber that stops reading does not hold anyone else up.
 
-mod common;
-mod kernels_support;
+use crate::common;
+use crate::kernels_support;
 
 use common::events::{marker, subscribe, summary, Subscriber, CONTENTS, KERNEL_ACTIONS};
 use kernels_support::{metric, path_with_venv, rss_kib};

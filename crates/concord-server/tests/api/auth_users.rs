@@ -1,7 +1,7 @@
 //! Named users: login form, logout, cookie invalidation (logout, password change, removal),
 //! throttling, same answer for unknown users, per-user API tokens, `/api/me`.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 

@@ -2,7 +2,7 @@
 //! that declares a permission refuses a logged-in caller without it. A route added later
 //! without a declaration, or with a wrong one, fails here.
 
-mod common;
+use crate::common;
 
 use concord_server::http::routes::{self, Access, Verb};
 

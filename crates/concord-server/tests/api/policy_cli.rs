@@ -1,7 +1,7 @@
 //! `concord policy check | validate | show`: every preset against a table of expected
 //! decisions, path normalisation, and validation errors located by line.
 
-mod common;
+use crate::common;
 
 use common::run_cli;
 
