@@ -192,7 +192,7 @@ impl Confinement {
             }
         }
         let mut config = ConfineConfig::new(settings.state_dir.join("confine"), protected);
-        if let Some(prefix) = super::kernels::python_prefix_on_path() {
+        if let Some(prefix) = concord_kernels::python_prefix_on_path() {
             for exe in ["python3", "python"] {
                 let python = prefix.join("bin").join(exe);
                 if python.exists() {

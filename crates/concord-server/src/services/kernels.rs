@@ -8,7 +8,6 @@ use concord_kernels::{
     KernelAction, KernelActionKind, KernelInfo, KernelManager, KernelSpecManager, SessionInfo,
     SessionManager,
 };
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{InstanceLookup, PathResolver};
@@ -26,30 +25,10 @@ pub struct KernelService {
     pub max_message_size: usize,
 }
 
-/// The prefix of the first `python3` (or `python`) on `PATH`: its `bin` directory's parent,
-/// as jupyter's `sys.prefix` is for a venv (the venv's `share/jupyter/kernels` then holds
-/// its kernelspec). Symlinks are not followed: a venv's `python3` links to the system one.
-pub fn python_prefix_on_path() -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    for dir in std::env::split_paths(&path) {
-        for exe in ["python3", "python"] {
-            let candidate = dir.join(exe);
-            let executable = std::fs::metadata(&candidate)
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false);
-            if executable {
-                return dir.parent().map(Path::to_path_buf);
-            }
-        }
-    }
-    None
-}
-
 /// Build the kernels and sessions services (inside the tokio runtime: the culler is a
 /// task). Reads the kernelspec directories, to warn when there is no kernel to start.
 pub fn build(config: &KernelsConfig) -> KernelService {
-    let prefix = python_prefix_on_path();
+    let prefix = concord_kernels::python_prefix_on_path();
     let specs = KernelSpecManager::jupyter_dirs(&config.kernel_dirs, prefix.as_deref());
     tracing::debug!("kernelspec directories: {:?}", specs.kernel_dirs);
     if specs.find_all().is_empty() {
