@@ -7,6 +7,7 @@
 
 mod cedar;
 mod engine;
+mod error_kind;
 mod fsview;
 mod model;
 mod path;
@@ -16,6 +17,7 @@ mod spec;
 
 pub use cedar::{cedar_type, compile_to_cedar, CEDAR_SCHEMA};
 pub use engine::PolicyEngine;
+pub use error_kind::ErrorKind;
 pub use fsview::{FilesystemView, FsGrant, FsScope};
 pub use model::{Action, Decision, Identity, Owner, Resource, ResourceType, User};
 pub use path::{CanonicalPath, PathError};

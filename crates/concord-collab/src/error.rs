@@ -1,17 +1,6 @@
 //! The service's errors: a kind the server maps to a status code, and a message for people.
 
-/// The classes of [`CollabError`] (the server maps them to HTTP statuses).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// No such file, file id or room (404).
-    NotFound,
-    /// A malformed request or content (400).
-    Invalid,
-    /// A configured limit was reached (429 or 403 with the message).
-    Limit,
-    /// Reading or writing the file or the state store failed (500).
-    Io,
-}
+pub use concord_authz::ErrorKind;
 
 /// An error of the collaboration service.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -32,26 +21,26 @@ impl CollabError {
         }
     }
 
-    /// A [`ErrorKind::Invalid`] error.
+    /// A [`ErrorKind::BadRequest`] error.
     pub fn invalid(message: impl Into<String>) -> Self {
         CollabError {
-            kind: ErrorKind::Invalid,
+            kind: ErrorKind::BadRequest,
             message: message.into(),
         }
     }
 
-    /// A [`ErrorKind::Limit`] error.
+    /// A [`ErrorKind::LimitReached`] error.
     pub fn limit(message: impl Into<String>) -> Self {
         CollabError {
-            kind: ErrorKind::Limit,
+            kind: ErrorKind::LimitReached,
             message: message.into(),
         }
     }
 
-    /// A [`ErrorKind::Io`] error.
+    /// A [`ErrorKind::Internal`] error.
     pub fn io(message: impl Into<String>) -> Self {
         CollabError {
-            kind: ErrorKind::Io,
+            kind: ErrorKind::Internal,
             message: message.into(),
         }
     }

@@ -1,24 +1,9 @@
-//! The service's error: a kind the server maps to a status code (in one place,
-//! `api::contents::to_api_error`), and a message for people.
+//! The service's error: a kind (the shared [`ErrorKind`]) the server maps to a status code
+//! in one place (`http/error.rs`), and a message for people.
 
 use std::io;
 
-/// What went wrong, in the terms of jupyter_server's status codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// 404: the path does not exist, is hidden, or lies outside the root.
-    NotFound,
-    /// 400: the request is malformed or asks for something impossible.
-    BadRequest,
-    /// 403: the file system (or the caller's permissions) refuses the operation.
-    Forbidden,
-    /// 409: the destination already exists.
-    Conflict,
-    /// 413: the content is larger than the configured limit.
-    TooLarge,
-    /// 500: an unexpected failure of the file system.
-    Internal,
-}
+pub use concord_authz::ErrorKind;
 
 /// An error from the contents service.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

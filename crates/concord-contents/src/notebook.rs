@@ -2,7 +2,11 @@
 //! de-duplicate 4.5 cell ids), schema validation against the nbformat v4.0–v4.5 JSON schemas,
 //! trust signatures, and the on-disk layout (split lines, sorted keys, one-space indent).
 
-use crate::pyfmt::{repr_float, repr_str, splitlines_keepends};
+/// Python's `json.dumps` as nbformat writes notebooks (lives with the other Python rules).
+pub use crate::pyfmt::dumps_python;
+use crate::pyfmt::{
+    newline_indent, number_text, repr_str, splitlines_keepends, truthy, write_string, write_value,
+};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -480,14 +484,6 @@ fn python_repr(v: &Value) -> String {
     }
 }
 
-fn number_text(n: &serde_json::Number) -> String {
-    if n.is_f64() {
-        repr_float(n.as_f64().unwrap_or(0.0))
-    } else {
-        n.to_string()
-    }
-}
-
 /// nbformat's `split_lines`: multi-line text stored as lists of lines.
 pub fn split_lines(nb: &mut Value) {
     fn split(value: &mut Value) {
@@ -713,103 +709,6 @@ pub fn signs_as_written(nb: &Value) -> bool {
     })
 }
 
-/// `json.dumps(v, indent=1, separators=(",", ": "), sort_keys=sort, ensure_ascii=ascii)`.
-pub fn dumps_python(v: &Value, sort_keys: bool, ensure_ascii: bool) -> String {
-    let mut out = String::new();
-    write_value(&mut out, v, 0, sort_keys, ensure_ascii);
-    out
-}
-
-fn write_value(out: &mut String, v: &Value, level: usize, sort: bool, ascii: bool) {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&number_text(n)),
-        Value::String(s) => write_string(out, s, ascii),
-        Value::Array(items) => {
-            if items.is_empty() {
-                out.push_str("[]");
-                return;
-            }
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                newline_indent(out, level + 1);
-                write_value(out, item, level + 1, sort, ascii);
-            }
-            newline_indent(out, level);
-            out.push(']');
-        }
-        Value::Object(map) => {
-            if map.is_empty() {
-                out.push_str("{}");
-                return;
-            }
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            if sort {
-                entries.sort_by(|a, b| a.0.cmp(b.0));
-            }
-            out.push('{');
-            for (i, (key, value)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                newline_indent(out, level + 1);
-                write_string(out, key, ascii);
-                out.push_str(": ");
-                write_value(out, value, level + 1, sort, ascii);
-            }
-            newline_indent(out, level);
-            out.push('}');
-        }
-    }
-}
-
-fn newline_indent(out: &mut String, level: usize) {
-    const SPACES: &str = "                                                                ";
-    out.push('\n');
-    let mut left = level;
-    while left > 0 {
-        let n = left.min(SPACES.len());
-        out.push_str(&SPACES[..n]);
-        left -= n;
-    }
-}
-
-fn write_string(out: &mut String, s: &str, ascii: bool) {
-    out.push('"');
-    // Copy runs of characters that need no escape in one go.
-    let mut run_start = 0;
-    for (i, c) in s.char_indices() {
-        let needs_escape =
-            c == '"' || c == '\\' || (c as u32) < 0x20 || (ascii && (c as u32) > 0x7e);
-        if !needs_escape {
-            continue;
-        }
-        out.push_str(&s[run_start..i]);
-        run_start = i + c.len_utf8();
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            c => {
-                let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-        }
-    }
-    out.push_str(&s[run_start..]);
-    out.push('"');
-}
-
 /// The byte stream nbformat's `yield_everything` feeds into the signature HMAC.
 pub fn signature_stream(v: &Value, feed: &mut dyn FnMut(&[u8])) {
     match v {
@@ -861,17 +760,6 @@ pub fn check_cells(nb: &mut Value) -> bool {
         }
     }
     trusted
-}
-
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
 }
 
 /// nbformat's `mark_cells`: set `metadata.trusted` on every code cell.

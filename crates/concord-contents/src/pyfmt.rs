@@ -1,5 +1,8 @@
-//! Python's formatting rules where they are visible to clients: `repr()` of strings in error
-//! messages, `float.__repr__` and `str.splitlines(True)` in notebook files, fnmatch globs.
+//! Python's rules wherever they are visible to clients, in one place: `repr()` of strings in
+//! error messages, `float.__repr__`, `json.dumps` and `str.splitlines(True)` in notebook
+//! files, truthiness of JSON values, `%g`-style sizes, fnmatch globs.
+
+use serde_json::Value;
 
 /// Python's `repr()` of a `str`: single quotes unless the text has a `'` and no `"`.
 pub fn repr_str(s: &str) -> String {
@@ -118,6 +121,148 @@ pub(crate) fn splitlines_keepends(s: &str) -> Vec<&str> {
 }
 
 /// `fnmatch.fnmatch` on POSIX (case-sensitive): `*`, `?`, `[seq]`, `[!seq]`.
+/// `json.dumps(v, indent=1, separators=(",", ": "), sort_keys=sort, ensure_ascii=ascii)`.
+pub fn dumps_python(v: &Value, sort_keys: bool, ensure_ascii: bool) -> String {
+    let mut out = String::new();
+    write_value(&mut out, v, 0, sort_keys, ensure_ascii);
+    out
+}
+
+pub(crate) fn write_value(out: &mut String, v: &Value, level: usize, sort: bool, ascii: bool) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&number_text(n)),
+        Value::String(s) => write_string(out, s, ascii),
+        Value::Array(items) => {
+            if items.is_empty() {
+                out.push_str("[]");
+                return;
+            }
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                newline_indent(out, level + 1);
+                write_value(out, item, level + 1, sort, ascii);
+            }
+            newline_indent(out, level);
+            out.push(']');
+        }
+        Value::Object(map) => {
+            if map.is_empty() {
+                out.push_str("{}");
+                return;
+            }
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            if sort {
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+            }
+            out.push('{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                newline_indent(out, level + 1);
+                write_string(out, key, ascii);
+                out.push_str(": ");
+                write_value(out, value, level + 1, sort, ascii);
+            }
+            newline_indent(out, level);
+            out.push('}');
+        }
+    }
+}
+
+pub(crate) fn newline_indent(out: &mut String, level: usize) {
+    const SPACES: &str = "                                                                ";
+    out.push('\n');
+    let mut left = level;
+    while left > 0 {
+        let n = left.min(SPACES.len());
+        out.push_str(&SPACES[..n]);
+        left -= n;
+    }
+}
+
+pub(crate) fn write_string(out: &mut String, s: &str, ascii: bool) {
+    out.push('"');
+    // Copy runs of characters that need no escape in one go.
+    let mut run_start = 0;
+    for (i, c) in s.char_indices() {
+        let needs_escape =
+            c == '"' || c == '\\' || (c as u32) < 0x20 || (ascii && (c as u32) > 0x7e);
+        if !needs_escape {
+            continue;
+        }
+        out.push_str(&s[run_start..i]);
+        run_start = i + c.len_utf8();
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out.push_str(&s[run_start..]);
+    out.push('"');
+}
+
+/// A JSON number as Python's `str()` writes it (`float.__repr__` for floats).
+pub(crate) fn number_text(n: &serde_json::Number) -> String {
+    if n.is_f64() {
+        repr_float(n.as_f64().unwrap_or(0.0))
+    } else {
+        n.to_string()
+    }
+}
+
+/// Python's `bool()` of a JSON value (`if model:`, `if copy_from:`).
+pub(crate) fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// Python's `format(value, ".4g")` for a positive finite value: four significant digits,
+/// trailing zeros dropped, exponent notation outside 1e-4..1e4.
+pub(crate) fn format_g4(value: f64) -> String {
+    // `{:.3e}` rounds to four significant digits and gives the exponent after rounding,
+    // which is what %g decides on.
+    let sci = format!("{value:.3e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let trim = |s: &str| {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    if (-4..4).contains(&exp) {
+        let decimals = usize::try_from(3 - exp).unwrap_or(0);
+        trim(&format!("{value:.decimals$}"))
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exp.abs())
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn fnmatch(name: &str, pattern: &str) -> bool {
     Glob::new(pattern).matches(name)

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::error::{ContentsError, Result};
+use crate::pyfmt::truthy;
 
 /// A field of a request body as jupyter_server reads it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -198,18 +199,6 @@ pub fn parse_json_body(body: &[u8]) -> Result<Option<Value>> {
     serde_json::from_slice(body)
         .map(Some)
         .map_err(|_| ContentsError::bad_request("Invalid JSON in body of request"))
-}
-
-/// Python's truth of a JSON value.
-pub(crate) fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
 }
 
 #[cfg(test)]

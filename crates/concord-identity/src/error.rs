@@ -3,18 +3,7 @@
 
 use std::path::PathBuf;
 
-/// What sort of failure an error is, for the server's status-code mapping.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The caller's input is wrong (400).
-    InvalidInput,
-    /// The named thing does not exist (404).
-    NotFound,
-    /// The thing already exists (409).
-    Conflict,
-    /// Something on the server side failed: files, the database (500).
-    Internal,
-}
+pub use concord_authz::ErrorKind;
 
 /// An error from the user store, the session machinery or the proxy helpers.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +108,7 @@ impl IdentityError {
             | IdentityError::InvalidPasswordHash(_)
             | IdentityError::InvalidProfile { .. }
             | IdentityError::InvalidProxyAddress { .. }
-            | IdentityError::BadAuditSink(_) => ErrorKind::InvalidInput,
+            | IdentityError::BadAuditSink(_) => ErrorKind::BadRequest,
             IdentityError::UserExists(_) => ErrorKind::Conflict,
             IdentityError::UserNotFound(_) | IdentityError::TokenNotFound { .. } => {
                 ErrorKind::NotFound
@@ -154,11 +143,11 @@ pub enum LoginError {
 }
 
 impl LoginError {
-    /// The kind of failure: invalid credentials are [`ErrorKind::InvalidInput`] (the server
+    /// The kind of failure: invalid credentials are [`ErrorKind::BadRequest`] (the server
     /// answers 401, as jupyter_server does for a failed `POST /login`).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            LoginError::InvalidCredentials => ErrorKind::InvalidInput,
+            LoginError::InvalidCredentials => ErrorKind::BadRequest,
             LoginError::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -447,7 +447,7 @@ fn profile_updates_persist_and_reach_sessions() {
 
     let bad: ProfileUpdate = serde_json::from_str(r#"{"color": "red;}"}"#).unwrap();
     let err = store.update_profile("alice", &bad).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(err.kind(), ErrorKind::BadRequest);
     assert!(
         err.to_string().starts_with("invalid value for color"),
         "{err}"

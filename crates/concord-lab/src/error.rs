@@ -1,16 +1,6 @@
 //! The service's error: a kind the server maps to a status code, and a message for people.
 
-/// What went wrong, in the terms of jupyterlab_server's status codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// 404: no such plugin schema, workspace or file, or JupyterLab is not installed.
-    NotFound,
-    /// 400: the request is malformed (unparsable or invalid settings, a workspace whose id
-    /// does not name it, a bad config section name).
-    BadRequest,
-    /// 500: the server's own state could not be read or written.
-    Internal,
-}
+pub use concord_authz::ErrorKind;
 
 /// An error of the JupyterLab service.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -1,20 +1,6 @@
 //! Errors of the terminal service; the server maps each [`ErrorKind`] to a status code.
 
-/// The broad class of an error, for the server to choose a status code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// No such terminal (404).
-    NotFound,
-    /// A per-user or global limit is reached (403 with the message).
-    LimitReached,
-    /// The request cannot be carried out as given, e.g. the working directory is not a
-    /// directory (400).
-    InvalidRequest,
-    /// The server is shutting down (503).
-    Unavailable,
-    /// The shell could not be started (500: a configuration problem, not the client's).
-    Internal,
-}
+pub use concord_authz::ErrorKind;
 
 /// Why a terminal operation failed, with a message a person understands.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +49,7 @@ impl TerminalError {
             TerminalError::TooManyTerminals(_) | TerminalError::TooManyForUser { .. } => {
                 ErrorKind::LimitReached
             }
-            TerminalError::InvalidCwd { .. } => ErrorKind::InvalidRequest,
+            TerminalError::InvalidCwd { .. } => ErrorKind::BadRequest,
             TerminalError::ShuttingDown => ErrorKind::Unavailable,
             TerminalError::Spawn { .. } => ErrorKind::Internal,
         }

@@ -229,7 +229,7 @@ async fn models_and_errors_match_jupyter_server() {
             .create(owner("alice"), Some(&bad))
             .await
             .unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::InvalidRequest, "{error}");
+        assert_eq!(error.kind(), ErrorKind::BadRequest, "{error}");
     }
     let mut config = bash_config(root.path());
     config.shell_command = vec!["/nonexistent/shell".into()];

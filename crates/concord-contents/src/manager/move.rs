@@ -9,7 +9,7 @@ use crate::atomic;
 use crate::error::{ContentsError, Result};
 use crate::model::{ContentType, Model};
 use crate::notebook;
-use crate::pyfmt::repr_str;
+use crate::pyfmt::{format_g4, repr_str};
 use crate::request::{Body, CreateRequest, Field, RenameRequest, SaveModel};
 use crate::trash;
 use crate::write_check::access_writable;
@@ -610,33 +610,10 @@ pub(super) fn human_size(size: u64) -> String {
     )
 }
 
-/// Python's `format(value, ".4g")` for a positive finite value: four significant digits,
-/// trailing zeros dropped, exponent notation outside 1e-4..1e4.
-pub(super) fn format_g4(value: f64) -> String {
-    // `{:.3e}` rounds to four significant digits and gives the exponent after rounding,
-    // which is what %g decides on.
-    let sci = format!("{value:.3e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let trim = |s: &str| {
-        if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_string()
-        } else {
-            s.to_string()
-        }
-    };
-    if (-4..4).contains(&exp) {
-        let decimals = usize::try_from(3 - exp).unwrap_or(0);
-        trim(&format!("{value:.decimals$}"))
-    } else {
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{}e{sign}{:02}", trim(mantissa), exp.abs())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{format_g4, human_size};
+    use super::human_size;
+    use crate::pyfmt::format_g4;
 
     #[test]
     fn sizes_read_as_jupyter_server_writes_them() {

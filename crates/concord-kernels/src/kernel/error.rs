@@ -25,20 +25,7 @@ pub enum KernelError {
     Unavailable(String),
 }
 
-/// The class of a [`KernelError`], for mapping to HTTP status codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// 404.
-    NotFound,
-    /// 400.
-    BadRequest,
-    /// 409.
-    Conflict,
-    /// 500.
-    Internal,
-    /// 503.
-    Unavailable,
-}
+pub use concord_authz::ErrorKind;
 
 impl KernelError {
     /// The error's class.

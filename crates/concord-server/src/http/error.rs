@@ -5,7 +5,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use concord_authz::{CanonicalPath, ResourceType};
+use concord_authz::{CanonicalPath, ErrorKind, ResourceType};
 use concord_contents::ContentsError;
 use concord_kernels::{KernelError, SessionError};
 use concord_lab::LabError;
@@ -73,18 +73,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The status code of every service's error kind: the one place they are mapped.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::Forbidden | ErrorKind::LimitReached => StatusCode::FORBIDDEN,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<ContentsError> for ApiError {
     fn from(e: ContentsError) -> Self {
-        use concord_contents::ErrorKind;
-        let status = match e.kind {
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let err = ApiError::new(status, e.message);
+        let err = ApiError::new(status_of(e.kind), e.message);
         match e.reason {
             Some(r) => err.with_reason(r),
             None => err,
@@ -92,21 +96,9 @@ impl From<ContentsError> for ApiError {
     }
 }
 
-/// The status of a kernels (or sessions) error kind.
-fn kernel_status(kind: concord_kernels::ErrorKind) -> StatusCode {
-    use concord_kernels::ErrorKind;
-    match kind {
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
 impl From<KernelError> for ApiError {
     fn from(e: KernelError) -> Self {
-        ApiError::new(kernel_status(e.kind()), kernel_error_message(&e))
+        ApiError::new(status_of(e.kind()), kernel_error_message(&e))
     }
 }
 
@@ -115,34 +107,20 @@ impl From<SessionError> for ApiError {
         match e {
             SessionError::NotFound(id) => instance_not_found(ResourceType::Sessions, &id),
             SessionError::Kernel(k) => k.into(),
-            other => ApiError::new(kernel_status(other.kind()), other.to_string()),
+            other => ApiError::new(status_of(other.kind()), other.to_string()),
         }
     }
 }
 
 impl From<LabError> for ApiError {
     fn from(e: LabError) -> Self {
-        use concord_lab::ErrorKind;
-        let status = match e.kind {
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.message)
+        ApiError::new(status_of(e.kind), e.message)
     }
 }
 
 impl From<TerminalError> for ApiError {
     fn from(e: TerminalError) -> Self {
-        use concord_terminals::ErrorKind;
-        let status = match e.kind() {
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::LimitReached => StatusCode::FORBIDDEN,
-            ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
-            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.to_string())
+        ApiError::new(status_of(e.kind()), e.to_string())
     }
 }
 
