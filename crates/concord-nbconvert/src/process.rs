@@ -163,7 +163,10 @@ pub(crate) async fn run(
         };
         return Err(NbconvertError::new(kind, message));
     }
-    if header["length"].as_u64().is_some_and(|n| n != body.len() as u64) {
+    if header["length"]
+        .as_u64()
+        .is_some_and(|n| n != body.len() as u64)
+    {
         return Err(died(&status, &stderr));
     }
     if body.len() > config.output_limit {
