@@ -25,10 +25,13 @@ def fail(kind, message):
 
 try:
     from nbconvert.exporters import base
+except ImportError as e:
+    fail("unavailable", "Could not import nbconvert: %s" % e)
 except MemoryError:
     fail("memory", "nbconvert ran out of memory")
 except Exception as e:
-    fail("unavailable", "Could not import nbconvert: %s" % e)
+    # Under an address-space limit, C code that fails to allocate often raises this way.
+    fail("start_failed", "nbconvert could not start: %s" % e)
 
 
 def formats():

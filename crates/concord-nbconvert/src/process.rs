@@ -159,6 +159,18 @@ pub(crate) async fn run(
             Some("memory") => ErrorKind::OutOfMemory,
             Some("too_large") => ErrorKind::TooLarge,
             Some("unavailable") => ErrorKind::Unavailable,
+            Some("start_failed") => {
+                if let Some(limit) = config.memory_limit {
+                    return Err(NbconvertError::new(
+                        ErrorKind::OutOfMemory,
+                        format!(
+                            "nbconvert could not start within the memory limit of {limit} \
+                             bytes ({message})"
+                        ),
+                    ));
+                }
+                ErrorKind::Failed
+            }
             _ => ErrorKind::Failed,
         };
         return Err(NbconvertError::new(kind, message));

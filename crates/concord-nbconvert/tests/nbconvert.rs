@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use concord_authz::FilesystemView;
-use concord_confine::{ConfineConfig, ConfinementPlan, Sandbox};
+use concord_confine::{ConfineConfig, ConfinementPlan, Namespaces, Sandbox, Supervision};
 use concord_nbconvert::{ConvertRequest, ErrorKind, Format, Nbconvert, NbconvertConfig};
 use serde_json::json;
 
@@ -241,6 +241,38 @@ async fn the_memory_limit_stops_a_conversion() {
 /// that tries both before it runs the real one; unconfined, the same wrapper gets through.
 #[tokio::test]
 async fn a_confined_conversion_reaches_only_what_it_is_granted() {
+    confined_conversion(None).await;
+}
+
+/// The same through the supervisor in namespaces of its own, as the server starts kernels.
+/// The supervisor is `concord-confine`'s `concord-supervisor` binary, built beside this test.
+#[tokio::test]
+async fn a_supervised_conversion_in_namespaces_reaches_only_what_it_is_granted() {
+    let exe = std::env::current_exe().unwrap();
+    let Some(program) = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("concord-supervisor"))
+        .filter(|p| p.exists())
+    else {
+        eprintln!(
+            "skipped: no concord-supervisor beside the tests \
+             (cargo build -p concord-confine --bin concord-supervisor)"
+        );
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let supervision = move |state: &Path| Supervision {
+        program: program.clone(),
+        args: Vec::new(),
+        namespaces: Some(Namespaces::for_current_user(vec![state.to_path_buf()])),
+        drop_capabilities: root,
+    };
+    confined_conversion(Some(&supervision)).await;
+}
+
+async fn confined_conversion(supervision: Option<&dyn Fn(&Path) -> Supervision>) {
     let landlock = concord_confine::status();
     if !landlock.available {
         eprintln!("skipped: Landlock is unavailable: {}", landlock.detail);
@@ -287,7 +319,15 @@ async fn a_confined_conversion_reaches_only_what_it_is_granted() {
     // No file of the user's: the venv, the system and the private directories only.
     let plan =
         ConfinementPlan::build(&FilesystemView::default(), &root, "alice", &confine).unwrap();
-    let confined = Sandbox::confined(Arc::new(plan));
+    let mut confined = Sandbox::confined(Arc::new(plan));
+    if let Some(supervision) = supervision {
+        let supervision = supervision(&state);
+        if let Err(why) = concord_confine::probe_namespaces(&supervision) {
+            eprintln!("skipped: namespaces cannot be made here: {why}");
+            return;
+        }
+        confined.supervision = Some(Arc::new(supervision));
+    }
     let nbconvert = service(|c| c.python = wrapper.clone());
 
     let html = nbconvert
