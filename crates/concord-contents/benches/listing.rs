@@ -3,7 +3,7 @@
 //! `cargo bench -p concord-contents --bench listing` prints `name value` lines.
 
 use concord_contents::{
-    Caller, CanonicalPath, ContentsConfig, ContentsManager, GetOptions, PathAccess,
+    Body, Caller, CanonicalPath, ContentsConfig, ContentsManager, GetOptions, PathAccess,
 };
 use serde_json::json;
 use std::time::Instant;
@@ -64,14 +64,16 @@ fn main() {
     let nb = json!({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5});
     let path = CanonicalPath::parse("big.ipynb").unwrap();
     let body = json!({"type": "notebook", "content": nb});
-    cm.put(&caller, &path, Some(body.clone())).unwrap();
+    cm.put(&caller, &path, Body::from_value(Some(body.clone())))
+        .unwrap();
     let size = std::fs::metadata(root.path().join("big.ipynb"))
         .unwrap()
         .len();
     println!("contents.nb.bytes {size}");
     let ms = median_ms(
         || {
-            cm.put(&caller, &path, Some(body.clone())).unwrap();
+            cm.put(&caller, &path, Body::from_value(Some(body.clone())))
+                .unwrap();
         },
         7,
     );

@@ -1,4 +1,5 @@
-//! The service's error: a kind the server maps to a status code, and a message for people.
+//! The service's error: a kind the server maps to a status code (in one place,
+//! `api::contents::to_api_error`), and a message for people.
 
 use std::io;
 
@@ -17,20 +18,6 @@ pub enum ErrorKind {
     TooLarge,
     /// 500: an unexpected failure of the file system.
     Internal,
-}
-
-impl ErrorKind {
-    /// The HTTP status code jupyter_server uses for this kind.
-    pub fn status_code(self) -> u16 {
-        match self {
-            ErrorKind::NotFound => 404,
-            ErrorKind::BadRequest => 400,
-            ErrorKind::Forbidden => 403,
-            ErrorKind::Conflict => 409,
-            ErrorKind::TooLarge => 413,
-            ErrorKind::Internal => 500,
-        }
-    }
 }
 
 /// An error from the contents service.

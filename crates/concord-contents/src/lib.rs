@@ -11,25 +11,28 @@
 //! All operations are blocking file-system work: call them from `spawn_blocking`.
 
 mod access;
+mod actions;
+pub mod atomic;
 mod config;
+pub mod dirents;
 mod error;
-pub mod fsio;
 mod manager;
 mod mimetypes;
 mod model;
 pub mod notebook;
 mod pyfmt;
+mod request;
 mod trash;
 mod trust;
 mod upload;
+pub mod write_check;
 
 pub use access::{AllowAll, Caller, PathAccess};
+pub use actions::{ActionKind, ActionListener, ContentsAction};
 pub use concord_authz::CanonicalPath;
 pub use config::ContentsConfig;
 pub use error::{ContentsError, ErrorKind, Result};
-pub use manager::{
-    parse_json_body, ContentsManager, FileDownload, FileFormat, GetOptions, Missing, SaveOutcome,
-};
+pub use manager::{ContentsManager, FileDownload, FileFormat, GetOptions, Missing, SaveOutcome};
 pub use mimetypes::guess_type;
 pub use model::{
     format_time, format_timestamp, Checkpoint, Content, ContentType, Model, Timestamp,
@@ -38,4 +41,5 @@ pub use model::{
 pub use pyfmt::repr_float as python_float_repr;
 /// Python's `repr()` of a string, as jupyter_server's messages quote values.
 pub use pyfmt::repr_str as python_repr;
+pub use request::{parse_json_body, Body, CreateRequest, Field, RenameRequest, SaveModel};
 pub use upload::RequestBody;

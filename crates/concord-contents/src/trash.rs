@@ -46,8 +46,7 @@ fn mount_point(path: &Path) -> PathBuf {
 pub fn send_to_trash(path: &Path, trash: &Path) -> io::Result<()> {
     match trash_into(path, trash) {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            // SAFETY: getuid has no preconditions.
-            let uid = unsafe { libc::getuid() };
+            let uid = rustix::process::getuid().as_raw();
             let top = mount_point(path).join(format!(".Trash-{uid}"));
             trash_into(path, &top)
         }

@@ -10,8 +10,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use struson::reader::{JsonReader, JsonStreamReader, ValueType};
 use struson::writer::{JsonStreamWriter, JsonWriter};
 
+use crate::atomic::{Producer, TempFile};
 use crate::error::{ContentsError, Result};
-use crate::fsio::{Producer, TempFile};
 
 /// A request body the service reads from.
 pub trait RequestBody: Read {
@@ -32,7 +32,12 @@ pub(crate) enum Format {
 
 impl Format {
     pub(crate) fn of(model: &Map<String, Value>) -> Option<Format> {
-        match model.get("format").and_then(Value::as_str) {
+        Format::named(model.get("format").and_then(Value::as_str))
+    }
+
+    /// The format a model's `format` names, if it names one.
+    pub(crate) fn named(format: Option<&str>) -> Option<Format> {
+        match format {
             Some("text") => Some(Format::Text),
             Some("base64") => Some(Format::Base64),
             _ => None,

@@ -1,6 +1,6 @@
 //! A save that fails or is killed half-way never loses or truncates the old file.
 
-use concord_contents::fsio::{write_atomic, write_atomic_with, Producer, TempJournal};
+use concord_contents::atomic::{write_atomic, write_atomic_with, Producer, TempJournal};
 use concord_contents::{
     AllowAll, Caller, CanonicalPath, ContentsConfig, ContentsManager, GetOptions,
 };

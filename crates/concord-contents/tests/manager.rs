@@ -1,8 +1,8 @@
 //! The service against real files in temp dirs.
 
 use concord_contents::{
-    AllowAll, Caller, CanonicalPath, Content, ContentType, ContentsConfig, ContentsManager,
-    ErrorKind, GetOptions, PathAccess,
+    ActionListener, AllowAll, Body, Caller, CanonicalPath, Content, ContentType, ContentsAction,
+    ContentsConfig, ContentsManager, ErrorKind, GetOptions, PathAccess, RenameRequest,
 };
 use serde_json::{json, Value};
 use std::fs;
@@ -56,7 +56,7 @@ fn get(f: &Fixture, path: &str) -> Result<Value, (ErrorKind, String)> {
 }
 
 fn put(f: &Fixture, path: &str, body: Value) -> Result<(Value, bool), (ErrorKind, String)> {
-    f.cm.put(&ALICE, &p(path), Some(body))
+    f.cm.put(&ALICE, &p(path), Body::from_value(Some(body)))
         .map(|o| (serde_json::to_value(o.model).unwrap(), o.created))
         .map_err(|e| (e.kind, e.message))
 }
@@ -258,16 +258,24 @@ fn hidden_paths_are_404_on_read_and_400_on_write_including_body_fields() {
         ErrorKind::BadRequest
     );
     let e =
-        f.cm.post(&ALICE, &p(""), Some(json!({"copy_from": ".hidden/in.txt"})))
-            .unwrap_err();
+        f.cm.post(
+            &ALICE,
+            &p(""),
+            Body::from_value(Some(json!({"copy_from": ".hidden/in.txt"}))),
+        )
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::BadRequest);
     let e =
-        f.cm.patch(&ALICE, &p("a.txt"), Some(json!({"path": ".a.txt"})))
-            .unwrap_err();
+        f.cm.patch(
+            &ALICE,
+            &p("a.txt"),
+            &RenameRequest::from_body(Some(json!({"path": ".a.txt"}))).unwrap(),
+        )
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::BadRequest);
     let e = f.cm.delete(&ALICE, &p(".hidden/in.txt")).unwrap_err();
     assert_eq!(e.kind, ErrorKind::BadRequest);
-    let e = f.cm.post(&ALICE, &p(".hidden"), None).unwrap_err();
+    let e = f.cm.post(&ALICE, &p(".hidden"), Body::Empty).unwrap_err();
     assert_eq!(e.kind, ErrorKind::BadRequest);
     assert!(f.root.join(".hidden/in.txt").exists());
     assert!(!f.root.join(".a.txt").exists());
@@ -459,7 +467,7 @@ fn chunked_upload_replaces_target_only_at_the_end() {
 fn untitled_names_follow_jupyter() {
     let f = fixture();
     let mk = |body: Option<Value>| {
-        serde_json::to_value(f.cm.post(&ALICE, &p(""), body).unwrap()).unwrap()
+        serde_json::to_value(f.cm.post(&ALICE, &p(""), Body::from_value(body)).unwrap()).unwrap()
     };
     assert_eq!(
         mk(Some(json!({"type": "notebook"})))["name"],
@@ -502,12 +510,14 @@ fn untitled_names_follow_jupyter() {
             .len(),
         1
     );
-    let e = f.cm.post(&ALICE, &p("missing"), None).unwrap_err();
+    let e = f.cm.post(&ALICE, &p("missing"), Body::Empty).unwrap_err();
     assert_eq!(
         (e.kind, e.message.as_str()),
         (ErrorKind::NotFound, "No such directory: missing")
     );
-    let e = f.cm.post(&ALICE, &p("untitled.txt"), None).unwrap_err();
+    let e =
+        f.cm.post(&ALICE, &p("untitled.txt"), Body::Empty)
+            .unwrap_err();
     assert_eq!(e.message, "Cannot POST to files, use PUT instead.");
 }
 
@@ -523,9 +533,13 @@ fn copies_are_named_like_jupyter() {
     )
     .unwrap();
     let copy = |from: &str, to: &str| {
-        f.cm.post(&ALICE, &p(to), Some(json!({"copy_from": from})))
-            .map(|m| m.path)
-            .map_err(|e| (e.kind, e.message))
+        f.cm.post(
+            &ALICE,
+            &p(to),
+            Body::from_value(Some(json!({"copy_from": from}))),
+        )
+        .map(|m| m.path)
+        .map_err(|e| (e.kind, e.message))
     };
     assert_eq!(copy("nb.ipynb", "").unwrap(), "nb-Copy1.ipynb");
     assert_eq!(copy("nb.ipynb", "").unwrap(), "nb-Copy2.ipynb");
@@ -591,7 +605,7 @@ fn rename_and_move_with_conflicts_and_checkpoints() {
         f.cm.patch(
             &ALICE,
             &p("nb.ipynb"),
-            Some(json!({"path": "dir/moved.ipynb"})),
+            &RenameRequest::from_body(Some(json!({"path": "dir/moved.ipynb"}))).unwrap(),
         )
         .unwrap();
     assert_eq!(m.path, "dir/moved.ipynb");
@@ -607,7 +621,7 @@ fn rename_and_move_with_conflicts_and_checkpoints() {
         f.cm.patch(
             &ALICE,
             &p("other.txt"),
-            Some(json!({"path": "dir/moved.ipynb"})),
+            &RenameRequest::from_body(Some(json!({"path": "dir/moved.ipynb"}))).unwrap(),
         )
         .unwrap_err();
     assert_eq!(
@@ -615,18 +629,30 @@ fn rename_and_move_with_conflicts_and_checkpoints() {
         (ErrorKind::Conflict, "File already exists: dir/moved.ipynb")
     );
     let e =
-        f.cm.patch(&ALICE, &p("ghost.txt"), Some(json!({"path": "g2.txt"})))
-            .unwrap_err();
+        f.cm.patch(
+            &ALICE,
+            &p("ghost.txt"),
+            &RenameRequest::from_body(Some(json!({"path": "g2.txt"}))).unwrap(),
+        )
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
     let e =
-        f.cm.patch(&ALICE, &p("dir"), Some(json!({"path": "dir/inner"})))
-            .unwrap_err();
+        f.cm.patch(
+            &ALICE,
+            &p("dir"),
+            &RenameRequest::from_body(Some(json!({"path": "dir/inner"}))).unwrap(),
+        )
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::BadRequest);
-    let e = f.cm.patch(&ALICE, &p("other.txt"), None).unwrap_err();
+    let e = RenameRequest::from_body(None).unwrap_err();
     assert_eq!(e.message, "JSON body missing");
     let same =
-        f.cm.patch(&ALICE, &p("other.txt"), Some(json!({})))
-            .unwrap();
+        f.cm.patch(
+            &ALICE,
+            &p("other.txt"),
+            &RenameRequest::from_body(Some(json!({}))).unwrap(),
+        )
+        .unwrap();
     assert_eq!(same.path, "other.txt");
 }
 
@@ -942,22 +968,34 @@ fn per_path_access_filters_listings_writable_and_body_paths() {
         f.cm.post(
             &carol,
             &p("/mine"),
-            Some(json!({"copy_from": "secret/c.txt"})),
+            Body::from_value(Some(json!({"copy_from": "secret/c.txt"}))),
         )
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
     let e =
-        f.cm.post(&carol, &p("/pub"), Some(json!({"copy_from": "mine/b.txt"})))
-            .unwrap_err();
+        f.cm.post(
+            &carol,
+            &p("/pub"),
+            Body::from_value(Some(json!({"copy_from": "mine/b.txt"}))),
+        )
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Forbidden);
-    f.cm.post(&carol, &p("/mine"), Some(json!({"copy_from": "pub/a.txt"})))
-        .unwrap();
+    f.cm.post(
+        &carol,
+        &p("/mine"),
+        Body::from_value(Some(json!({"copy_from": "pub/a.txt"}))),
+    )
+    .unwrap();
     assert!(f.root.join("mine/a.txt").exists());
     // A folder holding something the caller may not read (here a link into secret) is not
     // copied at all, rather than copied without it.
     let e =
-        f.cm.post(&carol, &p("/mine"), Some(json!({"copy_from": "pub"})))
-            .unwrap_err();
+        f.cm.post(
+            &carol,
+            &p("/mine"),
+            Body::from_value(Some(json!({"copy_from": "pub"}))),
+        )
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Forbidden);
     assert_eq!(
         e.message,
@@ -965,8 +1003,12 @@ fn per_path_access_filters_listings_writable_and_body_paths() {
     );
     assert!(!f.root.join("mine/pub").exists());
     fs::remove_file(f.root.join("pub/link.txt")).unwrap();
-    f.cm.post(&carol, &p("/mine"), Some(json!({"copy_from": "pub"})))
-        .unwrap();
+    f.cm.post(
+        &carol,
+        &p("/mine"),
+        Body::from_value(Some(json!({"copy_from": "pub"}))),
+    )
+    .unwrap();
     assert!(f.root.join("mine/pub/a.txt").exists());
     symlink(f.root.join("secret/c.txt"), f.root.join("pub/link.txt")).unwrap();
     // Rename needs write on both ends.
@@ -974,7 +1016,7 @@ fn per_path_access_filters_listings_writable_and_body_paths() {
         f.cm.patch(
             &carol,
             &p("/mine/b.txt"),
-            Some(json!({"path": "pub/b.txt"})),
+            &RenameRequest::from_body(Some(json!({"path": "pub/b.txt"}))).unwrap(),
         )
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Forbidden);
@@ -982,7 +1024,7 @@ fn per_path_access_filters_listings_writable_and_body_paths() {
         f.cm.patch(
             &carol,
             &p("/mine/b.txt"),
-            Some(json!({"path": "secret/b.txt"})),
+            &RenameRequest::from_body(Some(json!({"path": "secret/b.txt"}))).unwrap(),
         )
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
@@ -990,7 +1032,7 @@ fn per_path_access_filters_listings_writable_and_body_paths() {
     // Writes outside the write area are refused even if the server forgot to check.
     let body = json!({"type": "file", "format": "text", "content": "x"});
     assert_eq!(
-        f.cm.put(&carol, &p("/pub/a.txt"), Some(body))
+        f.cm.put(&carol, &p("/pub/a.txt"), Body::from_value(Some(body)))
             .unwrap_err()
             .kind,
         ErrorKind::Forbidden
@@ -1113,4 +1155,107 @@ fn a_large_directory_lists_every_entry_with_its_own_status() {
         .find(|e| e["name"] == "link-to-f0005.txt")
         .unwrap();
     assert_eq!(link["size"], 5);
+}
+
+/// Records the actions the service reports.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<ContentsAction>>);
+
+impl ActionListener for Recorder {
+    fn listening(&self) -> bool {
+        true
+    }
+    fn hear(&self, actions: &[ContentsAction]) {
+        self.0.lock().unwrap().extend_from_slice(actions);
+    }
+}
+
+impl Recorder {
+    /// `action path [source] <- readers` for each action reported since the last call.
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+            .into_iter()
+            .map(|a| {
+                let readers: Vec<&str> = a.readers.iter().map(|r| r.as_str()).collect();
+                let source = a
+                    .source_path
+                    .map(|s| format!(" from {s}"))
+                    .unwrap_or_default();
+                format!(
+                    "{} {}{source} <- {}",
+                    a.action.as_str(),
+                    a.path,
+                    readers.join(" ")
+                )
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn operations_report_jupyter_servers_actions_in_its_order() {
+    let f = fixture();
+    let heard = std::sync::Arc::new(Recorder::default());
+    f.cm.subscribe_actions(heard.clone());
+    write(&f.root, "a.txt", "a");
+    symlink(f.root.join("a.txt"), f.root.join("link.txt")).unwrap();
+    fs::create_dir(f.root.join("dir")).unwrap();
+
+    f.cm.get(&ALICE, &p("link.txt"), &GetOptions::metadata_only())
+        .unwrap();
+    assert_eq!(heard.take(), ["get link.txt <- /a.txt"]);
+    // The server's own look (/view) is not an action.
+    f.cm.stat(&ALICE, &p("link.txt")).unwrap();
+    assert!(heard.take().is_empty());
+    put(
+        &f,
+        "b.txt",
+        json!({"type": "file", "format": "text", "content": "b"}),
+    )
+    .unwrap();
+    assert_eq!(
+        heard.take(),
+        ["get b.txt <- /b.txt", "save b.txt <- /b.txt"]
+    );
+    f.cm.post(&ALICE, &p("dir"), Body::Empty).unwrap();
+    assert_eq!(
+        heard.take(),
+        [
+            "get dir/untitled <- /dir/untitled",
+            "save dir/untitled <- /dir/untitled"
+        ]
+    );
+    // A copy names its source as the client wrote it.
+    f.cm.post(
+        &ALICE,
+        &p("dir"),
+        Body::from_value(Some(json!({"copy_from": "/link.txt"}))),
+    )
+    .unwrap();
+    assert_eq!(
+        heard.take(),
+        [
+            "get link.txt <- /a.txt",
+            "get link.txt <- /a.txt",
+            "get dir/link.txt <- /dir/link.txt",
+            "save dir/link.txt <- /dir/link.txt",
+            "copy dir/link.txt from /link.txt <- /dir/link.txt /a.txt",
+        ]
+    );
+    // A rename is heard by the readers of both ends, as they were before it.
+    let rename = RenameRequest::from_body(Some(json!({"path": "moved.txt"}))).unwrap();
+    f.cm.patch(&ALICE, &p("link.txt"), &rename).unwrap();
+    assert_eq!(
+        heard.take(),
+        [
+            "rename moved.txt from link.txt <- /moved.txt /a.txt",
+            "get moved.txt <- /moved.txt"
+        ]
+    );
+    f.cm.delete(&ALICE, &p("b.txt")).unwrap();
+    assert_eq!(heard.take(), ["delete b.txt <- /b.txt"]);
+    // Failures and checkpoints report nothing.
+    f.cm.delete(&ALICE, &p("b.txt")).unwrap_err();
+    f.cm.create_checkpoint(&ALICE, &p("a.txt")).unwrap();
+    assert!(heard.take().is_empty());
 }

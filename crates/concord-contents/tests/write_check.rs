@@ -1,9 +1,10 @@
-//! `writable` decided from `statx` data (`fsio::WriteCheck`) must agree with `access(2)`
+//! `writable` decided from `statx` data (`write_check::WriteCheck`) must agree with `access(2)`
 //! (jupyter_server's `os.access(path, W_OK)`) wherever it decides at all: every mode, for
 //! owners, group members (primary and supplementary) and others, with POSIX ACLs and the
 //! immutable flag. As root, other users are probed in forked children with their ids.
 
-use concord_contents::fsio::{access_writable_in, EntryStat, WriteCheck};
+use concord_contents::dirents::EntryStat;
+use concord_contents::write_check::{access_writable_in, WriteCheck};
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

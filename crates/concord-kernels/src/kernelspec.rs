@@ -308,6 +308,26 @@ pub fn resolve_python(argv: &[String], spec_dir: &Path) -> Vec<String> {
     out
 }
 
+/// The prefix of the first `python3` (or `python`) on `PATH`: its `bin` directory's parent,
+/// as jupyter's `sys.prefix` is for a venv (the venv's `share/jupyter/kernels` then holds
+/// its kernelspec). Symlinks are not followed: a venv's `python3` links to the system one.
+pub fn python_prefix_on_path() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    for dir in std::env::split_paths(&path) {
+        for exe in ["python3", "python"] {
+            let candidate = dir.join(exe);
+            let executable = std::fs::metadata(&candidate)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false);
+            if executable {
+                return dir.parent().map(Path::to_path_buf);
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,8 @@ pub use kernel::{
     KernelManagerConfig, KernelMetrics, KernelModel, StartKernel, TransportKind,
 };
 pub use kernelspec::{
-    InterruptMode, KernelSpec, KernelSpecError, KernelSpecManager, KernelSpecResource,
+    python_prefix_on_path, InterruptMode, KernelSpec, KernelSpecError, KernelSpecManager,
+    KernelSpecResource,
 };
 pub use sessions::{NewSession, SessionError, SessionInfo, SessionManager, SessionPatch};
 pub use ws::{Channel, WsFrame, WsProtocol, V1_SUBPROTOCOL};

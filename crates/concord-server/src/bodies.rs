@@ -16,16 +16,17 @@ use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{header, StatusCode};
 use http_body::Frame;
+use parking_lot::Mutex;
 use std::future::Future;
 use std::io::{self, Read};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// How long a piece of a body may wait for room in the budget.
 pub const BUSY_WAIT: Duration = Duration::from_secs(10);
@@ -157,7 +158,7 @@ impl BodyCharge {
 
     /// `n` bytes are no longer held (`usize::MAX`: none is).
     pub fn release(&self, n: usize) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.held.lock();
         if let Some(permit) = held.as_mut() {
             let n = n.min(permit.num_permits());
             if n == permit.num_permits() {
@@ -170,12 +171,12 @@ impl BodyCharge {
 
     /// Bytes held now.
     pub fn held(&self) -> usize {
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let held = self.held.lock();
         held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits)
     }
 
     fn add(&self, permit: OwnedSemaphorePermit) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.held.lock();
         match held.as_mut() {
             Some(h) => h.merge(permit),
             None => *held = Some(permit),
@@ -190,14 +191,11 @@ impl BodyCharge {
 
     /// Why reading the body failed, if it was the budget's or the connection's fault.
     pub fn failure(&self) -> Option<BodyError> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.failure.lock().clone()
     }
 
     fn fail(&self, error: BodyError) -> BodyError {
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.clone());
+        *self.failure.lock() = Some(error.clone());
         error
     }
 

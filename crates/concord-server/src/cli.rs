@@ -208,19 +208,7 @@ fn init_logging(level: &str) {
 }
 
 fn open_store(state: &StateArgs) -> anyhow::Result<UserStore> {
-    let options = ServeOptions {
-        state_dir: state.state_dir.clone(),
-        config: state.config.clone(),
-        ..Default::default()
-    };
-    let file = match &options.config {
-        Some(path) => ServeOptions::from_file(path)?,
-        None => ServeOptions::default(),
-    };
-    let dir = options
-        .state_dir
-        .or(file.state_dir)
-        .unwrap_or_else(crate::config::default_state_dir);
+    let dir = crate::config::state_dir(state.state_dir.clone(), state.config.as_deref())?;
     crate::serve::private_dir(&dir)?;
     UserStore::open(&dir).context("cannot open the users database")
 }
@@ -347,7 +335,7 @@ fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 if decision.allowed { "allow" } else { "deny" },
                 decision.rule
             );
-            crate::confine::print_check(&handle.engine(), &who);
+            crate::services::confine::print_check(&handle.engine(), &who);
             Ok(if decision.allowed {
                 ExitCode::SUCCESS
             } else {

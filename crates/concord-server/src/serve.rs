@@ -15,7 +15,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::audit::Auditor;
 use crate::auth::Authenticator;
 use crate::config::{AuthMode, Settings};
-use crate::pipeline::{dispatch, Dispatcher};
+use crate::events::EventBus;
+use crate::http::pipeline::{dispatch, Dispatcher};
 use crate::policy::PolicyHandle;
 use crate::state::{App, AppState};
 
@@ -86,9 +87,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut auth = Authenticator::new(&settings, store)?;
     auth.set_port(local.port());
 
-    let mut state = AppState::new(settings.clone(), policy.authorizer(), auth, audit);
-    crate::services::start(&mut state).await?;
-    crate::confine::install(&mut state, policy.engine())?;
+    let events = Arc::new(EventBus::new());
+    events.set_limits(settings.events);
+    let services = crate::services::start(&settings, policy.engine(), &events).await?;
+    let state = AppState::new(
+        settings.clone(),
+        policy.authorizer(),
+        auth,
+        audit,
+        events,
+        services,
+    );
     let app: App = Arc::new(state);
 
     let router = Router::new()
@@ -120,7 +129,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     stop.await;
     // Services first: ending kernels and terminals closes their websockets, which would
     // otherwise hold the graceful shutdown open.
-    crate::services::stop(&app).await;
+    crate::services::stop(&app.events, &app.kernels, &app.terminals).await;
     let _ = stopped_tx.send(());
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(())) => {}

@@ -7,14 +7,15 @@
 //! so an event never tells anyone about a path or kernel they could not read. Publishing never
 //! waits for subscribers: each has its own queue, bounded in bytes (each event is held once,
 //! shared by the queues it is in), and a subscriber past its budget is disconnected (see
-//! `api::events`). Nothing is built when nobody subscribes.
+//! `handlers::events`). Nothing is built when nobody subscribes.
 
 pub mod pyjson;
 
 use concord_authz::{Action, Authorize, Identity, Resource};
+use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -341,10 +342,6 @@ impl Default for EventBus {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl EventBus {
     /// A bus with jupyter_server's three schemas registered and the default limits.
     pub fn new() -> Self {
@@ -373,12 +370,12 @@ impl EventBus {
 
     /// Set the limits of the subscriptions made from now on.
     pub fn set_limits(&self, limits: EventLimits) {
-        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
+        *self.limits.write() = limits;
     }
 
     /// The limits of new subscriptions.
     pub fn limits(&self) -> EventLimits {
-        *self.limits.read().unwrap_or_else(|p| p.into_inner())
+        *self.limits.read()
     }
 
     /// The registered schema with this id.
@@ -410,7 +407,7 @@ impl EventBus {
             return;
         }
         let budget = self.limits().queue_bytes;
-        lock(&self.queues).retain(|sub| {
+        self.queues.lock().retain(|sub| {
             if sub.tx.is_closed() {
                 return false;
             }
@@ -439,7 +436,7 @@ impl EventBus {
         let (tx, events) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let lagged = Arc::new(AtomicBool::new(false));
-        let mut queues = lock(&self.queues);
+        let mut queues = self.queues.lock();
         // Those who left since the last event.
         queues.retain(|sub| !sub.tx.is_closed());
         queues.push(Subscriber {
@@ -591,6 +588,6 @@ mod tests {
         assert!(fast.recv().await.is_ok());
         drop((slow, fast));
         let _again = bus.subscribe();
-        assert_eq!(lock(&bus.queues).len(), 1, "those who left are forgotten");
+        assert_eq!(bus.queues.lock().len(), 1, "those who left are forgotten");
     }
 }
