@@ -13,6 +13,7 @@ mod model;
 mod path;
 mod policy;
 mod presets;
+mod scope;
 mod spec;
 
 pub use cedar::{cedar_type, compile_to_cedar, CEDAR_SCHEMA};
@@ -26,9 +27,38 @@ pub use policy::{
     USERNAME_PLACEHOLDER,
 };
 pub use presets::{preset, DEFAULT_PRESET, PRESET_NAMES};
+pub use scope::{ScopeError, ScopeGrant, TokenScope, MAX_SCOPE_GRANTS};
 
 /// The built-in group of the server's owner (token mode); every preset lets it do everything.
 pub const ADMIN_GROUP: &str = "admin";
+
+/// An [`Authorize`] engine seen through a token's scope: every decision is the engine's
+/// for the token's owner, narrowed to the scope. Hand it to code that takes an
+/// `&dyn Authorize` (listings, event subscribers) for a caller who used a scoped token.
+pub struct Scoped<'a, A: Authorize + ?Sized> {
+    /// The engine deciding for the owner.
+    pub inner: &'a A,
+    /// The token's scope.
+    pub scope: &'a TokenScope,
+}
+
+impl<A: Authorize + ?Sized> Authorize for Scoped<'_, A> {
+    fn authorize(&self, who: &Identity, action: Action, resource: &Resource) -> Decision {
+        self.inner
+            .authorize_scoped(who, Some(self.scope), action, resource)
+    }
+
+    fn authorize_children(
+        &self,
+        who: &Identity,
+        action: Action,
+        dir: &CanonicalPath,
+        names: &[&str],
+    ) -> Vec<bool> {
+        self.inner
+            .authorize_children_scoped(who, Some(self.scope), action, dir, names)
+    }
+}
 
 /// Anything that can decide whether an identity may perform an action on a resource.
 ///
@@ -59,6 +89,44 @@ pub trait Authorize: Send + Sync {
                 Err(_) => false,
             })
             .collect()
+    }
+
+    /// Decide a request made with a token limited to `scope` (`None`: an unscoped token, a
+    /// login or the owner's token, decided exactly as [`Authorize::authorize`]). Allowed
+    /// only when the owner's rights and the scope both allow it.
+    fn authorize_scoped(
+        &self,
+        who: &Identity,
+        scope: Option<&TokenScope>,
+        action: Action,
+        resource: &Resource,
+    ) -> Decision {
+        let decision = self.authorize(who, action, resource);
+        match scope {
+            None => decision,
+            Some(scope) => scope.restrict(who, action, resource, decision),
+        }
+    }
+
+    /// [`Authorize::authorize_children`] for a request made with a token limited to `scope`.
+    fn authorize_children_scoped(
+        &self,
+        who: &Identity,
+        scope: Option<&TokenScope>,
+        action: Action,
+        dir: &CanonicalPath,
+        names: &[&str],
+    ) -> Vec<bool> {
+        let mut allowed = self.authorize_children(who, action, dir, names);
+        if let Some(scope) = scope {
+            for (allowed, name) in allowed.iter_mut().zip(names) {
+                *allowed = *allowed
+                    && dir.child(name).is_ok_and(|path| {
+                        scope.allows(who.username(), action, &Resource::contents(path))
+                    });
+            }
+        }
+        allowed
     }
 
     /// Decide many requests for the same identity at once, in order.

@@ -851,3 +851,83 @@ fn preset_with_raw_cedar_reloads_the_cedar_file() {
     e.reload().unwrap();
     assert!(!allowed(&e, &who("bob", NONE), "read", "contents:/a"));
 }
+
+const SCOPED_TOKENS_POLICY: &str = r#"
+[roles.editor]
+permissions = ["contents:read", "contents:write", "kernels:*:own", "kernelspecs:read"]
+
+[[bindings]]
+role = "editor"
+groups = ["editors"]
+paths = ["/projects/**"]
+"#;
+
+#[test]
+fn scoped_token_never_exceeds_scope_or_owner() {
+    use concord_authz::{Scoped, TokenScope};
+    let engine = engine(SCOPED_TOKENS_POLICY);
+    let alice = who("alice", &["editors"]);
+    let scope = TokenScope::parse(&["contents:read:/projects/a/**"]).unwrap();
+    let decide = |who: &Identity, action: &str, spec: &str| {
+        engine.authorize_scoped(who, Some(&scope), action.parse().unwrap(), &res(spec))
+    };
+    // The owner may do all of this; the token only reads below /projects/a.
+    for (action, spec) in [
+        ("read", "contents:/projects/a/x.ipynb"),
+        ("write", "contents:/projects/a/x.ipynb"),
+        ("read", "contents:/projects/b/x.ipynb"),
+    ] {
+        assert!(allowed(&engine, &alice, action, spec), "{action} {spec}");
+    }
+    assert!(decide(&alice, "read", "contents:/projects/a/x.ipynb").allowed);
+    let write = decide(&alice, "write", "contents:/projects/a/x.ipynb");
+    assert!(!write.allowed);
+    assert!(write.rule.starts_with("token scope:"), "{}", write.rule);
+    assert!(!decide(&alice, "read", "contents:/projects/b/x.ipynb").allowed);
+    assert!(!decide(&alice, "read", "kernelspecs").allowed);
+    // Without a scope the decision is the owner's, rule and all.
+    assert_eq!(
+        engine.authorize_scoped(&alice, None, Action::Write, &res("contents:/projects/b/x")),
+        engine.authorize(&alice, Action::Write, &res("contents:/projects/b/x"))
+    );
+
+    // The owner loses the role: so does the token, with the policy's reason.
+    let alice_demoted = who("alice", &[]);
+    let lost = decide(&alice_demoted, "read", "contents:/projects/a/x.ipynb");
+    assert!(!lost.allowed);
+    assert!(lost.rule.starts_with("default deny"), "{}", lost.rule);
+
+    // A scope wider than the owner's rights grants nothing more.
+    let wide = TokenScope::parse(&["*:*"]).unwrap();
+    assert!(
+        !engine
+            .authorize_scoped(&alice, Some(&wide), Action::Read, &res("contents:/etc/x"))
+            .allowed
+    );
+
+    // Listings and code taking `&dyn Authorize` see the narrowed decisions.
+    let scoped = Scoped {
+        inner: &engine,
+        scope: &scope,
+    };
+    let projects = CanonicalPath::parse("/projects").unwrap();
+    assert_eq!(
+        scoped.authorize_children(&alice, Action::Read, &projects, &["a", "b", "c"]),
+        vec![true, false, false]
+    );
+    assert_eq!(
+        engine.authorize_children(&alice, Action::Read, &projects, &["a", "b", "c"]),
+        vec![true, true, true]
+    );
+    let as_dyn: &dyn Authorize = &scoped;
+    assert!(
+        as_dyn
+            .authorize(&alice, Action::Read, &res("contents:/projects/a/y"))
+            .allowed
+    );
+    assert!(
+        !as_dyn
+            .authorize(&alice, Action::Write, &res("contents:/projects/a/y"))
+            .allowed
+    );
+}

@@ -60,7 +60,8 @@ impl AuditDecision {
     }
 }
 
-/// One audit record; a JSON line has exactly these keys (`method` and `route` may be null).
+/// One audit record; a JSON line has exactly these keys (`method` and `route` may be null;
+/// `token_id` is there only for requests made with an API token).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// When, RFC 3339 in UTC with milliseconds (`2026-05-01T12:00:00.123Z`).
@@ -81,6 +82,9 @@ pub struct AuditRecord {
     pub method: Option<String>,
     /// The route or path, secrets removed.
     pub route: Option<String>,
+    /// The id of the API token the request was made with (never the token itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<i64>,
 }
 
 fn bounded(s: &str) -> String {
@@ -115,6 +119,7 @@ impl AuditRecord {
             client: client.map(|addr| addr.to_string()),
             method: None,
             route: None,
+            token_id: None,
         }
     }
 
@@ -140,6 +145,12 @@ impl AuditRecord {
     pub fn with_request(mut self, method: &str, route: &str) -> Self {
         self.method = Some(bounded(method));
         self.route = Some(bounded(&redact_url(route)));
+        self
+    }
+
+    /// Adds the id of the API token the request was made with.
+    pub fn with_token(mut self, token_id: Option<i64>) -> Self {
+        self.token_id = token_id;
         self
     }
 
@@ -222,10 +233,23 @@ CREATE TABLE IF NOT EXISTS audit (
     rule     TEXT NOT NULL,
     client   TEXT,
     method   TEXT,
-    route    TEXT
+    route    TEXT,
+    token_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
 ";
+
+/// Adds the columns later versions added to an audit table created before them.
+fn upgrade_audit_table(conn: &Connection) -> Result<(), IdentityError> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('audit')")?;
+    let columns = stmt
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    if !columns.iter().any(|c| c == "token_id") {
+        conn.execute_batch("ALTER TABLE audit ADD COLUMN token_id INTEGER")?;
+    }
+    Ok(())
+}
 
 enum OpenSink {
     Sqlite(Connection),
@@ -240,8 +264,8 @@ impl OpenSink {
                 {
                     let mut insert = tx
                         .prepare_cached(
-                            "INSERT INTO audit (time, user, action, resource, decision, rule, client, method, route)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                            "INSERT INTO audit (time, user, action, resource, decision, rule, client, method, route, token_id)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                         )
                         .map_err(|e| e.to_string())?;
                     for r in records {
@@ -255,7 +279,8 @@ impl OpenSink {
                                 r.rule,
                                 r.client,
                                 r.method,
-                                r.route
+                                r.route,
+                                r.token_id
                             ])
                             .map_err(|e| e.to_string())?;
                     }
@@ -338,6 +363,7 @@ impl AuditLog {
                     }
                     let conn = open_sqlite(&path)?;
                     conn.execute_batch(AUDIT_SCHEMA)?;
+                    upgrade_audit_table(&conn)?;
                     readable = Some(ReadBack::Sqlite(path));
                     sinks.push(OpenSink::Sqlite(conn));
                 }
@@ -521,7 +547,7 @@ fn write_loop(receiver: Receiver<Message>, mut sinks: Vec<OpenSink>, counters: &
 fn recent_from_sqlite(path: &Path, n: usize) -> Result<Vec<AuditRecord>, IdentityError> {
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut stmt = conn.prepare(
-        "SELECT time, user, action, resource, decision, rule, client, method, route
+        "SELECT time, user, action, resource, decision, rule, client, method, route, token_id
          FROM (SELECT * FROM audit ORDER BY id DESC LIMIT ?1) ORDER BY id",
     )?;
     let limit = i64::try_from(n).unwrap_or(i64::MAX);
@@ -538,6 +564,7 @@ fn recent_from_sqlite(path: &Path, n: usize) -> Result<Vec<AuditRecord>, Identit
                 client: row.get(6)?,
                 method: row.get(7)?,
                 route: row.get(8)?,
+                token_id: row.get(9)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

@@ -58,6 +58,15 @@ pub enum IdentityError {
         /// The token id asked for.
         id: i64,
     },
+    /// No API token has this id (any owner).
+    #[error("no API token with id {0}")]
+    TokenIdNotFound(i64),
+    /// A token scope was refused (unknown action or resource type, bad path pattern, …).
+    #[error("invalid token scope: {0}")]
+    InvalidTokenScope(String),
+    /// A token expiry was refused (in the past).
+    #[error("invalid token expiry: {0}")]
+    InvalidTokenExpiry(String),
     /// A database operation failed.
     #[error("user database error: {0}")]
     Database(#[from] rusqlite::Error),
@@ -108,11 +117,13 @@ impl IdentityError {
             | IdentityError::InvalidPasswordHash(_)
             | IdentityError::InvalidProfile { .. }
             | IdentityError::InvalidProxyAddress { .. }
+            | IdentityError::InvalidTokenScope(_)
+            | IdentityError::InvalidTokenExpiry(_)
             | IdentityError::BadAuditSink(_) => ErrorKind::BadRequest,
             IdentityError::UserExists(_) => ErrorKind::Conflict,
-            IdentityError::UserNotFound(_) | IdentityError::TokenNotFound { .. } => {
-                ErrorKind::NotFound
-            }
+            IdentityError::UserNotFound(_)
+            | IdentityError::TokenNotFound { .. }
+            | IdentityError::TokenIdNotFound(_) => ErrorKind::NotFound,
             IdentityError::Database(_)
             | IdentityError::Io { .. }
             | IdentityError::BadStateFile { .. }

@@ -31,8 +31,8 @@ pub use proxy::{
 };
 pub use redact::{redact_url, REDACTED};
 pub use store::{
-    ApiTokenInfo, NewApiToken, NewPassword, StoreOptions, UserRecord, UserStore, API_TOKEN_PREFIX,
-    DATABASE_FILE,
+    ApiTokenInfo, NewApiToken, NewPassword, StoreOptions, TokenAuthentication, TokenSpec,
+    UserRecord, UserStore, API_TOKEN_PREFIX, DATABASE_FILE,
 };
 pub use throttle::{LoginThrottle, RetryAfter, ThrottleConfig};
 pub use validate::{validate_group, validate_username, MAX_NAME_LEN};

@@ -5,10 +5,10 @@ use std::fmt;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use concord_authz::{Identity, User};
+use concord_authz::{Identity, TokenScope, User};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -28,7 +28,8 @@ pub const DATABASE_FILE: &str = "concord.db";
 pub const API_TOKEN_PREFIX: &str = "concord_";
 
 /// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id            INTEGER PRIMARY KEY,
     username      TEXT NOT NULL UNIQUE,
@@ -65,7 +66,18 @@ CREATE TABLE sessions (
     CHECK ((user_id IS NULL) <> (synthetic_identity IS NULL))
 );
 CREATE INDEX sessions_username ON sessions(username);
-"#];
+"#,
+    // Scoped tokens. Tokens from before keep NULL scope and expiry: unscoped, never expiring.
+    r#"
+ALTER TABLE api_tokens ADD COLUMN scope TEXT;        -- JSON list of grants; NULL = unscoped
+ALTER TABLE api_tokens ADD COLUMN expires INTEGER;   -- Unix seconds; NULL = never
+ALTER TABLE api_tokens ADD COLUMN last_used INTEGER; -- Unix seconds, to the minute
+"#,
+];
+
+/// How often (seconds) a token's `last_used` is written while it is in use: often enough to
+/// tell a live token from a forgotten one, rarely enough not to write on every request.
+const LAST_USED_RESOLUTION: i64 = 60;
 
 /// Most identities kept in the lookup cache; it is simply emptied when full.
 const CACHE_CAPACITY: usize = 10_000;
@@ -146,6 +158,10 @@ pub struct NewApiToken {
     pub note: String,
     /// When it was created (RFC 3339, UTC).
     pub created: String,
+    /// The grants the token is limited to; `None` for an unscoped token.
+    pub scope: Option<Vec<String>>,
+    /// When it stops working (RFC 3339, UTC); `None` for never.
+    pub expires: Option<String>,
 }
 
 impl fmt::Debug for NewApiToken {
@@ -155,19 +171,55 @@ impl fmt::Debug for NewApiToken {
             .field("token", &"[secret]")
             .field("note", &self.note)
             .field("created", &self.created)
+            .field("scope", &self.scope)
+            .field("expires", &self.expires)
             .finish()
     }
 }
 
-/// An API token as listed (without the secret).
+/// An API token as listed (without the secret or its hash).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ApiTokenInfo {
-    /// The token's id.
+    /// The token's id: stable, not secret; names it for revoking and in the audit log.
     pub id: i64,
+    /// The owner's username.
+    pub username: String,
     /// The note given at creation.
     pub note: String,
     /// When it was created (RFC 3339, UTC).
     pub created: String,
+    /// The grants the token is limited to; `None` for an unscoped token (all of the
+    /// owner's rights).
+    pub scope: Option<Vec<String>>,
+    /// When it stops working (RFC 3339, UTC); `None` for never.
+    pub expires: Option<String>,
+    /// Whether it has expired (it no longer authenticates; revoke it to tidy up).
+    pub expired: bool,
+    /// When it was last used to authenticate (RFC 3339, UTC, to the minute); `None` if never.
+    pub last_used: Option<String>,
+}
+
+/// What a new API token may do and for how long; see [`UserStore::create_token_with`].
+#[derive(Clone, Debug, Default)]
+pub struct TokenSpec {
+    /// A note for the owner (at most 256 characters, no control characters).
+    pub note: String,
+    /// The grants the token is limited to; `None` for all of the owner's rights.
+    pub scope: Option<TokenScope>,
+    /// When it stops working; `None` for never. Must be in the future.
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The result of authenticating with an API token: whose it is, and what it is limited to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenAuthentication {
+    /// The owner, with their current groups.
+    pub identity: Identity,
+    /// The token's id, for the audit log.
+    pub token_id: i64,
+    /// The token's scope (`None`: unscoped). Decide requests made with it through
+    /// `Authorize::authorize_scoped`, so it never exceeds the owner's current rights.
+    pub scope: Option<Arc<TokenScope>>,
 }
 
 /// What an identity in the cache was found by.
@@ -179,8 +231,17 @@ enum CredentialKind {
 
 struct CachedIdentity {
     identity: Identity,
-    /// Unix seconds after which the credential is invalid (sessions).
+    /// Unix seconds after which the credential is invalid (sessions, expiring tokens).
     expires: Option<i64>,
+    /// For an API token: its id, scope and when its `last_used` was last written.
+    token: Option<CachedToken>,
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    id: i64,
+    scope: Option<Arc<TokenScope>>,
+    last_used_written: i64,
 }
 
 struct Inner {
@@ -196,6 +257,11 @@ impl Inner {
     fn forget_user(&mut self, username: &str) {
         self.cache
             .retain(|_, cached| cached.identity.username() != username);
+    }
+
+    fn forget_token(&mut self, token_id: i64) {
+        self.cache
+            .retain(|_, cached| cached.token.as_ref().is_none_or(|t| t.id != token_id));
     }
 
     fn refresh_cache_validity(&mut self) -> Result<(), IdentityError> {
@@ -244,6 +310,29 @@ fn now_rfc3339() -> String {
 
 fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+fn unix_to_rfc3339(seconds: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// A stored scope (JSON list of grants) parsed again; an error means the token must not
+/// authenticate.
+fn parse_stored_scope(json: &str) -> Result<TokenScope, String> {
+    let grants: Vec<String> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    TokenScope::parse(&grants).map_err(|e| e.to_string())
+}
+
+/// Records that a token was used; a failure (say the CLI holds the write lock) only costs
+/// the record.
+fn touch_token(conn: &Connection, token_id: i64, now: i64) {
+    if let Err(e) = conn.execute(
+        "UPDATE api_tokens SET last_used = ?1 WHERE id = ?2",
+        params![now, token_id],
+    ) {
+        tracing::warn!(token_id, error = %e, "could not record a token's last use");
+    }
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -628,16 +717,46 @@ impl UserStore {
 
     // ----- API tokens -----
 
-    /// Creates an API token for a user. The returned token is the only copy; the database
-    /// keeps its SHA-256.
+    /// Creates an unscoped, never-expiring API token for a user. The returned token is the
+    /// only copy; the database keeps its SHA-256.
     pub fn create_token(&self, username: &str, note: &str) -> Result<NewApiToken, IdentityError> {
-        let note = note.trim();
+        self.create_token_with(
+            username,
+            &TokenSpec {
+                note: note.to_string(),
+                ..TokenSpec::default()
+            },
+        )
+    }
+
+    /// Creates an API token for a user, optionally limited to a scope and with an expiry.
+    /// The returned token is the only copy; the database keeps its SHA-256.
+    pub fn create_token_with(
+        &self,
+        username: &str,
+        spec: &TokenSpec,
+    ) -> Result<NewApiToken, IdentityError> {
+        let note = spec.note.trim();
         if note.chars().count() > 256 || note.chars().any(char::is_control) {
             return Err(IdentityError::InvalidProfile {
                 field: "note",
                 reason: "must be at most 256 characters without control characters",
             });
         }
+        let expires = spec.expires.map(|at| at.timestamp());
+        if let Some(at) = expires {
+            if at <= now_unix() {
+                return Err(IdentityError::InvalidTokenExpiry(
+                    "the expiry must be in the future".to_string(),
+                ));
+            }
+        }
+        let scope = spec.scope.as_ref().map(TokenScope::to_strings);
+        let scope_json = scope
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| IdentityError::InvalidTokenScope(e.to_string()))?;
         let token = format!(
             "{API_TOKEN_PREFIX}{}",
             hex::encode(rand::random::<[u8; 32]>())
@@ -646,34 +765,71 @@ impl UserStore {
         let inner = self.lock();
         let uid = user_id(&inner.conn, username)?;
         inner.conn.execute(
-            "INSERT INTO api_tokens (user_id, token_hash, note, created) VALUES (?1, ?2, ?3, ?4)",
-            params![uid, sha256(token.as_bytes()).as_slice(), note, created],
+            "INSERT INTO api_tokens (user_id, token_hash, note, created, scope, expires)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                uid,
+                sha256(token.as_bytes()).as_slice(),
+                note,
+                created,
+                scope_json,
+                expires
+            ],
         )?;
         Ok(NewApiToken {
             id: inner.conn.last_insert_rowid(),
             token,
             note: note.to_string(),
             created,
+            scope,
+            expires: expires.and_then(unix_to_rfc3339),
         })
     }
 
-    /// A user's API tokens, oldest first (without the secrets).
-    pub fn list_tokens(&self, username: &str) -> Result<Vec<ApiTokenInfo>, IdentityError> {
-        let inner = self.lock();
-        let uid = user_id(&inner.conn, username)?;
-        let mut stmt = inner
-            .conn
-            .prepare("SELECT id, note, created FROM api_tokens WHERE user_id = ?1 ORDER BY id")?;
-        let tokens = stmt
-            .query_map([uid], |row| {
+    fn query_tokens(
+        conn: &Connection,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<ApiTokenInfo>, IdentityError> {
+        let now = now_unix();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT t.id, u.username, t.note, t.created, t.scope, t.expires, t.last_used
+             FROM api_tokens t JOIN users u ON u.id = t.user_id {filter} ORDER BY t.id"
+        ))?;
+        let rows = stmt
+            .query_map(args, |row| {
+                let scope: Option<String> = row.get(4)?;
+                let expires: Option<i64> = row.get(5)?;
+                let last_used: Option<i64> = row.get(6)?;
                 Ok(ApiTokenInfo {
                     id: row.get(0)?,
-                    note: row.get(1)?,
-                    created: row.get(2)?,
+                    username: row.get(1)?,
+                    note: row.get(2)?,
+                    created: row.get(3)?,
+                    // An unreadable stored scope is shown as an empty list: the token does
+                    // not authenticate (see `authenticate_token`), and it must not look
+                    // unscoped.
+                    scope: scope.map(|json| serde_json::from_str(&json).unwrap_or_default()),
+                    expires: expires.and_then(unix_to_rfc3339),
+                    expired: expires.is_some_and(|at| at <= now),
+                    last_used: last_used.and_then(unix_to_rfc3339),
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(tokens)
+        Ok(rows)
+    }
+
+    /// A user's API tokens, oldest first (never the secrets or their hashes).
+    pub fn list_tokens(&self, username: &str) -> Result<Vec<ApiTokenInfo>, IdentityError> {
+        let inner = self.lock();
+        let uid = user_id(&inner.conn, username)?;
+        Self::query_tokens(&inner.conn, "WHERE t.user_id = ?1", &[&uid])
+    }
+
+    /// Every user's API tokens, oldest first (for admins; never the secrets or hashes).
+    pub fn list_all_tokens(&self) -> Result<Vec<ApiTokenInfo>, IdentityError> {
+        let inner = self.lock();
+        Self::query_tokens(&inner.conn, "", &[])
     }
 
     /// Revokes one of a user's API tokens; it stops working at once.
@@ -690,43 +846,124 @@ impl UserStore {
                 id,
             });
         }
-        inner.forget_user(username);
+        inner.forget_token(id);
         Ok(())
     }
 
-    /// The identity an API token (from `Authorization: token …` or `?token=`) belongs to.
-    /// Cached; a revoked token or a removed user is noticed at once, also when the change
-    /// was made by another process.
+    /// Revokes any user's API token by id (for admins); returns its owner's username. It
+    /// stops working at once.
+    pub fn revoke_token_by_id(&self, id: i64) -> Result<String, IdentityError> {
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction()?;
+        let owner: Option<String> = tx
+            .query_row(
+                "SELECT u.username FROM api_tokens t JOIN users u ON u.id = t.user_id
+                 WHERE t.id = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(owner) = owner else {
+            return Err(IdentityError::TokenIdNotFound(id));
+        };
+        tx.execute("DELETE FROM api_tokens WHERE id = ?1", [id])?;
+        tx.commit()?;
+        inner.forget_token(id);
+        Ok(owner)
+    }
+
+    /// The identity an **unscoped** API token (from `Authorization: token …` or `?token=`)
+    /// belongs to. A scoped token gives `None` here, so that a caller who does not apply
+    /// scopes can never hand one its owner's full rights; use
+    /// [`UserStore::authenticate_token`] to accept scoped tokens.
     pub fn token_identity(&self, token: &str) -> Result<Option<Identity>, IdentityError> {
+        Ok(self
+            .authenticate_token(token)?
+            .filter(|auth| auth.scope.is_none())
+            .map(|auth| auth.identity))
+    }
+
+    /// Whose an API token is, its id and its scope; `None` for an unknown, revoked or
+    /// expired token, or one whose owner was removed. Cached; a revocation is noticed at
+    /// once, also when made by another process. Records when the token was last used (to
+    /// the minute).
+    pub fn authenticate_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<TokenAuthentication>, IdentityError> {
         if !token.starts_with(API_TOKEN_PREFIX) || token.len() > 128 {
             return Ok(None);
         }
         let key = (CredentialKind::ApiToken, sha256(token.as_bytes()));
+        let now = now_unix();
         let mut inner = self.lock();
         inner.refresh_cache_validity()?;
-        if let Some(cached) = inner.cache.get(&key) {
-            return Ok(Some(cached.identity.clone()));
+        if let Some(cached) = inner.cache.get_mut(&key) {
+            if cached.expires.is_some_and(|expires| expires <= now) {
+                inner.cache.remove(&key);
+                return Ok(None);
+            }
+            let identity = cached.identity.clone();
+            let Some(token) = cached.token.as_mut() else {
+                return Ok(None);
+            };
+            let stale = now - token.last_used_written >= LAST_USED_RESOLUTION;
+            if stale {
+                token.last_used_written = now;
+            }
+            let (token_id, scope) = (token.id, token.scope.clone());
+            if stale {
+                touch_token(&inner.conn, token_id, now);
+            }
+            return Ok(Some(TokenAuthentication {
+                identity,
+                token_id,
+                scope,
+            }));
         }
-        let uid: Option<i64> = inner
+        let row: Option<(i64, i64, Option<String>, Option<i64>)> = inner
             .conn
             .query_row(
-                "SELECT user_id FROM api_tokens WHERE token_hash = ?1",
+                "SELECT id, user_id, scope, expires FROM api_tokens WHERE token_hash = ?1",
                 [key.1.as_slice()],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
             )
             .optional()?;
-        let Some(uid) = uid else { return Ok(None) };
-        let identity = identity_by_id(&inner.conn, uid)?;
-        if let Some(identity) = &identity {
-            inner.remember(
-                key,
-                CachedIdentity {
-                    identity: identity.clone(),
-                    expires: None,
-                },
-            );
+        let Some((token_id, uid, scope, expires)) = row else {
+            return Ok(None);
+        };
+        if expires.is_some_and(|at| at <= now) {
+            return Ok(None);
         }
-        Ok(identity)
+        let scope = match scope.map(|json| parse_stored_scope(&json)).transpose() {
+            Ok(scope) => scope.map(Arc::new),
+            Err(message) => {
+                // Fail closed: a token whose limits cannot be read must not get more rights.
+                tracing::warn!(token_id, error = %message, "unreadable token scope; refusing the token");
+                return Ok(None);
+            }
+        };
+        let Some(identity) = identity_by_id(&inner.conn, uid)? else {
+            return Ok(None);
+        };
+        touch_token(&inner.conn, token_id, now);
+        inner.remember(
+            key,
+            CachedIdentity {
+                identity: identity.clone(),
+                expires,
+                token: Some(CachedToken {
+                    id: token_id,
+                    scope: scope.clone(),
+                    last_used_written: now,
+                }),
+            },
+        );
+        Ok(Some(TokenAuthentication {
+            identity,
+            token_id,
+            scope,
+        }))
     }
 
     // ----- login sessions -----
@@ -834,6 +1071,7 @@ impl UserStore {
                 CachedIdentity {
                     identity: identity.clone(),
                     expires: Some(expires),
+                    token: None,
                 },
             );
         }

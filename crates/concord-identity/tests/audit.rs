@@ -257,3 +257,48 @@ fn what_is_audited_and_field_bounds() {
     assert!(rec.user.chars().count() <= 2049);
     assert!(rec.route.unwrap().chars().count() <= 2049);
 }
+
+#[test]
+fn records_carry_the_token_id_and_old_audit_databases_gain_the_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    {
+        // An audit table as concord wrote it before records carried a token id.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE audit (id INTEGER PRIMARY KEY, time TEXT NOT NULL, user TEXT NOT NULL,
+                action TEXT NOT NULL, resource TEXT NOT NULL, decision TEXT NOT NULL,
+                rule TEXT NOT NULL, client TEXT, method TEXT, route TEXT);
+             INSERT INTO audit (time, user, action, resource, decision, rule)
+                VALUES ('2026-01-01T00:00:00.000Z', 'carol', 'write', 'contents:/a', 'allow', 'r');",
+        )
+        .unwrap();
+    }
+    let lines = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(AuditConfig {
+        sinks: vec![
+            AuditSink::Sqlite(db.clone()),
+            AuditSink::JsonLinesFile(lines.clone()),
+        ],
+        queue_capacity: 16,
+    })
+    .unwrap();
+    log.record(record(1).with_token(Some(42)));
+    log.record(record(2));
+    log.flush();
+
+    let recent = log.recent(10).unwrap();
+    assert_eq!(recent.len(), 3);
+    assert_eq!(recent[0].user, "carol");
+    assert_eq!(recent[0].token_id, None);
+    assert_eq!(recent[1].token_id, Some(42));
+    assert_eq!(recent[2].token_id, None);
+
+    let text = std::fs::read_to_string(&lines).unwrap();
+    let json: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(json[0]["token_id"], 42);
+    assert!(json[1].get("token_id").is_none());
+}

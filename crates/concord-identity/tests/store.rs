@@ -4,11 +4,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use concord_authz::{Identity, User};
-use concord_identity::{
-    ErrorKind, IdentityError, LoginError, NewPassword, ProfileUpdate, StoreOptions, UserStore,
-    API_TOKEN_PREFIX, COOKIE_SECRET_FILE, DATABASE_FILE,
+use concord_authz::{
+    Action, Authorize, CanonicalPath, Identity, PolicyEngine, Resource, TokenScope, User,
 };
+use concord_identity::{
+    ErrorKind, IdentityError, LoginError, NewPassword, ProfileUpdate, StoreOptions, TokenSpec,
+    UserStore, API_TOKEN_PREFIX, COOKIE_SECRET_FILE, DATABASE_FILE,
+};
+use sha2::Digest;
 
 const NO_GROUPS: &[&str] = &[];
 
@@ -578,4 +581,278 @@ fn concord_hashes_verify_in_jupyter_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True False");
+}
+
+const SCOPED_POLICY: &str = r#"
+[roles.editor]
+permissions = ["contents:read", "contents:write", "kernelspecs:read"]
+
+[[bindings]]
+role = "editor"
+groups = ["editors"]
+"#;
+
+fn scoped_spec(note: &str, grants: &[&str]) -> TokenSpec {
+    TokenSpec {
+        note: note.to_string(),
+        scope: Some(TokenScope::parse(grants).unwrap()),
+        expires: None,
+    }
+}
+
+/// Decides `action` on a contents path for a request authenticated with `token`.
+fn token_may(
+    store: &UserStore,
+    engine: &PolicyEngine,
+    token: &str,
+    action: Action,
+    path: &str,
+) -> bool {
+    let Some(auth) = store.authenticate_token(token).unwrap() else {
+        return false;
+    };
+    let resource = Resource::contents(CanonicalPath::parse(path).unwrap());
+    engine
+        .authorize_scoped(&auth.identity, auth.scope.as_deref(), action, &resource)
+        .allowed
+}
+
+#[test]
+fn a_scoped_token_is_held_to_its_scope_and_its_owner() {
+    let (_tmp, dir) = state_dir();
+    let store = store_with_alice(&dir);
+    let engine = PolicyEngine::from_text("policy.toml", SCOPED_POLICY, None).unwrap();
+    let scoped = store
+        .create_token_with(
+            "alice",
+            &scoped_spec("agent", &["contents:read:/projects/a/**"]),
+        )
+        .unwrap();
+    assert_eq!(
+        scoped.scope,
+        Some(vec!["contents:read:/projects/a/**".to_string()])
+    );
+    let full = store.create_token("alice", "laptop").unwrap();
+
+    let auth = store.authenticate_token(&scoped.token).unwrap().unwrap();
+    assert_eq!(auth.token_id, scoped.id);
+    assert_eq!(auth.identity.username(), "alice");
+    assert_eq!(
+        auth.scope.as_deref().map(TokenScope::to_strings),
+        Some(vec!["contents:read:/projects/a/**".to_string()])
+    );
+
+    // Its owner (and her unscoped token) may read and write everywhere; the scoped token
+    // only reads below /projects/a.
+    for (action, path) in [
+        (Action::Read, "/projects/a/x.ipynb"),
+        (Action::Write, "/projects/a/x.ipynb"),
+        (Action::Read, "/projects/b/x.ipynb"),
+    ] {
+        assert!(token_may(&store, &engine, &full.token, action, path));
+    }
+    assert!(token_may(
+        &store,
+        &engine,
+        &scoped.token,
+        Action::Read,
+        "/projects/a/x.ipynb"
+    ));
+    assert!(!token_may(
+        &store,
+        &engine,
+        &scoped.token,
+        Action::Write,
+        "/projects/a/x.ipynb"
+    ));
+    assert!(!token_may(
+        &store,
+        &engine,
+        &scoped.token,
+        Action::Read,
+        "/projects/b/x.ipynb"
+    ));
+
+    // A caller that does not apply scopes never gets a scoped token accepted.
+    assert_eq!(store.token_identity(&scoped.token).unwrap(), None);
+    assert!(store.token_identity(&full.token).unwrap().is_some());
+
+    // The owner loses the role (from another process, like the CLI): so does the token.
+    let cli = UserStore::open(&dir).unwrap();
+    cli.set_groups("alice", NO_GROUPS).unwrap();
+    assert!(!token_may(
+        &store,
+        &engine,
+        &scoped.token,
+        Action::Read,
+        "/projects/a/x.ipynb"
+    ));
+    cli.set_groups("alice", &["editors"]).unwrap();
+    assert!(token_may(
+        &store,
+        &engine,
+        &scoped.token,
+        Action::Read,
+        "/projects/a/x.ipynb"
+    ));
+}
+
+#[test]
+fn bad_scopes_and_expiries_are_refused() {
+    let (_tmp, dir) = state_dir();
+    let store = store_with_alice(&dir);
+    let err = TokenScope::parse(&["contents:fly:/a/**"]).unwrap_err();
+    assert!(err.to_string().contains("unknown action \"fly\""), "{err}");
+    let past = TokenSpec {
+        note: "old".into(),
+        scope: None,
+        expires: Some(chrono::Utc::now() - chrono::Duration::seconds(1)),
+    };
+    let err = store.create_token_with("alice", &past).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadRequest);
+    assert!(store.list_tokens("alice").unwrap().is_empty());
+}
+
+#[test]
+fn an_expired_token_no_longer_authenticates() {
+    let (_tmp, dir) = state_dir();
+    let store = store_with_alice(&dir);
+    let expires = chrono::Utc::now() + chrono::Duration::days(1);
+    let token = store
+        .create_token_with(
+            "alice",
+            &TokenSpec {
+                note: "tomorrow".into(),
+                scope: None,
+                expires: Some(expires),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        token.expires,
+        Some(expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    );
+    assert!(store.authenticate_token(&token.token).unwrap().is_some());
+    let listed = &store.list_tokens("alice").unwrap()[0];
+    assert!(!listed.expired);
+    assert!(listed.last_used.is_some());
+
+    // The clock passes the expiry (moved in the database rather than by waiting).
+    let conn = rusqlite::Connection::open(dir.join(DATABASE_FILE)).unwrap();
+    conn.execute(
+        "UPDATE api_tokens SET expires = ?1 WHERE id = ?2",
+        rusqlite::params![chrono::Utc::now().timestamp() - 1, token.id],
+    )
+    .unwrap();
+    assert_eq!(store.authenticate_token(&token.token).unwrap(), None);
+    assert_eq!(store.token_identity(&token.token).unwrap(), None);
+    let listed = &store.list_tokens("alice").unwrap()[0];
+    assert!(listed.expired);
+}
+
+#[test]
+fn tokens_are_listed_without_secrets_and_revoked_by_id() {
+    let (_tmp, dir) = state_dir();
+    let store = store_with_alice(&dir);
+    store.add_user("bob", NewPassword::None, NO_GROUPS).unwrap();
+    let alices = store
+        .create_token_with("alice", &scoped_spec("agent", &["kernels:*", "*:read"]))
+        .unwrap();
+    let bobs = store.create_token("bob", "ci").unwrap();
+
+    let own = store.list_tokens("bob").unwrap();
+    assert_eq!(own.len(), 1);
+    assert_eq!((own[0].id, own[0].username.as_str()), (bobs.id, "bob"));
+    assert_eq!(own[0].scope, None);
+    assert_eq!(own[0].expires, None);
+    assert_eq!(own[0].last_used, None);
+
+    let all = store.list_all_tokens().unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|t| (t.id, t.username.as_str(), t.note.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(alices.id, "alice", "agent"), (bobs.id, "bob", "ci")]
+    );
+    assert_eq!(
+        all[0].scope,
+        Some(vec!["kernels:*".to_string(), "*:read".to_string()])
+    );
+    let json = serde_json::to_string(&all).unwrap();
+    for secret in [&alices.token, &bobs.token] {
+        assert!(!json.contains(&secret[API_TOKEN_PREFIX.len()..]));
+    }
+
+    // Someone else's token is not revocable as one's own; an admin revokes it by id.
+    assert!(store.authenticate_token(&alices.token).unwrap().is_some());
+    let err = store.revoke_token("bob", alices.id).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(store.revoke_token_by_id(alices.id).unwrap(), "alice");
+    assert_eq!(store.authenticate_token(&alices.token).unwrap(), None);
+    let err = store.revoke_token_by_id(alices.id).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(store.authenticate_token(&bobs.token).unwrap().is_some());
+}
+
+#[test]
+fn tokens_of_a_version_1_database_keep_working() {
+    let (_tmp, dir) = state_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = format!("{API_TOKEN_PREFIX}{}", "ab".repeat(32));
+    {
+        // The schema as concord wrote it before tokens had scopes (user_version 1).
+        let conn = rusqlite::Connection::open(dir.join(DATABASE_FILE)).unwrap();
+        conn.execute_batch(
+            r#"
+CREATE TABLE users (id INTEGER PRIMARY KEY, username TEXT NOT NULL UNIQUE, name TEXT,
+    display_name TEXT, initials TEXT, avatar_url TEXT, color TEXT, password_hash TEXT,
+    created TEXT NOT NULL);
+CREATE TABLE group_members (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    group_name TEXT NOT NULL, PRIMARY KEY (user_id, group_name));
+CREATE TABLE api_tokens (id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    token_hash BLOB NOT NULL UNIQUE, note TEXT NOT NULL, created TEXT NOT NULL);
+CREATE INDEX api_tokens_user ON api_tokens(user_id);
+CREATE TABLE sessions (id_hash BLOB PRIMARY KEY,
+    user_id INTEGER REFERENCES users(id) ON DELETE CASCADE, username TEXT NOT NULL,
+    synthetic_identity TEXT, created TEXT NOT NULL, expires INTEGER NOT NULL,
+    CHECK ((user_id IS NULL) <> (synthetic_identity IS NULL)));
+CREATE INDEX sessions_username ON sessions(username);
+INSERT INTO users (id, username, created) VALUES (1, 'carol', '2026-01-01T00:00:00Z');
+INSERT INTO group_members VALUES (1, 'editors');
+PRAGMA user_version = 1;
+"#,
+        )
+        .unwrap();
+        let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        conn.execute(
+            "INSERT INTO api_tokens (id, user_id, token_hash, note, created)
+             VALUES (7, 1, ?1, 'old laptop', '2026-01-01T00:00:00Z')",
+            [hash.as_slice()],
+        )
+        .unwrap();
+    }
+    let store = UserStore::open(&dir).unwrap();
+    let auth = store.authenticate_token(&token).unwrap().unwrap();
+    assert_eq!(auth.identity.username(), "carol");
+    assert_eq!(auth.identity.groups, vec!["editors"]);
+    assert_eq!((auth.token_id, auth.scope), (7, None));
+    assert!(store.token_identity(&token).unwrap().is_some());
+    let listed = store.list_tokens("carol").unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].note.as_str(),
+            &listed[0].scope,
+            &listed[0].expires,
+            listed[0].expired
+        ),
+        ("old laptop", &None, &None, false)
+    );
+    // New tokens work next to the old ones.
+    let new = store
+        .create_token_with("carol", &scoped_spec("agent", &["contents:read"]))
+        .unwrap();
+    assert!(store.authenticate_token(&new.token).unwrap().is_some());
 }
