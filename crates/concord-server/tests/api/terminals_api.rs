@@ -129,7 +129,9 @@ async fn read_until_or_closed(ws: &mut Socket, needle: &str) -> bool {
             }
             Some(Ok(Message::Close(_))) | None => return false,
             Some(Ok(_)) => {}
-            Some(Err(e)) => panic!("websocket: {e}"),
+            // A reader let go for being slower than the flood is dropped without a closing
+            // handshake (it is not reading, so a close frame could not reach it).
+            Some(Err(_)) => return false,
         }
     }
     true
@@ -555,11 +557,14 @@ async fn a_client_that_stops_reading_is_let_go_and_a_message_too_big_closes_with
 
     // On a loaded machine a reader slower than the flood is itself let go, rightly: attach
     // again until one attachment sees the flood's end (the replay holds the tail).
+    let mut attempts = 0;
     let mut ws = loop {
         let mut ws = connect(s, &owner, "1").await.unwrap();
         if read_until_or_closed(&mut ws, "FLOOD-DONE").await {
             break ws;
         }
+        attempts += 1;
+        assert!(attempts < 30, "no attachment kept up with the flood's end");
     };
     send(&mut ws, json!(["stdin", "x".repeat(100_000)])).await;
     let close = loop {
