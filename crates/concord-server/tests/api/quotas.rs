@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 const POLICY: &str = r#"
 [roles.runner]
-permissions = ["contents:read", "contents:write", "kernels:*:own", "sessions:*:own",
+permissions = ["api:read", "contents:read", "contents:write", "kernels:*:own", "sessions:*:own",
                "terminals:*:own", "kernelspecs:read"]
 
 [[bindings]]
@@ -60,6 +60,19 @@ async fn bursts_stop_exactly_at_each_users_limits() {
         b.issue_token("sam"),
     );
     let s = &b.start();
+
+    // Each user can read their own limits.
+    let status: Value = api(&sam)
+        .get(s.url("api/concord/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["limits"]["kernels"]["max"], 2, "{status}");
+    assert_eq!(status["limits"]["sessions"]["max"], 1, "{status}");
+    assert_eq!(status["limits"]["terminals"], Value::Null, "{status}");
 
     // Four kernels at once against a limit of two.
     let burst = (0..4).map(|_| post(s, &alice, "api/kernels", json!({})));
