@@ -547,6 +547,12 @@ impl PolicyEngine {
         out
     }
 
+    /// The limits the policy in force sets for a user (see [`crate::Limits`]).
+    pub fn limits_for(&self, username: &str, groups: &[String]) -> crate::Limits {
+        let state = self.state.load();
+        crate::limits::resolve(&state.policy.file, &state.policy.limits, username, groups)
+    }
+
     /// A one-line description: `3 roles, 4 bindings, 1 deny, 2 raw Cedar policies (27 Cedar policies in all)`.
     pub fn summary(&self) -> String {
         let state = self.state.load();
@@ -1071,6 +1077,10 @@ fn rule_sort_key(rule: &str) -> (String, usize) {
 }
 
 impl Authorize for PolicyEngine {
+    fn limits(&self, who: &Identity) -> crate::Limits {
+        self.limits_for(who.username(), &who.groups)
+    }
+
     fn authorize(&self, who: &Identity, action: Action, resource: &Resource) -> Decision {
         let state = self.state.load();
         let groups = sorted_groups(&who.groups);

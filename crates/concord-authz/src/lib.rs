@@ -9,6 +9,7 @@ mod cedar;
 mod engine;
 mod error_kind;
 mod fsview;
+mod limits;
 mod model;
 mod path;
 mod policy;
@@ -20,6 +21,7 @@ pub use cedar::{cedar_type, compile_to_cedar, CEDAR_SCHEMA};
 pub use engine::PolicyEngine;
 pub use error_kind::ErrorKind;
 pub use fsview::{FilesystemView, FsGrant, FsScope};
+pub use limits::{Limit, LimitRule, LimitedKind, Limits};
 pub use model::{Action, Decision, Identity, Owner, Resource, ResourceType, User};
 pub use path::{CanonicalPath, PathError};
 pub use policy::{
@@ -57,6 +59,10 @@ impl<A: Authorize + ?Sized> Authorize for Scoped<'_, A> {
     ) -> Vec<bool> {
         self.inner
             .authorize_children_scoped(who, Some(self.scope), action, dir, names)
+    }
+
+    fn limits(&self, who: &Identity) -> Limits {
+        self.inner.limits(who)
     }
 }
 
@@ -127,6 +133,13 @@ pub trait Authorize: Send + Sync {
             }
         }
         allowed
+    }
+
+    /// The limits on what `who` may hold at once (kernels, sessions, terminals, rooms).
+    /// Engines without a policy file's `[[limits]]` set none.
+    fn limits(&self, who: &Identity) -> Limits {
+        let _ = who;
+        Limits::default()
     }
 
     /// Decide many requests for the same identity at once, in order.

@@ -8,6 +8,7 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use crate::limits::{LimitRule, LimitedKind};
 use crate::model::{Action, ResourceType};
 
 /// One problem found in a policy file, located by file, line and column (both 1-based).
@@ -345,6 +346,8 @@ pub struct Policy {
     pub bindings: Vec<Binding>,
     /// Denials, in file order.
     pub denies: Vec<Deny>,
+    /// Per-user limits (`[[limits]]`), in file order.
+    pub limits: Vec<LimitRule>,
 }
 
 struct Ctx<'a> {
@@ -521,6 +524,7 @@ impl Policy {
             roles: BTreeMap::new(),
             bindings: Vec::new(),
             denies: Vec::new(),
+            limits: Vec::new(),
         };
         if !syntax_errors.is_empty() {
             return Err(ctx.errors);
@@ -642,9 +646,70 @@ impl Policy {
                         });
                     }
                 }
+                "limits" => {
+                    for (table, span) in array_of_tables(&mut ctx, "limits", value) {
+                        let header = header_span(text, span);
+                        let keys: Vec<&str> =
+                            LimitedKind::ALL.iter().map(|k| k.as_str()).collect();
+                        let (subjects, paths) =
+                            ctx.subjects_and_paths("limits", table, header.clone(), &keys);
+                        if !paths.is_empty() {
+                            if let Some(v) = table.get("paths") {
+                                ctx.error(
+                                    v.span(),
+                                    "limits count per user wherever things run: paths are not allowed here",
+                                );
+                            }
+                        }
+                        let mut maxima = Vec::new();
+                        for kind in LimitedKind::ALL {
+                            let Some(v) = table.get(kind.as_str()) else {
+                                continue;
+                            };
+                            match v.get_ref() {
+                                DeValue::Integer(i) => {
+                                    match u32::from_str_radix(i.as_str(), i.radix()) {
+                                        Ok(n) => maxima.push((kind, Some(n))),
+                                        Err(_) => ctx.error(
+                                            v.span(),
+                                            format!(
+                                                "{} must be a whole number from 0 to {} or \"unlimited\"",
+                                                kind.as_str(),
+                                                u32::MAX
+                                            ),
+                                        ),
+                                    }
+                                }
+                                DeValue::String(s) if s.as_ref() == "unlimited" => {
+                                    maxima.push((kind, None))
+                                }
+                                _ => ctx.error(
+                                    v.span(),
+                                    format!(
+                                        "{} must be a whole number or \"unlimited\", e.g. {} = 2",
+                                        kind.as_str(),
+                                        kind.as_str()
+                                    ),
+                                ),
+                            }
+                        }
+                        if maxima.is_empty() {
+                            ctx.error(
+                                header.clone(),
+                                format!("limits sets nothing: give at least one of {}", keys.join(", ")),
+                            );
+                        }
+                        let line = ctx.line(&header);
+                        policy.limits.push(LimitRule {
+                            subjects,
+                            maxima,
+                            line,
+                        });
+                    }
+                }
                 other => ctx.error(
                     key.span(),
-                    format!("unknown top-level key {other:?} (expected [roles.NAME], [[bindings]] or [[deny]])"),
+                    format!("unknown top-level key {other:?} (expected [roles.NAME], [[bindings]], [[deny]] or [[limits]])"),
                 ),
             }
         }

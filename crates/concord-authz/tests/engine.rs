@@ -1,8 +1,8 @@
 //! The policy engine against real policy files: presets, semantics, validation, reload.
 
 use concord_authz::{
-    compile_to_cedar, preset, Action, Authorize, CanonicalPath, Identity, Owner, Policy,
-    PolicyEngine, PolicyError, Resource, ResourceType, User, PRESET_NAMES,
+    compile_to_cedar, preset, Action, Authorize, CanonicalPath, Identity, LimitedKind, Owner,
+    Policy, PolicyEngine, PolicyError, Resource, ResourceType, User, PRESET_NAMES,
 };
 
 fn who(name: &str, groups: &[&str]) -> Identity {
@@ -930,4 +930,123 @@ fn scoped_token_never_exceeds_scope_or_owner() {
             .authorize(&alice, Action::Write, &res("contents:/projects/a/y"))
             .allowed
     );
+}
+
+const LIMITED: &str = r#"
+[roles.worker]
+permissions = ["contents:read"]
+
+[[bindings]]
+role = "worker"
+everyone = true
+
+[[limits]]
+everyone = true
+kernels = 2
+terminals = 1
+
+[[limits]]
+groups = ["students"]
+kernels = 1
+sessions = 3
+
+[[limits]]
+groups = ["tas"]
+kernels = 4
+
+[[limits]]
+users = ["carol"]
+kernels = "unlimited"
+"#;
+
+fn max_of(engine: &PolicyEngine, user: &str, groups: &[&str], kind: LimitedKind) -> Option<u32> {
+    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    engine
+        .limits_for(user, &groups)
+        .get(kind)
+        .map(|limit| limit.max)
+}
+
+#[test]
+fn limits_resolve_user_over_group_over_everyone_and_the_larger_at_one_level() {
+    let e = engine(LIMITED);
+    assert_eq!(max_of(&e, "ann", &[], LimitedKind::Kernels), Some(2));
+    assert_eq!(max_of(&e, "ann", &[], LimitedKind::Terminals), Some(1));
+    assert_eq!(max_of(&e, "ann", &[], LimitedKind::Sessions), None);
+    assert_eq!(max_of(&e, "ann", &[], LimitedKind::Rooms), None);
+    // A group entry beats everyone, even when it is stricter.
+    assert_eq!(
+        max_of(&e, "bob", &["students"], LimitedKind::Kernels),
+        Some(1)
+    );
+    assert_eq!(
+        max_of(&e, "bob", &["students"], LimitedKind::Sessions),
+        Some(3)
+    );
+    // Kinds the group entry leaves out fall back to everyone's.
+    assert_eq!(
+        max_of(&e, "bob", &["students"], LimitedKind::Terminals),
+        Some(1)
+    );
+    // In two groups, the more generous.
+    assert_eq!(
+        max_of(&e, "dan", &["students", "tas"], LimitedKind::Kernels),
+        Some(4)
+    );
+    // A user entry beats their groups; "unlimited" lifts the limit.
+    assert_eq!(
+        max_of(&e, "carol", &["students"], LimitedKind::Kernels),
+        None
+    );
+
+    let groups = vec!["students".to_string()];
+    let limits = e.limits_for("bob", &groups);
+    let kernels = limits.get(LimitedKind::Kernels).unwrap();
+    assert_eq!(kernels.set_by, "group students (policy.toml:14)");
+    assert_eq!(
+        kernels.refusal("bob"),
+        "bob may have at most 1 kernel at once (limit for group students (policy.toml:14)); \
+         shut one of your kernels down to start another"
+    );
+}
+
+#[test]
+fn limits_with_bad_values_are_located_errors() {
+    let base = "[roles.r]\npermissions = [\"contents:read\"]\n";
+    let cases = [
+        (
+            "[[limits]]\neveryone = true\nkernels = -1\n",
+            "kernels must be a whole number",
+        ),
+        (
+            "[[limits]]\neveryone = true\nkernels = \"many\"\n",
+            "kernels must be a whole number or \"unlimited\"",
+        ),
+        ("[[limits]]\neveryone = true\n", "limits sets nothing"),
+        ("[[limits]]\nkernels = 2\n", "limits names nobody"),
+        (
+            "[[limits]]\neveryone = true\ncpus = 2\n",
+            "unknown key \"cpus\" in limits",
+        ),
+        (
+            "[[limits]]\neveryone = true\nkernels = 2\npaths = [\"/a/**\"]\n",
+            "paths are not allowed here",
+        ),
+    ];
+    for (text, expected) in cases {
+        let errs = errors(&format!("{base}{text}"));
+        assert!(
+            errs.iter()
+                .any(|e| e.message.contains(expected) && e.line >= 3),
+            "{text:?}: expected an error containing {expected:?}, got {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn the_classroom_preset_limits_students() {
+    let e = PolicyEngine::from_preset("classroom").unwrap();
+    assert!(max_of(&e, "stu", &[], LimitedKind::Kernels).is_some());
+    assert!(max_of(&e, "stu", &[], LimitedKind::Terminals).is_some());
+    assert_eq!(max_of(&e, "root", &["admin"], LimitedKind::Kernels), None);
 }

@@ -6,7 +6,7 @@
 
 use std::sync::Mutex;
 
-use concord_authz::{CanonicalPath, Owner};
+use concord_authz::{CanonicalPath, LimitedKind, Limits, Owner};
 use serde_json::{json, Value};
 
 use crate::hub::lock;
@@ -25,6 +25,9 @@ pub enum SessionError {
     /// Invalid request body.
     #[error("{0}")]
     BadRequest(String),
+    /// The caller already holds as many sessions as the policy allows them.
+    #[error("{0}")]
+    LimitReached(String),
     /// The kernel part failed.
     #[error(transparent)]
     Kernel(#[from] KernelError),
@@ -37,6 +40,7 @@ impl SessionError {
         match self {
             SessionError::NotFound(_) => ErrorKind::NotFound,
             SessionError::BadRequest(_) => ErrorKind::BadRequest,
+            SessionError::LimitReached(_) => ErrorKind::LimitReached,
             SessionError::Kernel(e) => e.kind(),
         }
     }
@@ -184,6 +188,41 @@ pub struct SessionInfo {
 pub struct SessionManager {
     kernels: KernelManager,
     sessions: Mutex<Vec<Record>>,
+    /// Owners of sessions being created (their kernel is starting), one entry each: they
+    /// count against the owner's limit. Locked after `sessions` when both are held.
+    creating: Mutex<Vec<String>>,
+}
+
+/// A place held for a session whose kernel is starting; given back when dropped.
+struct Reservation<'a> {
+    sessions: &'a SessionManager,
+    username: Option<String>,
+}
+
+impl Reservation<'_> {
+    /// Record the session and give the place back in one step, so that it is never
+    /// counted twice nor not at all.
+    fn commit(mut self, record: Record) {
+        let mut sessions = lock(&self.sessions.sessions);
+        sessions.push(record);
+        if let Some(username) = self.username.take() {
+            release(&mut lock(&self.sessions.creating), &username);
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(username) = self.username.take() {
+            release(&mut lock(&self.sessions.creating), &username);
+        }
+    }
+}
+
+fn release(creating: &mut Vec<String>, username: &str) {
+    if let Some(i) = creating.iter().position(|u| u == username) {
+        creating.swap_remove(i);
+    }
 }
 
 fn kernel_path(path: &str) -> Option<CanonicalPath> {
@@ -203,6 +242,7 @@ impl SessionManager {
         SessionManager {
             kernels,
             sessions: Mutex::new(Vec::new()),
+            creating: Mutex::new(Vec::new()),
         }
     }
 
@@ -260,6 +300,32 @@ impl SessionManager {
         owner.username == caller.username || shares(owner, path)
     }
 
+    /// Hold a place for a new session of `caller`'s, or refuse if their limit is reached
+    /// (sessions being created count).
+    fn reserve(&self, caller: &Owner, limits: &Limits) -> Result<Reservation<'_>, SessionError> {
+        let Some(limit) = limits.get(LimitedKind::Sessions) else {
+            return Ok(Reservation {
+                sessions: self,
+                username: None,
+            });
+        };
+        let sessions = lock(&self.sessions);
+        let mut creating = lock(&self.creating);
+        let held = sessions
+            .iter()
+            .filter(|r| r.owner.username == caller.username)
+            .count()
+            + creating.iter().filter(|u| **u == caller.username).count();
+        if held >= limit.max as usize {
+            return Err(SessionError::LimitReached(limit.refusal(&caller.username)));
+        }
+        creating.push(caller.username.clone());
+        Ok(Reservation {
+            sessions: self,
+            username: Some(caller.username.clone()),
+        })
+    }
+
     /// A kernel for a session: an existing one the caller may use, or a new one.
     async fn kernel_for(
         &self,
@@ -268,6 +334,7 @@ impl SessionManager {
         caller: &Owner,
         shares: ShareHook<'_>,
         start_for_unknown_id: bool,
+        limits: &Limits,
     ) -> Result<KernelInfo, SessionError> {
         // A client's kernel id names a kernel to use, never one to create: an id that is
         // free, or whose kernel the caller may not use, is answered alike (a fresh kernel
@@ -291,18 +358,21 @@ impl SessionManager {
                 env: vec![("JPY_SESSION_NAME".into(), path.to_string())],
                 kernel_id: None,
                 owner: caller.clone(),
+                limit: limits.get(LimitedKind::Kernels).cloned(),
             })
             .await?;
         Ok(info)
     }
 
     /// Create a session (or return the caller's existing one for that path, or one the
-    /// policy shares with them).
+    /// policy shares with them). A new session and its new kernel count against the
+    /// caller's `limits`.
     pub async fn create(
         &self,
         req: NewSession,
         caller: Owner,
         shares: ShareHook<'_>,
+        limits: &Limits,
     ) -> Result<SessionInfo, SessionError> {
         self.purge();
         let existing: Vec<Record> = lock(&self.sessions)
@@ -319,8 +389,9 @@ impl SessionManager {
                 return Ok(info);
             }
         }
+        let reservation = self.reserve(&caller, limits)?;
         let kernel = self
-            .kernel_for(&req.kernel, &req.path, &caller, shares, true)
+            .kernel_for(&req.kernel, &req.path, &caller, shares, true, limits)
             .await?;
         let record = Record {
             id: uuid::Uuid::new_v4().hyphenated().to_string(),
@@ -330,7 +401,7 @@ impl SessionManager {
             kernel_id: kernel.model.id,
             owner: caller,
         };
-        lock(&self.sessions).push(record.clone());
+        reservation.commit(record.clone());
         self.info(&record)
             .ok_or_else(|| SessionError::NotFound(record.id.clone()))
     }
@@ -343,6 +414,7 @@ impl SessionManager {
         patch: SessionPatch,
         caller: Owner,
         shares: ShareHook<'_>,
+        limits: &Limits,
     ) -> Result<SessionInfo, SessionError> {
         let before = self.get(id)?;
         let mut new_kernel: Option<String> = None;
@@ -357,7 +429,9 @@ impl SessionManager {
                     kref.clone()
                 };
                 let path = patch.path.as_deref().unwrap_or(&before.path);
-                let k = self.kernel_for(&kref, path, &caller, shares, false).await?;
+                let k = self
+                    .kernel_for(&kref, path, &caller, shares, false, limits)
+                    .await?;
                 new_kernel = Some(k.model.id);
             }
         }

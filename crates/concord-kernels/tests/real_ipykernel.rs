@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use concord_authz::Owner;
+use concord_authz::{Limit, LimitedKind, Limits, Owner};
 use concord_kernels::wire::Message;
 use concord_kernels::ws::{decode, encode};
 use concord_kernels::{
@@ -80,6 +80,7 @@ async fn start(mgr: &KernelManager, who: &str) -> String {
         env: vec![],
         kernel_id: None,
         owner: owner(who),
+        limit: None,
     })
     .await
     .expect("kernel starts")
@@ -752,6 +753,7 @@ async fn sessions_are_owned_and_shared_only_by_policy() {
     let sm = Arc::new(SessionManager::new(env.mgr.clone()));
     let never = |_: &Owner, _: &str| false;
     let always = |_: &Owner, _: &str| true;
+    let unlimited = Limits::default();
     let body = json!({"path": "proj/nb.ipynb", "type": "notebook", "name": "nb.ipynb", "kernel": {"name": "python3"}});
 
     let a = sm
@@ -759,6 +761,7 @@ async fn sessions_are_owned_and_shared_only_by_policy() {
             NewSession::from_json(&body).unwrap(),
             owner("alice"),
             &never,
+            &unlimited,
         )
         .await
         .unwrap();
@@ -803,13 +806,19 @@ async fn sessions_are_owned_and_shared_only_by_policy() {
             NewSession::from_json(&body).unwrap(),
             owner("alice"),
             &never,
+            &unlimited,
         )
         .await
         .unwrap();
     assert_eq!(again.id, a.id);
     // Another user: their own session and kernel, unless the policy shares.
     let b = sm
-        .create(NewSession::from_json(&body).unwrap(), owner("bob"), &never)
+        .create(
+            NewSession::from_json(&body).unwrap(),
+            owner("bob"),
+            &never,
+            &unlimited,
+        )
         .await
         .unwrap();
     assert_ne!(b.id, a.id);
@@ -820,6 +829,7 @@ async fn sessions_are_owned_and_shared_only_by_policy() {
             NewSession::from_json(&body).unwrap(),
             owner("carol"),
             &always,
+            &unlimited,
         )
         .await
         .unwrap();
@@ -829,7 +839,12 @@ async fn sessions_are_owned_and_shared_only_by_policy() {
     // fresh id, as a free id does; a PATCH naming it is "No such kernel", as a missing id.
     let steal = json!({"path": "other.ipynb", "type": "notebook", "kernel": {"id": a.kernel_id}});
     let stolen = sm
-        .create(NewSession::from_json(&steal).unwrap(), owner("bob"), &never)
+        .create(
+            NewSession::from_json(&steal).unwrap(),
+            owner("bob"),
+            &never,
+            &unlimited,
+        )
         .await
         .unwrap();
     assert_ne!(stolen.kernel_id, a.kernel_id);
@@ -837,7 +852,12 @@ async fn sessions_are_owned_and_shared_only_by_policy() {
     let free = "00000000-0000-4000-8000-000000000000";
     let squat = json!({"path": "squat.ipynb", "type": "notebook", "kernel": {"id": free}});
     let squatted = sm
-        .create(NewSession::from_json(&squat).unwrap(), owner("bob"), &never)
+        .create(
+            NewSession::from_json(&squat).unwrap(),
+            owner("bob"),
+            &never,
+            &unlimited,
+        )
         .await
         .unwrap();
     assert_ne!(
@@ -847,7 +867,7 @@ async fn sessions_are_owned_and_shared_only_by_policy() {
     for id in [a.kernel_id.as_str(), free] {
         let patch = SessionPatch::from_json(&json!({"kernel": {"id": id}})).unwrap();
         let err = sm
-            .update(&b.id, patch, owner("bob"), &never)
+            .update(&b.id, patch, owner("bob"), &never, &unlimited)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), concord_kernels::ErrorKind::BadRequest);
@@ -862,7 +882,7 @@ async fn sessions_are_owned_and_shared_only_by_policy() {
         SessionPatch::from_json(&json!({"path": "proj/renamed.ipynb", "name": "renamed.ipynb"}))
             .unwrap();
     let renamed = sm
-        .update(&a.id, patch, owner("alice"), &never)
+        .update(&a.id, patch, owner("alice"), &never, &unlimited)
         .await
         .unwrap();
     assert_eq!(renamed.model["path"], "proj/renamed.ipynb");
@@ -872,7 +892,7 @@ async fn sessions_are_owned_and_shared_only_by_policy() {
     let old_pid = env.mgr.pid(&a.kernel_id).unwrap().unwrap();
     let patch = SessionPatch::from_json(&json!({"kernel": {"name": "python3"}})).unwrap();
     let switched = sm
-        .update(&a.id, patch, owner("alice"), &never)
+        .update(&a.id, patch, owner("alice"), &never, &unlimited)
         .await
         .unwrap();
     assert_ne!(switched.kernel_id, a.kernel_id);
@@ -901,6 +921,7 @@ async fn bad_requests_are_clear_errors() {
             env: vec![],
             kernel_id: None,
             owner: owner("a"),
+            limit: None,
         })
         .await
         .unwrap_err();
@@ -922,6 +943,7 @@ async fn bad_requests_are_clear_errors() {
             env: vec![("LD_PRELOAD".into(), "x".into())],
             kernel_id: None,
             owner: owner("a"),
+            limit: None,
         })
         .await
         .unwrap_err();
@@ -934,6 +956,7 @@ async fn bad_requests_are_clear_errors() {
             env: vec![],
             kernel_id: Some("../x".into()),
             owner: owner("a"),
+            limit: None,
         })
         .await
         .unwrap_err();
@@ -955,6 +978,7 @@ async fn bad_requests_are_clear_errors() {
             env: vec![],
             kernel_id: None,
             owner: owner("a"),
+            limit: None,
         })
         .await
         .unwrap_err();
@@ -1024,6 +1048,7 @@ async fn a_kernel_that_loses_a_channel_is_killed_and_restarted() {
             env: vec![],
             kernel_id: None,
             owner: owner("alice"),
+            limit: None,
         })
         .await
         .expect("kernel starts")
@@ -1047,4 +1072,99 @@ async fn a_kernel_that_loses_a_channel_is_killed_and_restarted() {
     assert!(mgr.metrics().kernel_deaths_total >= 1);
     mgr.shutdown_all().await;
     wait_gone(pid2).await;
+}
+
+fn limit(kind: LimitedKind, max: u32) -> Limit {
+    Limit {
+        kind,
+        max,
+        set_by: "group students (policy.toml:3)".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bursts_of_starts_stop_exactly_at_the_owners_limits() {
+    let env = env_with(|_| {});
+    // Four kernels at once against a limit of two: kernels still starting count, so exactly
+    // two start, whatever the interleaving.
+    let starts = (0..4).map(|_| {
+        env.mgr.start(StartKernel {
+            name: None,
+            path: None,
+            env: vec![],
+            kernel_id: None,
+            owner: owner("stu"),
+            limit: Some(limit(LimitedKind::Kernels, 2)),
+        })
+    });
+    let results = futures::future::join_all(starts).await;
+    let started: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!((started.len(), refused.len()), (2, 2), "{results:?}");
+    for e in &refused {
+        assert_eq!(e.kind(), concord_kernels::ErrorKind::LimitReached);
+        assert_eq!(
+            e.to_string(),
+            "stu may have at most 2 kernels at once (limit for group students (policy.toml:3)); \
+             shut one of your kernels down to start another"
+        );
+    }
+    // Another user is not counted against stu.
+    let other = env
+        .mgr
+        .start(StartKernel {
+            name: None,
+            path: None,
+            env: vec![],
+            kernel_id: None,
+            owner: owner("ann"),
+            limit: Some(limit(LimitedKind::Kernels, 1)),
+        })
+        .await
+        .unwrap();
+    // A kernel shut down gives its place back.
+    env.mgr.shutdown(&started[0].model.id).await.unwrap();
+    env.mgr.shutdown(&other.model.id).await.unwrap();
+
+    // Sessions: three notebooks at once against a limit of one session.
+    let sm = SessionManager::new(env.mgr.clone());
+    let never = |_: &Owner, _: &str| false;
+    let limits = Limits {
+        limits: vec![limit(LimitedKind::Sessions, 1)],
+    };
+    let creates = (0..3).map(|i| {
+        let body = json!({"path": format!("nb{i}.ipynb"), "type": "notebook", "kernel": {"name": "python3"}});
+        let sm = &sm;
+        let limits = &limits;
+        async move {
+            sm.create(NewSession::from_json(&body).unwrap(), owner("stu"), &never, limits)
+                .await
+        }
+    });
+    let results = futures::future::join_all(creates).await;
+    let created: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(created.len(), 1, "{results:?}");
+    for r in &results {
+        if let Err(e) = r {
+            assert_eq!(e.kind(), concord_kernels::ErrorKind::LimitReached, "{e}");
+            assert!(
+                e.to_string().contains("at most 1 notebook session at once"),
+                "{e}"
+            );
+        }
+    }
+    // Opening the same notebook again is not a new session.
+    let body = json!({"path": created[0].path, "type": "notebook"});
+    let again = sm
+        .create(
+            NewSession::from_json(&body).unwrap(),
+            owner("stu"),
+            &never,
+            &limits,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.id, created[0].id);
+    sm.delete(&created[0].id).await.unwrap();
+    env.mgr.shutdown_all().await;
 }

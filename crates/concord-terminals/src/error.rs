@@ -19,6 +19,9 @@ pub enum TerminalError {
         /// The configured limit.
         limit: usize,
     },
+    /// The policy's per-user limit (its message names the limit and where it is set).
+    #[error("{0}")]
+    LimitReached(String),
     /// The working directory is unusable.
     /// (The message leaves out the server's own path to it, which the server logs.)
     #[error("Cannot start a terminal in that directory: {reason}")]
@@ -46,9 +49,9 @@ impl TerminalError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             TerminalError::NotFound(_) => ErrorKind::NotFound,
-            TerminalError::TooManyTerminals(_) | TerminalError::TooManyForUser { .. } => {
-                ErrorKind::LimitReached
-            }
+            TerminalError::TooManyTerminals(_)
+            | TerminalError::TooManyForUser { .. }
+            | TerminalError::LimitReached(_) => ErrorKind::LimitReached,
             TerminalError::InvalidCwd { .. } => ErrorKind::BadRequest,
             TerminalError::ShuttingDown => ErrorKind::Unavailable,
             TerminalError::Spawn { .. } => ErrorKind::Internal,

@@ -65,6 +65,17 @@ impl TerminalManager {
         owner: Owner,
         cwd: Option<&Path>,
     ) -> Result<TerminalInfo, TerminalError> {
+        self.create_limited(owner, cwd, None).await
+    }
+
+    /// [`create`](Self::create), refused when `owner` already holds `limit.max` terminals
+    /// (the policy's per-user limit, on top of the configured ones).
+    pub async fn create_limited(
+        &self,
+        owner: Owner,
+        cwd: Option<&Path>,
+        limit: Option<&concord_authz::Limit>,
+    ) -> Result<TerminalInfo, TerminalError> {
         let provider = self
             .inner
             .confiner
@@ -78,7 +89,7 @@ impl TerminalManager {
             })?,
             None => concord_confine::Sandbox::direct(),
         };
-        self.create_confined(owner, cwd, &sandbox).await
+        self.spawn(owner, cwd, &sandbox, limit).await
     }
 
     /// Confine every shell started from now on with `provider`'s plan for its owner.
@@ -96,6 +107,16 @@ impl TerminalManager {
         owner: Owner,
         cwd: Option<&Path>,
         sandbox: &concord_confine::Sandbox,
+    ) -> Result<TerminalInfo, TerminalError> {
+        self.spawn(owner, cwd, sandbox, None).await
+    }
+
+    async fn spawn(
+        &self,
+        owner: Owner,
+        cwd: Option<&Path>,
+        sandbox: &concord_confine::Sandbox,
+        limit: Option<&concord_authz::Limit>,
     ) -> Result<TerminalInfo, TerminalError> {
         let inner = &self.inner;
         if inner.shutting_down.load(Ordering::SeqCst) {
@@ -117,16 +138,21 @@ impl TerminalManager {
                     return Err(TerminalError::TooManyTerminals(limit));
                 }
             }
+            let owned = terminals
+                .values()
+                .filter(|t| t.owner.username == owner.username)
+                .count();
             if let Some(limit) = inner.config.max_terminals_per_user {
-                let owned = terminals
-                    .values()
-                    .filter(|t| t.owner.username == owner.username)
-                    .count();
                 if owned >= limit {
                     return Err(TerminalError::TooManyForUser {
                         username: owner.username.clone(),
                         limit,
                     });
+                }
+            }
+            if let Some(limit) = limit {
+                if owned >= limit.max as usize {
+                    return Err(TerminalError::LimitReached(limit.refusal(&owner.username)));
                 }
             }
             let name = (1u64..)

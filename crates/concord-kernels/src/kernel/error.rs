@@ -23,6 +23,9 @@ pub enum KernelError {
     /// The kernel cannot take messages now (dead, or its queue is full).
     #[error("kernel is not accepting messages: {0}")]
     Unavailable(String),
+    /// The creator already holds as many kernels as the policy allows them.
+    #[error("{0}")]
+    LimitReached(String),
 }
 
 pub use concord_authz::ErrorKind;
@@ -36,6 +39,7 @@ impl KernelError {
             KernelError::BadRequest(_) => ErrorKind::BadRequest,
             KernelError::StartFailed(_) => ErrorKind::Internal,
             KernelError::Unavailable(_) => ErrorKind::Unavailable,
+            KernelError::LimitReached(_) => ErrorKind::LimitReached,
         }
     }
 }

@@ -409,6 +409,19 @@ impl KernelManager {
             if kernels.contains_key(&id) {
                 return Err(KernelError::Duplicate(id));
             }
+            // Counted under the lock that registers the kernel, starting ones included, so a
+            // burst of starts stops exactly at the limit.
+            if let Some(limit) = &req.limit {
+                let owned = kernels
+                    .values()
+                    .filter(|k| k.owner.username == req.owner.username)
+                    .count();
+                if owned >= limit.max as usize {
+                    return Err(KernelError::LimitReached(
+                        limit.refusal(&req.owner.username),
+                    ));
+                }
+            }
             kernels.insert(id, kernel.clone());
         }
         Ok(kernel)

@@ -93,4 +93,7 @@ pub struct StartKernel {
     pub kernel_id: Option<String>,
     /// The creator.
     pub owner: Owner,
+    /// How many kernels the creator may hold at once (the policy's `[[limits]]`); kernels
+    /// still starting count.
+    pub limit: Option<concord_authz::Limit>,
 }

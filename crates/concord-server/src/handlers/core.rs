@@ -36,10 +36,26 @@ pub async fn status(State(app): State<App>) -> Json<Value> {
 }
 
 /// `GET /api/concord/status`: what concord adds to `/api/status` (the confinement of
-/// kernels and terminals), with the same access.
-pub async fn concord_status(State(app): State<App>) -> Json<Value> {
+/// kernels and terminals, and the policy's limits on what the caller may hold), with the
+/// same access.
+pub async fn concord_status(
+    State(app): State<App>,
+    Extension(guard): Extension<Guard>,
+) -> Json<Value> {
+    let limits: Map<String, Value> = guard
+        .limits()
+        .limits
+        .iter()
+        .map(|limit| {
+            (
+                limit.kind.as_str().to_string(),
+                json!({"max": limit.max, "set_by": limit.set_by}),
+            )
+        })
+        .collect();
     Json(json!({
         "confinement": app.confinement.to_json(),
+        "limits": limits,
     }))
 }
 

@@ -126,6 +126,10 @@ pub async fn start_kernel(
             env,
             kernel_id: None,
             owner,
+            limit: guard
+                .limits()
+                .get(concord_authz::LimitedKind::Kernels)
+                .cloned(),
         })
         .await?;
     Ok(created(&app, info))

@@ -127,7 +127,11 @@ pub async fn create(
         .clone()
         .unwrap_or_else(|| svc.kernels.config().default_kernel_name.clone());
     let hook = share_hook(&guard, &app);
-    let info = match svc.sessions.create(req, owner, &hook).await {
+    let info = match svc
+        .sessions
+        .create(req, owner, &hook, &guard.limits())
+        .await
+    {
         Ok(info) => info,
         Err(SessionError::Kernel(KernelError::NoSuchKernelSpec(_))) => {
             return Ok(no_such_kernelspec(&kernel_name, false))
@@ -200,7 +204,11 @@ pub async fn update(
         .and_then(|k| k.name.clone())
         .unwrap_or_default();
     let hook = share_hook(&guard, &app);
-    match svc.sessions.update(&id, patch, caller, &hook).await {
+    match svc
+        .sessions
+        .update(&id, patch, caller, &hook, &guard.limits())
+        .await
+    {
         Ok(info) => Ok(Json(info.model).into_response()),
         Err(SessionError::Kernel(KernelError::NoSuchKernelSpec(_))) => {
             Ok(no_such_kernelspec(&kernel_name, true))

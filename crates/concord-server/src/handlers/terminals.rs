@@ -69,7 +69,15 @@ pub async fn create(
             )));
         }
     }
-    let info = terminals.manager.create(owner, cwd.as_deref()).await?;
+    let limits = guard.limits();
+    let info = terminals
+        .manager
+        .create_limited(
+            owner,
+            cwd.as_deref(),
+            limits.get(concord_authz::LimitedKind::Terminals),
+        )
+        .await?;
     Ok(Json(info.model()))
 }
 

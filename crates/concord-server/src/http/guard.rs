@@ -72,6 +72,11 @@ impl Guard {
         decision
     }
 
+    /// The policy's limits on what the caller may hold at once.
+    pub fn limits(&self) -> concord_authz::Limits {
+        self.app.authz.limits(&self.caller.identity)
+    }
+
     /// Decide without auditing: for filtering lists (each hidden item is not an attempt).
     pub fn may(&self, action: Action, resource: &Resource) -> bool {
         self.app

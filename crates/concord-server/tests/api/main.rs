@@ -23,5 +23,6 @@ mod memory;
 mod paths_http;
 mod policy_cli;
 mod policy_reload;
+mod quotas;
 mod route_table;
 mod terminals_api;

@@ -100,7 +100,7 @@ async fn status_and_api_spec_match_jupyter_server() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let concord: Value = r.json().await.unwrap();
-    assert_eq!(keys(&concord), ["confinement"]);
+    assert_eq!(keys(&concord), ["confinement", "limits"]);
     assert!(concord["confinement"]["applies"].is_string(), "{concord}");
     let r = anonymous
         .get(s.url("api/concord/status"))
