@@ -60,10 +60,13 @@ pub(crate) fn check_body_size(app: &App, headers: &HeaderMap) -> Option<Response
 
 /// Routes that hand users' files to a browser as they are (not as a JSON model): another
 /// site must not be able to include them (`<script src>`, `<img>`, a stylesheet) with the
-/// caller's cookies. jupyter_server checks its `/files/` (and `/nbconvert/`) handlers; `/view/`
+/// caller's cookies. jupyter_server checks its `/files/` and `/nbconvert/` handlers; `/view/`
 /// is a page naming the file, framed by no other site (`frame-ancestors 'self'`).
 pub(crate) fn serves_user_files(route: &Route) -> bool {
-    route.pattern == "/files/{*path}"
+    matches!(
+        route.pattern,
+        "/files/{*path}" | "/nbconvert/{format}/{*path}"
+    )
 }
 
 /// jupyter_server's check of a cookie-authenticated GET of `/files/` (its
