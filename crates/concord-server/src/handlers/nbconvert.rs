@@ -3,8 +3,8 @@
 //!
 //! A conversion runs in the caller's reading sandbox (their kernels' confinement without
 //! write grants), so an exporter that reads beside the notebook sees only what the caller
-//! may read. Both export routes send jupyter_server's sandboxing CSP, so the scripts of an
-//! HTML export run in an opaque origin and cannot call the server.
+//! may read. The pipeline gives every answer of the export routes jupyter_server's
+//! sandboxing CSP (`http/checks.rs`, `sandboxes_answers`).
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -45,17 +45,6 @@ pub async fn export_file(
     Extension(target): Extension<TargetPath>,
     Extension(params): Extension<RouteParams>,
     req: Request,
-) -> Response {
-    let answer = export_file_answer(&app, &guard, target, &params, req.uri().query()).await;
-    sandboxed(&app, answer)
-}
-
-async fn export_file_answer(
-    app: &App,
-    guard: &Guard,
-    target: TargetPath,
-    params: &RouteParams,
-    query: Option<&str>,
 ) -> ApiResult<Response> {
     // jupyter_server's handler belongs to the `nbconvert` resource; the row required the path.
     guard.require(
@@ -64,8 +53,8 @@ async fn export_file_answer(
         || ApiError::not_found("Not Found"),
     )?;
     let format = params.get("format").unwrap_or_default();
-    let service = exporter(app, format).await?;
-    let query = query_pairs(query);
+    let service = exporter(&app, format).await?;
+    let query = query_pairs(req.uri().query());
     let last = |key: &str| {
         query
             .iter()
@@ -81,7 +70,7 @@ async fn export_file_answer(
     let path = target.requested.clone();
     let stat = {
         let path = path.clone();
-        run(app, guard, move |cm, c| cm.stat(c, &path)).await?
+        run(&app, &guard, move |cm, c| cm.stat(c, &path)).await?
     };
     if stat.kind != ContentType::Notebook {
         let room = match stat.kind {
@@ -103,7 +92,7 @@ async fn export_file_answer(
             format: None,
             hash: false,
         };
-        run(app, guard, move |cm, c| cm.get(c, &path, &opts)).await?
+        run(&app, &guard, move |cm, c| cm.get(c, &path, &opts)).await?
     };
     let Some(Content::Notebook(notebook)) = &model.content else {
         return Err(ApiError::internal(format!(
@@ -126,7 +115,7 @@ async fn export_file_answer(
         path: Some(directory),
         sanitize_html,
     };
-    let converted = convert(app, guard, &service, &request).await?;
+    let converted = convert(&app, &guard, &service, &request).await?;
 
     let mut headers = HeaderMap::new();
     let last_modified = http_date(whole_seconds(model.modified_time));
@@ -150,30 +139,26 @@ pub async fn export_posted(
     Extension(guard): Extension<Guard>,
     Extension(params): Extension<RouteParams>,
     body: Result<JsonBody<Value>, ApiError>,
-) -> Response {
-    let answer = async {
-        let format = params.get("format").unwrap_or_default();
-        let service = exporter(&app, format).await?;
-        let JsonBody(body) = body?;
-        let name = body
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("notebook.ipynb")
-            .to_string();
-        let notebook = body.get("content").ok_or_else(|| {
-            ApiError::bad_request("The request body has no notebook (its `content`)")
-        })?;
-        let request = ConvertRequest {
-            format: format.to_string(),
-            notebook: notebook_bytes(notebook)?,
-            name: posted_stem(&name).to_string(),
-            ..ConvertRequest::default()
-        };
-        let converted = convert(&app, &guard, &service, &request).await?;
-        Ok(respond(&name, converted, HeaderMap::new(), false))
-    }
-    .await;
-    sandboxed(&app, answer)
+) -> ApiResult<Response> {
+    let format = params.get("format").unwrap_or_default();
+    let service = exporter(&app, format).await?;
+    let JsonBody(body) = body?;
+    let name = body
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("notebook.ipynb")
+        .to_string();
+    let notebook = body
+        .get("content")
+        .ok_or_else(|| ApiError::bad_request("The request body has no notebook (its `content`)"))?;
+    let request = ConvertRequest {
+        format: format.to_string(),
+        notebook: notebook_bytes(notebook)?,
+        name: posted_stem(&name).to_string(),
+        ..ConvertRequest::default()
+    };
+    let converted = convert(&app, &guard, &service, &request).await?;
+    Ok(respond(&name, converted, HeaderMap::new(), false))
 }
 
 /// The service, when it offers `format`; otherwise jupyter_server's 404 for an unknown
@@ -236,22 +221,6 @@ fn respond(
         insert(&mut headers, header::CACHE_CONTROL, NO_STORE);
     }
     (StatusCode::OK, headers, converted.bytes).into_response()
-}
-
-/// Every answer of the export routes, errors included, carries jupyter_server's CSP with
-/// `sandbox allow-scripts`: an HTML export's scripts run in an opaque origin.
-fn sandboxed(app: &App, answer: ApiResult<Response>) -> Response {
-    let mut response = answer.unwrap_or_else(IntoResponse::into_response);
-    let csp = format!(
-        "frame-ancestors 'self'; report-uri {}api/security/csp-report; sandbox allow-scripts",
-        app.settings.base_url
-    );
-    insert(
-        response.headers_mut(),
-        header::CONTENT_SECURITY_POLICY,
-        &csp,
-    );
-    response
 }
 
 fn insert(headers: &mut HeaderMap, name: header::HeaderName, value: &str) {

@@ -238,6 +238,23 @@ pub(crate) fn is_api_path(base_url: &str, path: &str) -> bool {
     rel == "/api" || rel.starts_with("/api/") || rel.starts_with("/lab/api/")
 }
 
+/// Whether the answers of a route are a user's document (an export), which jupyter_server
+/// sandboxes: `sandbox allow-scripts` in the CSP runs its scripts in an opaque origin, so
+/// they cannot call the server. Refusals get it too, so they look like any other answer.
+pub(crate) fn sandboxes_answers(pattern: &str) -> bool {
+    pattern.starts_with("/nbconvert/")
+}
+
+/// The CSP of a sandboxed route (jupyter_server's `nbconvert_csp_sandbox`, on by default).
+pub(crate) fn add_sandbox_csp(base_url: &str, headers: &mut HeaderMap) {
+    let csp = format!(
+        "frame-ancestors 'self'; report-uri {base_url}api/security/csp-report; sandbox allow-scripts"
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+}
+
 /// jupyter_server's headers: `nosniff`, and the CSP of its handlers unless the response
 /// set its own. API answers (successes, errors, unknown API routes) are data, never a
 /// document: they also get `default-src 'none'`, as its `APIHandler`.
