@@ -46,6 +46,8 @@ pub struct AppState {
     pub confinement: Arc<Confinement>,
     /// The terminals service.
     pub terminals: Arc<Terminals>,
+    /// Exports (nbconvert); `None` when switched off.
+    pub nbconvert: Option<Arc<concord_nbconvert::Nbconvert>>,
     /// Owner lookups of owned resource types.
     pub instances: HashMap<ResourceType, Arc<dyn InstanceLookup>>,
     /// When the server started.
@@ -91,6 +93,7 @@ impl AppState {
             kernels: services.kernels,
             confinement: services.confinement,
             terminals: services.terminals,
+            nbconvert: services.nbconvert,
             instances: services.instances,
             started: now,
             last_activity_micros: AtomicI64::new(now.timestamp_micros()),

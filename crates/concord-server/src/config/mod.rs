@@ -6,7 +6,7 @@
 //! This is the one place where options are merged: [`Settings::resolve`] layers the command
 //! line (with the environment, which clap reads) over the file once, applies the defaults and
 //! checks the values, and hands every service a typed configuration (`Settings::contents`,
-//! `kernels`, `terminals`, `events`, `confine`). Each service's options and their merge are
+//! `kernels`, `terminals`, `events`, `confine`, `lab`, `nbconvert`). Each service's options and their merge are
 //! in the submodule named after it.
 
 use anyhow::{bail, Context};
@@ -21,6 +21,7 @@ mod contents;
 mod events;
 mod kernels;
 mod lab;
+mod nbconvert;
 mod terminals;
 
 pub use confine::{ConfineOptions, ConfineSettings};
@@ -28,6 +29,7 @@ pub use contents::ContentsOptions;
 pub use events::EventsOptions;
 pub use kernels::{KernelTransport, KernelsConfig, KernelsOptions};
 pub use lab::LabOptions;
+pub use nbconvert::NbconvertOptions;
 pub use terminals::{TerminalsConfig, TerminalsOptions, DEFAULT_MAX_MESSAGE_SIZE};
 
 /// `impl $options { fn over(self, lower: Self) -> Self }`: each field from `self` (the
@@ -107,6 +109,10 @@ pub struct ServeOptions {
     #[command(flatten)]
     #[serde(default)]
     pub events: EventsOptions,
+    /// Exports (`[nbconvert]` in the config file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub nbconvert: NbconvertOptions,
     /// A TOML config file with any of these options as keys.
     #[arg(long, env = "CONCORD_CONFIG")]
     #[serde(skip)]
@@ -260,6 +266,8 @@ pub struct Settings {
     pub confine: ConfineSettings,
     /// The JupyterLab front end.
     pub lab: concord_lab::LabConfig,
+    /// Exports; `None` when switched off.
+    pub nbconvert: Option<concord_nbconvert::NbconvertConfig>,
 }
 
 impl ServeOptions {
@@ -290,6 +298,12 @@ impl ServeOptions {
         }
         one(&mut self.contents.trash_dir);
         one(&mut self.lab.lab_app_dir);
+        // A bare name (`python3`) is looked up on PATH; a path with a slash is a file.
+        if let Some(python) = self.nbconvert.python.as_mut() {
+            if python.components().count() > 1 {
+                *python = absolute(cwd, python);
+            }
+        }
         many(&mut self.lab.labextensions_dir);
         many(&mut self.kernels.kernel_dir);
         many(&mut self.confine.exec_paths);
@@ -360,6 +374,11 @@ impl Settings {
             .over(file.contents.clone())
             .resolve(&root_dir, &state_dir);
         let events = cli.events.clone().over(file.events.clone()).resolve()?;
+        let nbconvert = cli
+            .nbconvert
+            .clone()
+            .over(file.nbconvert.clone())
+            .resolve()?;
         let kernel_options = cli.kernels.clone().over(file.kernels.clone());
         let confine = cli
             .confine
@@ -427,6 +446,7 @@ impl Settings {
             events,
             confine,
             lab,
+            nbconvert,
         })
     }
 }
@@ -652,5 +672,61 @@ mod tests {
             err.contains("--terminal-write-timeout must be at least 1 second"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn nbconvert_options_are_layered_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("concord.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "root_dir = {:?}\n[nbconvert]\ntime_limit = 5\nmemory_limit = 0\n\
+                 output_limit = 2048\npython = \"venv/bin/python\"\n",
+                dir.path()
+            ),
+        )
+        .unwrap();
+        let mut cli = ServeOptions {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        cli.nbconvert.output_limit = Some(4096);
+        let s = Settings::resolve(cli).unwrap();
+        let nbconvert = s.nbconvert.expect("on by default");
+        assert_eq!(nbconvert.time_limit, Duration::from_secs(5));
+        assert_eq!(nbconvert.memory_limit, None, "0 is no limit");
+        assert_eq!(nbconvert.output_limit, 4096, "the flag wins");
+        assert_eq!(nbconvert.concurrency, 2, "the default");
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(nbconvert.python, cwd.join("venv/bin/python"));
+        for (adjust, message) in [
+            (
+                (|o: &mut NbconvertOptions| o.time_limit = Some(0)) as fn(&mut NbconvertOptions),
+                "--nbconvert-time-limit must be at least 1 second",
+            ),
+            (
+                |o: &mut NbconvertOptions| o.output_limit = Some(10),
+                "--nbconvert-output-limit must be at least 1024 bytes",
+            ),
+            (
+                |o: &mut NbconvertOptions| o.concurrency = Some(0),
+                "--nbconvert-concurrency must be at least 1",
+            ),
+        ] {
+            let mut cli = ServeOptions {
+                config: Some(path.clone()),
+                ..Default::default()
+            };
+            adjust(&mut cli.nbconvert);
+            let err = Settings::resolve(cli).unwrap_err().to_string();
+            assert!(err.contains(message), "{err}");
+        }
+        let mut cli = ServeOptions {
+            config: Some(path),
+            ..Default::default()
+        };
+        cli.nbconvert.enabled = Some(false);
+        assert!(Settings::resolve(cli).unwrap().nbconvert.is_none());
     }
 }

@@ -70,7 +70,7 @@ pub fn not_found(
 }
 
 /// Run blocking file work off the async threads, with the caller's policy access.
-async fn run<T, F>(app: &App, guard: &Guard, work: F) -> ApiResult<T>
+pub(crate) async fn run<T, F>(app: &App, guard: &Guard, work: F) -> ApiResult<T>
 where
     T: Send + 'static,
     F: FnOnce(&ContentsManager, &ContentsCaller<'_>) -> Result<T, ContentsError> + Send + 'static,
@@ -362,17 +362,8 @@ pub async fn files(
             None => "application/octet-stream".to_string(),
         }
     };
-    let disposition = (download || file.name.ends_with(".ipynb")).then(|| {
-        // Python's urllib.parse.quote, as jupyter_server writes the name.
-        const QUOTE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-            .remove(b'_')
-            .remove(b'.')
-            .remove(b'-')
-            .remove(b'~')
-            .remove(b'/');
-        let quoted = percent_encoding::utf8_percent_encode(&file.name, QUOTE);
-        format!("attachment; filename*=utf-8''{quoted}")
-    });
+    let disposition = (download || file.name.ends_with(".ipynb"))
+        .then(|| super::file_response::attachment_disposition(&file.name));
     let presentation = super::file_response::Presentation {
         content_type,
         disposition,

@@ -87,15 +87,29 @@ pub fn respond(file: FileDownload, request: &HeaderMap, how: Presentation) -> Re
     (status, headers, body).into_response()
 }
 
+/// `Content-Disposition` of a download named `name`, as jupyter_server's
+/// `set_attachment_header` writes it (the name quoted as Python's `urllib.parse.quote`).
+pub fn attachment_disposition(name: &str) -> String {
+    const QUOTE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'-')
+        .remove(b'~')
+        .remove(b'/');
+    let quoted = percent_encoding::utf8_percent_encode(name, QUOTE);
+    format!("attachment; filename*=utf-8''{quoted}")
+}
+
 /// `Last-Modified` is in whole seconds (tornado truncates `st_mtime`).
-fn whole_seconds(t: SystemTime) -> i64 {
+pub fn whole_seconds(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
     }
 }
 
-fn http_date(secs: i64) -> String {
+/// An HTTP date (`Tue, 08 Dec 2026 02:31:00 GMT`) of `secs` since the epoch.
+pub fn http_date(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0)
         .unwrap_or_default()
         .format("%a, %d %b %Y %H:%M:%S GMT")

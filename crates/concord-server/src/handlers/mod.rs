@@ -10,6 +10,7 @@ pub mod file_response;
 pub mod kernels;
 pub mod kernelspecs;
 pub mod lab;
+pub mod nbconvert;
 pub mod pages;
 pub mod sessions;
 pub mod terminals;

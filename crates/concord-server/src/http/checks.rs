@@ -60,10 +60,13 @@ pub(crate) fn check_body_size(app: &App, headers: &HeaderMap) -> Option<Response
 
 /// Routes that hand users' files to a browser as they are (not as a JSON model): another
 /// site must not be able to include them (`<script src>`, `<img>`, a stylesheet) with the
-/// caller's cookies. jupyter_server checks its `/files/` (and `/nbconvert/`) handlers; `/view/`
+/// caller's cookies. jupyter_server checks its `/files/` and `/nbconvert/` handlers; `/view/`
 /// is a page naming the file, framed by no other site (`frame-ancestors 'self'`).
 pub(crate) fn serves_user_files(route: &Route) -> bool {
-    route.pattern == "/files/{*path}"
+    matches!(
+        route.pattern,
+        "/files/{*path}" | "/nbconvert/{format}/{*path}"
+    )
 }
 
 /// jupyter_server's check of a cookie-authenticated GET of `/files/` (its
@@ -233,6 +236,23 @@ pub(crate) fn is_api_path(base_url: &str, path: &str) -> bool {
         return false;
     };
     rel == "/api" || rel.starts_with("/api/") || rel.starts_with("/lab/api/")
+}
+
+/// Whether the answers of a route are a user's document (an export), which jupyter_server
+/// sandboxes: `sandbox allow-scripts` in the CSP runs its scripts in an opaque origin, so
+/// they cannot call the server. Refusals get it too, so they look like any other answer.
+pub(crate) fn sandboxes_answers(pattern: &str) -> bool {
+    pattern.starts_with("/nbconvert/")
+}
+
+/// The CSP of a sandboxed route (jupyter_server's `nbconvert_csp_sandbox`, on by default).
+pub(crate) fn add_sandbox_csp(base_url: &str, headers: &mut HeaderMap) {
+    let csp = format!(
+        "frame-ancestors 'self'; report-uri {base_url}api/security/csp-report; sandbox allow-scripts"
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
 }
 
 /// jupyter_server's headers: `nosniff`, and the CSP of its handlers unless the response

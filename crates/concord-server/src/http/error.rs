@@ -9,6 +9,7 @@ use concord_authz::{CanonicalPath, ErrorKind, ResourceType};
 use concord_contents::ContentsError;
 use concord_kernels::{KernelError, SessionError};
 use concord_lab::LabError;
+use concord_nbconvert::NbconvertError;
 use concord_terminals::TerminalError;
 use serde_json::json;
 
@@ -115,6 +116,12 @@ impl From<SessionError> for ApiError {
 impl From<LabError> for ApiError {
     fn from(e: LabError) -> Self {
         ApiError::new(status_of(e.kind), e.message)
+    }
+}
+
+impl From<NbconvertError> for ApiError {
+    fn from(e: NbconvertError) -> Self {
+        ApiError::new(status_of(e.kind()), e.message)
     }
 }
 

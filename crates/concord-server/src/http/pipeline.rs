@@ -15,8 +15,8 @@ use tower::ServiceExt;
 use crate::audit::RequestInfo;
 use crate::auth::AuthVia;
 use crate::http::checks::{
-    add_security_headers, check_body_size, check_host, check_origin, check_same_site_read,
-    check_xsrf, is_api_path, is_unsafe, serves_user_files,
+    add_sandbox_csp, add_security_headers, check_body_size, check_host, check_origin,
+    check_same_site_read, check_xsrf, is_api_path, is_unsafe, sandboxes_answers, serves_user_files,
 };
 use crate::http::error::{instance_not_found, ApiError};
 use crate::http::guard::{canonical_path, Guard, PathForm};
@@ -78,6 +78,9 @@ pub async fn dispatch(
         500.. => tracing::error!("{status} {method} {uri} ({}) {ms:.2}ms", peer.ip()),
         400..=499 => tracing::warn!("{status} {method} {uri} ({}) {ms:.2}ms", peer.ip()),
         _ => tracing::debug!("{status} {method} {uri} ({}) {ms:.2}ms", peer.ip()),
+    }
+    if sandboxes_answers(pattern) {
+        add_sandbox_csp(&app.settings.base_url, response.headers_mut());
     }
     add_security_headers(&app.settings.base_url, is_api, response.headers_mut());
     if is_head {

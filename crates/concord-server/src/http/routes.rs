@@ -30,7 +30,9 @@ use crate::state::App;
 
 use Access::{Identified, Public, Requires};
 use Action::{Execute, Read, Write};
-use ResourceType::{Api, Config, Events, Kernels, Kernelspecs, Server, Sessions, Terminals};
+use ResourceType::{
+    Api, Config, Events, Kernels, Kernelspecs, Nbconvert, Server, Sessions, Terminals,
+};
 
 /// The HTTP methods a route can declare; `Ws` is a GET that upgrades to a websocket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,7 +174,8 @@ pub fn table() -> Vec<Route> {
     rows
 }
 
-/// Rows of the services (contents, kernels, sessions, kernelspecs, terminals, JupyterLab).
+/// Rows of the services (contents, exports, kernels, sessions, kernelspecs, terminals,
+/// JupyterLab).
 #[rustfmt::skip]
 fn service_rows() -> Vec<Route> {
     use Verb::*;
@@ -196,6 +199,11 @@ fn service_rows() -> Vec<Route> {
         row(Delete, "/api/contents/{*path}",                              path(Write), handlers::contents::delete),
         row(Get,    "/files/{*path}",                                     path(Read),  handlers::contents::files),
         row(Get,    "/view/{*path}",                                      path(Read),  handlers::contents::view),
+        // --- exports (nbconvert), run in the caller's reading sandbox -----------------------------
+        row(Get,    "/api/nbconvert",                                     needs(Read, Nbconvert),  handlers::nbconvert::formats),
+        // Also needs nbconvert:read, as jupyter_server's handler (handler).
+        row(Get,    "/nbconvert/{format}/{*path}",                        path(Read),              handlers::nbconvert::export_file),
+        row(Post,   "/nbconvert/{format}",                                needs(Write, Nbconvert), handlers::nbconvert::export_posted),
         // --- JupyterLab front end: pages need login, its static assets are public ------------------
         row(Get,    "/lab",                                               Identified,  handlers::lab::page),
         row(Get,    "/lab/tree/{*path}",                                  Identified,  handlers::lab::page),

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use concord_authz::{Identity, Owner, PolicyEngine, User};
+use concord_authz::{FilesystemView, Identity, Owner, PolicyEngine, User};
 use concord_confine::{
     ConfineConfig, ConfinementPlan, LandlockStatus, Namespaces, NetRule, Sandbox, Supervision,
     UnconfinedPolicy,
@@ -287,7 +287,40 @@ impl Confinement {
 
     /// The sandbox for a process `owner` starts now, or why it must not start.
     pub fn sandbox_for(&self, owner: &Owner) -> Result<Sandbox, String> {
-        let plan = self.plan_for(owner)?;
+        self.sandbox_with(owner, |view| view)
+    }
+
+    /// The sandbox of a conversion (nbconvert) `owner` asks for: their kernels' sandbox
+    /// without the write grants, since a conversion only reads beside the notebook.
+    pub fn reading_sandbox_for(&self, owner: &Owner) -> Result<Sandbox, String> {
+        self.sandbox_with(owner, |view| FilesystemView {
+            write: Vec::new(),
+            ..view
+        })
+    }
+
+    /// A sandbox that grants none of the root, run as concord's own account, for work
+    /// that reads no user's files (listing nbconvert's exporters); `username` names its
+    /// private directories.
+    pub fn rootless_sandbox(&self, username: &str) -> Result<Sandbox, String> {
+        let owner = Owner {
+            username: username.to_string(),
+            groups: Vec::new(),
+        };
+        let plan = self.plan_for(&owner, |_| FilesystemView::default())?;
+        Ok(Sandbox {
+            plan,
+            supervision: Some(self.supervision.clone()),
+            account: None,
+        })
+    }
+
+    fn sandbox_with(
+        &self,
+        owner: &Owner,
+        narrow: impl FnOnce(FilesystemView) -> FilesystemView,
+    ) -> Result<Sandbox, String> {
+        let plan = self.plan_for(owner, narrow)?;
         let account = self.accounts.account_for(&owner.username)?;
         Ok(Sandbox {
             plan,
@@ -296,9 +329,13 @@ impl Confinement {
         })
     }
 
-    /// The Landlock plan for a process `owner` starts now (`None`: files not confined), or
-    /// why it must not start.
-    fn plan_for(&self, owner: &Owner) -> Result<Option<Arc<ConfinementPlan>>, String> {
+    /// The Landlock plan for a process `owner` starts now, from their view as `narrow`
+    /// leaves it (`None`: files not confined), or why it must not start.
+    fn plan_for(
+        &self,
+        owner: &Owner,
+        narrow: impl FnOnce(FilesystemView) -> FilesystemView,
+    ) -> Result<Option<Arc<ConfinementPlan>>, String> {
         match self.applies {
             Applies::Disabled => return Ok(None),
             Applies::UnconfinedWarn => {
@@ -319,7 +356,7 @@ impl Confinement {
             user: User::named(&owner.username),
             groups: owner.groups.clone(),
         };
-        let view = self.engine.filesystem_view(&who);
+        let view = narrow(self.engine.filesystem_view(&who));
         let plan = ConfinementPlan::build(&view, &self.root, &owner.username, &self.config)
             .map_err(|e| format!("cannot confine the process: {e}"))?;
         for note in view.notes.iter().chain(&plan.notes) {

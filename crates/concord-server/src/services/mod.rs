@@ -6,6 +6,7 @@
 pub mod confine;
 pub mod contents;
 pub mod kernels;
+pub mod nbconvert;
 pub mod terminals;
 
 use concord_authz::{CanonicalPath, PolicyEngine, Resource, ResourceType};
@@ -44,6 +45,8 @@ pub struct Services {
     pub terminals: Arc<terminals::Terminals>,
     /// The confinement of kernels and terminals.
     pub confinement: Arc<confine::Confinement>,
+    /// Exports (nbconvert); `None` when switched off.
+    pub nbconvert: Option<Arc<concord_nbconvert::Nbconvert>>,
     /// Owner lookups of the owned resource types.
     pub instances: HashMap<ResourceType, Arc<dyn InstanceLookup>>,
 }
@@ -64,6 +67,7 @@ pub async fn start(
     let terminals = terminals::build(&settings.terminals, &settings.root_dir);
     let confinement = Arc::new(confine::Confinement::new(settings, engine)?);
     let provide = confine::provider(&confinement);
+    let nbconvert = nbconvert::build(settings.nbconvert.as_ref(), &confinement, &settings.owner);
     kernels
         .kernels
         .set_confinement(Some(Arc::new(provide.clone())));
@@ -78,6 +82,7 @@ pub async fn start(
         kernels,
         terminals,
         confinement,
+        nbconvert,
         instances,
     })
 }

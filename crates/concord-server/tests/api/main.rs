@@ -20,6 +20,7 @@ mod lab_frontend;
 mod limits;
 mod me_differential;
 mod memory;
+mod nbconvert;
 mod paths_http;
 mod policy_cli;
 mod policy_reload;
