@@ -13,3 +13,4 @@ pub mod lab;
 pub mod pages;
 pub mod sessions;
 pub mod terminals;
+pub mod tokens;
