@@ -25,3 +25,4 @@ mod policy_cli;
 mod policy_reload;
 mod route_table;
 mod terminals_api;
+mod tokens;
