@@ -64,11 +64,12 @@ pub struct Standing {
 }
 
 impl Standing {
-    /// Follow the caller of the request that opened the socket. Made in the handler, before
-    /// the upgrade: a change after the 101 is never missed.
+    /// Follow the caller of the request that opened the socket. The first
+    /// [`Standing::changed`] answers at once: a change made between the request's decision
+    /// and the upgrade is not missed.
     pub fn new(app: &App, guard: Guard) -> Self {
         let mut changes = app.access_changes.subscribe();
-        changes.mark_unchanged();
+        changes.mark_changed();
         Standing { guard, changes }
     }
 
