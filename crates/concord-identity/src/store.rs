@@ -502,6 +502,16 @@ impl UserStore {
         &self.database_path
     }
 
+    /// A number that changes whenever another connection to the database (another
+    /// process, such as the `concord` CLI) commits: a server polls it to notice revocations,
+    /// removals and password changes made elsewhere. Its own changes do not move it.
+    pub fn external_changes(&self) -> Result<i64, IdentityError> {
+        let inner = self.lock();
+        Ok(inner
+            .conn
+            .pragma_query_value(None, "data_version", |row| row.get(0))?)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the connection half-way through a
         // transaction (rusqlite rolls back on drop), so a poisoned lock is still usable.

@@ -33,10 +33,11 @@ impl Auditor {
         self.log.as_ref()
     }
 
-    /// Record a decision if it is worth recording.
+    /// Record a decision if it is worth recording (`token_id`: the API token it was made with).
     pub fn record(
         &self,
         who: &Identity,
+        token_id: Option<i64>,
         action: Action,
         resource: &Resource,
         decision: &Decision,
@@ -48,7 +49,8 @@ impl Auditor {
         let Some(log) = &self.log else { return };
         log.record(
             AuditRecord::for_decision(who, action, resource, decision, Some(request.peer))
-                .with_request(request.method.as_str(), request.route),
+                .with_request(request.method.as_str(), request.route)
+                .with_token(token_id),
         );
     }
 }

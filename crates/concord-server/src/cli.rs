@@ -1,4 +1,5 @@
-//! The command line: `concord [serve]`, `concord user …`, `concord policy …`.
+//! The command line: `concord [serve]`, `concord user …`, `concord token …`,
+//! `concord policy …`.
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
@@ -29,6 +30,9 @@ enum Command {
     /// Manage named users (for `--auth users`).
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage users' API tokens: create (scoped, expiring), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Check and explain policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -107,6 +111,75 @@ enum UserCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create an API token for a user; the secret is printed once.
+    Create {
+        /// The token's owner.
+        username: String,
+        /// Limit the token to a grant such as `contents:read:/projects/a/**` (repeat for
+        /// more); without any, the token has all of its owner's rights.
+        #[arg(long = "scope")]
+        scope: Vec<String>,
+        /// When it stops working, from now: `3600`, `90s`, `45m`, `12h`, `30d`, `2w`.
+        #[arg(long, value_parser = parse_expires_in)]
+        expires_in: Option<chrono::TimeDelta>,
+        /// What the token is for.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Print the new token's id, scope and expiry as JSON (with the secret).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// List API tokens (never their secrets): a user's, or everybody's.
+    List {
+        /// Whose tokens (default: everybody's).
+        username: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Revoke an API token by its id; it stops working at once, also in a running server.
+    Revoke {
+        /// The token's id (as listed).
+        id: i64,
+        /// Only if it belongs to this user.
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+/// `--expires-in`: seconds, or a number with a unit (s, m, h, d, w).
+fn parse_expires_in(text: &str) -> Result<chrono::TimeDelta, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number of seconds or e.g. 12h, 30d"))?;
+    let seconds_per = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        other => return Err(format!("unknown unit {other:?} (use s, m, h, d or w)")),
+    };
+    number
+        .checked_mul(seconds_per)
+        .filter(|&s| s > 0)
+        .and_then(chrono::TimeDelta::try_seconds)
+        .ok_or_else(|| format!("{text:?}: must be more than 0 and not absurdly large"))
+}
+
 /// Which policy a `policy` command looks at.
 #[derive(Args, Debug, Clone)]
 struct PolicyArgs {
@@ -170,6 +243,7 @@ pub fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(options)) => serve(options),
         Some(Command::User(cmd)) => user(cmd).map(|()| ExitCode::SUCCESS),
+        Some(Command::Token(cmd)) => token(cmd).map(|()| ExitCode::SUCCESS),
         Some(Command::Policy(cmd)) => policy(cmd),
     };
     match result {
@@ -302,6 +376,113 @@ fn user(cmd: UserCommand) -> anyhow::Result<()> {
             let store = open_store(&state)?;
             store.remove_user(&username)?;
             println!("removed user {username}");
+        }
+    }
+    Ok(())
+}
+
+fn token(cmd: TokenCommand) -> anyhow::Result<()> {
+    use concord_identity::TokenSpec;
+    match cmd {
+        TokenCommand::Create {
+            username,
+            scope,
+            expires_in,
+            note,
+            json,
+            state,
+        } => {
+            let scope = if scope.is_empty() {
+                None
+            } else {
+                Some(
+                    concord_authz::TokenScope::parse(&scope)
+                        .map_err(|e| anyhow::anyhow!("invalid --scope: {e}"))?,
+                )
+            };
+            let expires = expires_in
+                .map(|after| {
+                    chrono::Utc::now()
+                        .checked_add_signed(after)
+                        .context("--expires-in is too far in the future")
+                })
+                .transpose()?;
+            let store = open_store(&state)?;
+            let created = store.create_token_with(
+                &username,
+                &TokenSpec {
+                    note,
+                    scope,
+                    expires,
+                },
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+            } else {
+                println!("{}", created.token);
+                eprintln!(
+                    "token {} for {username}{}{} (shown once: keep it somewhere safe)",
+                    created.id,
+                    created
+                        .scope
+                        .as_ref()
+                        .map(|s| format!(", limited to {}", s.join(", ")))
+                        .unwrap_or_default(),
+                    created
+                        .expires
+                        .as_ref()
+                        .map(|at| format!(", expires {at}"))
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        TokenCommand::List {
+            username,
+            json,
+            state,
+        } => {
+            let store = open_store(&state)?;
+            let tokens = match &username {
+                Some(name) => store.list_tokens(name)?,
+                None => store.list_all_tokens()?,
+            };
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&tokens)?)?;
+                return Ok(());
+            }
+            writeln!(out, "id\tuser\tcreated\texpires\tlast used\tscope\tnote")?;
+            for t in tokens {
+                let expires = match (&t.expires, t.expired) {
+                    (Some(at), true) => format!("{at} (expired)"),
+                    (Some(at), false) => at.clone(),
+                    (None, _) => "never".to_string(),
+                };
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    t.id,
+                    t.username,
+                    t.created,
+                    expires,
+                    t.last_used.as_deref().unwrap_or("never"),
+                    t.scope
+                        .map(|s| s.join(" "))
+                        .unwrap_or_else(|| "(all of the owner's rights)".to_string()),
+                    t.note
+                )?;
+            }
+        }
+        TokenCommand::Revoke { id, user, state } => {
+            let store = open_store(&state)?;
+            let owner = match user {
+                Some(name) => {
+                    store.revoke_token(&name, id)?;
+                    name
+                }
+                None => store.revoke_token_by_id(id)?,
+            };
+            println!("revoked token {id} of {owner}");
         }
     }
     Ok(())

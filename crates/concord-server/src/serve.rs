@@ -110,7 +110,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let mut shutdown_requested = app.shutdown.subscribe();
-    spawn_policy_reload(policy.clone());
+    spawn_policy_reload(policy.clone(), app.clone());
+    spawn_access_watch(app.clone());
     crate::memory::spawn_periodic_release();
     print_urls(&settings, local);
     let stop = async move {
@@ -227,8 +228,40 @@ fn print_urls(settings: &Settings, local: SocketAddr) {
     println!("Press Ctrl-C to stop.");
 }
 
+/// How often the users database is asked whether another process (the CLI) changed it.
+const STORE_POLL: Duration = Duration::from_millis(200);
+
+/// How often open websockets re-check their callers anyway: tokens and sessions expire
+/// without anybody changing anything.
+const EXPIRY_CHECK: Duration = Duration::from_secs(30);
+
+/// Tell open websockets to re-check their callers when another process changed the users
+/// database (a token revoked, a user removed, a password changed by `concord …`), and
+/// every [`EXPIRY_CHECK`]. Changes made by this server signal themselves.
+fn spawn_access_watch(app: App) {
+    tokio::spawn(async move {
+        let store = app.auth.store().clone();
+        let mut last = store.external_changes().ok();
+        let mut ticks = tokio::time::interval(STORE_POLL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut since_expiry_check = Duration::ZERO;
+        loop {
+            ticks.tick().await;
+            since_expiry_check += STORE_POLL;
+            // One short query, as every request's identification makes.
+            let now = store.external_changes().ok();
+            if now != last || since_expiry_check >= EXPIRY_CHECK {
+                last = now;
+                since_expiry_check = Duration::ZERO;
+                app.access_changed();
+            }
+        }
+    });
+}
+
 /// Reload the policy when its files change or on SIGHUP; a bad file keeps the old policy.
-fn spawn_policy_reload(policy: PolicyHandle) {
+/// A successful reload makes open websockets re-decide what they may do.
+fn spawn_policy_reload(policy: PolicyHandle, app: App) {
     // Installed now, not in the task: a SIGHUP must never kill the server.
     let hup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -254,7 +287,10 @@ fn spawn_policy_reload(policy: PolicyHandle) {
             tokio::time::sleep(Duration::from_millis(150)).await;
             while rx.try_recv().is_ok() {}
             match policy.reload() {
-                Ok(()) => tracing::info!("policy reloaded ({why}): {}", policy.describe()),
+                Ok(()) => {
+                    tracing::info!("policy reloaded ({why}): {}", policy.describe());
+                    app.access_changed();
+                }
                 Err(errors) => tracing::error!(
                     "policy reload ({why}) failed; the previous policy stays in force:\n{}",
                     errors.join("\n")

@@ -59,6 +59,10 @@ pub struct AppState {
     pub bodies: Arc<crate::bodies::BodyBudget>,
     /// Set to true to ask the server to shut down (`POST /api/shutdown`).
     pub shutdown: watch::Sender<bool>,
+    /// Bumped whenever a right may have been taken away: a policy reload, a token revoked,
+    /// a user removed or their password changed (here or by the CLI), and now and then
+    /// for expiries. Every open websocket re-decides what it may do when it moves.
+    pub access_changes: watch::Sender<u64>,
 }
 
 impl AppState {
@@ -100,7 +104,13 @@ impl AppState {
             connections: AtomicUsize::new(0),
             bodies,
             shutdown: watch::channel(false).0,
+            access_changes: watch::channel(0).0,
         }
+    }
+
+    /// Tell every open websocket to check again what its caller may do.
+    pub fn access_changed(&self) {
+        self.access_changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Note user activity (any authenticated request but `/api/status`, as in jupyter_server).

@@ -26,6 +26,14 @@ pub enum Incoming {
         /// The limit, for the close reason.
         limit: usize,
     },
+    /// Not from the client: the server ends the connection (its caller lost the right to
+    /// use the terminal), closing it with this code and reason.
+    End {
+        /// The close code.
+        code: u16,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A message to send on the client's websocket.
@@ -103,6 +111,7 @@ where
                     Incoming::Text(text) => input.handle_text(&text).await,
                     Incoming::Binary(bytes) => input.handle_binary(&bytes).await,
                     Incoming::Close => return None,
+                    Incoming::End { code, reason } => return Some((code, reason)),
                     Incoming::TooBig { limit } => {
                         return Some((
                             CLOSE_TOO_BIG,

@@ -3,7 +3,7 @@
 //! for the reply, queued); refusals answered in the kernel's own shape, and the errors sent
 //! for requests a kernel that died, restarted or shut down will never answer.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -66,7 +66,9 @@ pub struct ClientInbound {
     kernel: Arc<Kernel>,
     manager: KernelManager,
     key: ClientKey,
-    permission: KernelAccess,
+    /// Whether the client may execute (else it watches); taken away, never given back,
+    /// while the connection lives.
+    may_execute: AtomicBool,
     protocol: WsProtocol,
 }
 
@@ -100,7 +102,7 @@ impl KernelManager {
                 kernel: k,
                 manager: self.clone(),
                 key,
-                permission,
+                may_execute: AtomicBool::new(permission == KernelAccess::Execute),
                 protocol,
             },
             outbound,
@@ -112,6 +114,21 @@ impl ClientInbound {
     /// The negotiated protocol.
     pub fn protocol(&self) -> WsProtocol {
         self.protocol
+    }
+
+    /// What the client may do now.
+    pub fn permission(&self) -> KernelAccess {
+        if self.may_execute.load(Ordering::Acquire) {
+            KernelAccess::Execute
+        } else {
+            KernelAccess::Watch
+        }
+    }
+
+    /// Make the client a watcher from its next message on (its caller lost the right to
+    /// execute while connected); what it already sent stays sent.
+    pub fn restrict_to_watch(&self) {
+        self.may_execute.store(false, Ordering::Release);
     }
 
     /// Handle one frame from the client: decode, check permission, stamp `header.username`,
@@ -135,7 +152,7 @@ impl ClientInbound {
             self.refuse(channel, &msg, "InvalidMessage", &why);
             return Ok(Inbound::Refused);
         }
-        let allowed = match self.permission {
+        let allowed = match self.permission() {
             KernelAccess::Execute => true,
             KernelAccess::Watch => {
                 channel == Channel::Shell

@@ -2,8 +2,8 @@
 //! login cookies and the XSRF cookie. The state behind them lives in `concord-identity`.
 
 use axum::http::{header, HeaderMap};
-use concord_authz::{Identity, User};
-use concord_identity::{ProfileUpdate, UserStore, UPDATABLE_FIELDS};
+use concord_authz::{Identity, TokenScope, User};
+use concord_identity::{ProfileUpdate, TokenAuthentication, UserStore, UPDATABLE_FIELDS};
 use serde_json::{Map, Value};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -38,6 +38,57 @@ pub struct Caller {
     pub identity: Identity,
     /// How it was established.
     pub via: AuthVia,
+    /// The API token the request was made with (a user's token, not the owner token):
+    /// its id for the audit log, and the scope every decision is narrowed to.
+    pub token: Option<TokenUse>,
+    /// The credential itself, so that an open websocket can ask whether it still holds.
+    credential: Credential,
+}
+
+/// A user's API token as a request used it.
+#[derive(Clone, Debug)]
+pub struct TokenUse {
+    /// The token's id (not secret).
+    pub id: i64,
+    /// What the token is limited to; `None`: all of its owner's rights.
+    pub scope: Option<Arc<TokenScope>>,
+}
+
+impl Caller {
+    /// The scope every decision for this caller is narrowed to (`None`: none).
+    pub fn scope(&self) -> Option<&TokenScope> {
+        self.token.as_ref().and_then(|t| t.scope.as_deref())
+    }
+
+    /// The id of the API token the request was made with, for the audit log.
+    pub fn token_id(&self) -> Option<i64> {
+        self.token.as_ref().map(|t| t.id)
+    }
+}
+
+/// What a caller proved who they are with. Kept (in memory only) for as long as the request
+/// or its websocket lives, to check that it still holds.
+#[derive(Clone)]
+enum Credential {
+    /// The server's own token (token mode): valid while the server runs.
+    OwnerToken,
+    /// A user's API token.
+    ApiToken(Arc<str>),
+    /// A login cookie's value.
+    Session(Arc<str>),
+    /// A trusted proxy's headers: nothing to check again.
+    Proxy,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::OwnerToken => "OwnerToken",
+            Credential::ApiToken(_) => "ApiToken([secret])",
+            Credential::Session(_) => "Session([secret])",
+            Credential::Proxy => "Proxy",
+        })
+    }
 }
 
 /// What identifying a request found: the caller, and cookies to set on the response.
@@ -130,6 +181,11 @@ impl Authenticator {
         self.cookie_name = format!("concord-session-{port}");
     }
 
+    /// How callers are identified.
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
     /// The users store.
     pub fn store(&self) -> &Arc<UserStore> {
         &self.store
@@ -152,50 +208,68 @@ impl Authenticator {
                 .map(|identity| Caller {
                     identity,
                     via: AuthVia::Proxy,
+                    token: None,
+                    credential: Credential::Proxy,
                 });
             return found;
         }
         if let Some(token) = header_token(headers) {
-            found.caller = self.identity_for_token(token).map(|identity| Caller {
-                identity,
-                via: AuthVia::TokenHeader,
-            });
+            found.caller = self.caller_for_token(token, AuthVia::TokenHeader);
             return found;
         }
-        let session = self.cookie_identity(headers, &mut found.set_cookies);
+        let session = cookie_value(headers, &self.cookie_name).and_then(|value| {
+            let identity = self.cookie_identity(&value, &mut found.set_cookies)?;
+            Some(Caller {
+                identity,
+                via: AuthVia::Cookie,
+                token: None,
+                credential: Credential::Session(value.into()),
+            })
+        });
         if let Some(token) = query_token(query) {
-            if let Some(identity) = self.identity_for_token(&token) {
+            if let Some(caller) = self.caller_for_token(&token, AuthVia::TokenQuery) {
                 // A token in the URL logs a browser without a session in, so the page can
                 // drop the token. It never replaces a session: a link carrying another
                 // user's token (login CSRF) acts as that user for this request only, and the
-                // browser stays logged in as who it was.
-                if session.is_none() {
-                    if let Some(cookie) = self.login_cookie(&identity) {
+                // browser stays logged in as who it was. A scoped token never starts a
+                // session: the session would have all of its owner's rights.
+                if session.is_none() && caller.scope().is_none() {
+                    if let Some(cookie) = self.login_cookie(&caller.identity) {
                         found.set_cookies.push(cookie);
                     }
                 }
-                found.caller = Some(Caller {
-                    identity,
-                    via: AuthVia::TokenQuery,
-                });
+                found.caller = Some(caller);
                 return found;
             }
         }
-        found.caller = session.map(|identity| Caller {
-            identity,
-            via: AuthVia::Cookie,
-        });
+        found.caller = session;
         found
     }
 
-    /// The identity of the request's login cookie; an unknown or expired cookie is cleared.
-    fn cookie_identity(
-        &self,
-        headers: &HeaderMap,
-        set_cookies: &mut Vec<String>,
-    ) -> Option<Identity> {
-        let value = cookie_value(headers, &self.cookie_name)?;
-        match self.store.session_identity(&value) {
+    /// The caller as their credential stands now: `None` when it no longer authenticates
+    /// (a revoked or expired token, an ended session, a removed user). The identity is the
+    /// current one (groups changed since are seen).
+    pub fn reidentify(&self, caller: &Caller) -> Option<Caller> {
+        match &caller.credential {
+            Credential::OwnerToken => Some(Caller {
+                identity: self.owner(),
+                ..caller.clone()
+            }),
+            Credential::ApiToken(token) => self.caller_for_token(token, caller.via),
+            Credential::Session(value) => {
+                let identity = self.cookie_identity(value, &mut Vec::new())?;
+                Some(Caller {
+                    identity,
+                    ..caller.clone()
+                })
+            }
+            Credential::Proxy => Some(caller.clone()),
+        }
+    }
+
+    /// The identity of a login cookie's value; an unknown or expired cookie is cleared.
+    fn cookie_identity(&self, value: &str, set_cookies: &mut Vec<String>) -> Option<Identity> {
+        match self.store.session_identity(value) {
             // In token mode every session is the owner's, as they are now.
             Ok(Some(_)) if self.mode == AuthMode::Token => Some(self.owner()),
             Ok(Some(identity)) => Some(identity),
@@ -210,10 +284,36 @@ impl Authenticator {
         }
     }
 
-    fn identity_for_token(&self, token: &str) -> Option<Identity> {
+    /// The caller a token (from a header or the URL) authenticates: the owner token in
+    /// token mode, a user's API token (scoped or not) in users mode.
+    fn caller_for_token(&self, token: &str, via: AuthVia) -> Option<Caller> {
         match self.mode {
-            AuthMode::Token => constant_time_eq(token, &self.token).then(|| self.owner()),
-            AuthMode::Users => self.store.token_identity(token).ok().flatten(),
+            AuthMode::Token => constant_time_eq(token, &self.token).then(|| Caller {
+                identity: self.owner(),
+                via,
+                token: None,
+                credential: Credential::OwnerToken,
+            }),
+            AuthMode::Users => match self.store.authenticate_token(token) {
+                Ok(Some(TokenAuthentication {
+                    identity,
+                    token_id,
+                    scope,
+                })) => Some(Caller {
+                    identity,
+                    via,
+                    token: Some(TokenUse {
+                        id: token_id,
+                        scope,
+                    }),
+                    credential: Credential::ApiToken(token.into()),
+                }),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!("API token lookup failed: {e}");
+                    None
+                }
+            },
             AuthMode::Proxy => None,
         }
     }

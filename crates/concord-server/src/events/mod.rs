@@ -11,7 +11,7 @@
 
 pub mod pyjson;
 
-use concord_authz::{Action, Authorize, Identity, Resource};
+use concord_authz::{Identity, Resource};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -173,12 +173,11 @@ impl Event {
         EVENT_OVERHEAD + self.frame.len() + audience
     }
 
-    /// Whether `who` may receive this event under the policy in force now.
-    pub fn visible_to(&self, authz: &dyn Authorize, who: &Identity) -> bool {
+    /// Whether `who` may receive this event, `may_read` deciding (under the policy in force
+    /// now, narrowed to the caller's token scope) whether they may read a resource.
+    pub fn visible_to(&self, who: &Identity, may_read: impl Fn(&Resource) -> bool) -> bool {
         match &self.audience {
-            Audience::Readers(resources) => resources
-                .iter()
-                .all(|r| authz.authorize(who, Action::Read, r).allowed),
+            Audience::Readers(resources) => resources.iter().all(may_read),
             Audience::User(username) => who.username() == username,
         }
     }

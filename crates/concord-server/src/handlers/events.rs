@@ -28,7 +28,7 @@ use crate::events::{
 };
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::guard::Guard;
-use crate::http::websocket::{self, FromClient, OpenConnection, ToClient, WriteFailed};
+use crate::http::websocket::{self, FromClient, OpenConnection, Standing, ToClient, WriteFailed};
 use crate::state::App;
 
 /// Frames written with one flush at most, so a steady stream is never held back.
@@ -48,24 +48,32 @@ pub async fn subscribe(
     let ws = websocket::require_upgrade(ws)?;
     // Subscribed before the upgrade: nothing published after the 101 is missed.
     let subscription = app.events.subscribe();
-    let who = guard.identity().clone();
-    tracing::debug!(user = %who.username(), "events subscriber");
+    tracing::debug!(user = %guard.identity().username(), "events subscriber");
     let open = OpenConnection::new(&app);
+    let standing = Standing::new(&app, guard);
     // Clients send nothing on this socket but control frames.
     let limit = subscription.limits.max_message_size;
     Ok(websocket::configure(ws, limit)
-        .on_upgrade(move |socket| pump(app, open, who, subscription, socket)))
+        .on_upgrade(move |socket| pump(app, open, standing, subscription, socket)))
 }
 
-/// Write the events `who` may see until either side is done.
+/// Whether the subscriber may still receive events at all.
+fn may_subscribe(guard: &Guard) -> bool {
+    guard.may(Action::Execute, &Resource::service(ResourceType::Events))
+}
+
+/// Write the events the subscriber may see until either side is done, or the subscriber
+/// loses the right to them (decided again at every event, and at once when credentials or
+/// the policy change).
 async fn pump(
     app: App,
     open: OpenConnection,
-    who: Identity,
+    mut standing: Standing,
     mut sub: Subscription,
     socket: WebSocket,
 ) {
     let _open = open;
+    let who = standing.guard().identity().clone();
     let limits = sub.limits;
     let stall = limits.write_timeout;
     let mut closed = sub.closed.clone();
@@ -102,6 +110,15 @@ async fn pump(
                     _ = closed.wait_for(|closed| *closed) => {
                         return Some((CLOSE_GOING_AWAY, "the server is shutting down".to_string()));
                     }
+                    guard = standing.changed() => {
+                        match guard {
+                            None => return Some(websocket::credential_revoked()),
+                            Some(guard) if !may_subscribe(guard) => {
+                                return Some(websocket::right_revoked("receive events"));
+                            }
+                            Some(_) => continue,
+                        }
+                    }
                 }
             };
             let event = match received {
@@ -118,24 +135,15 @@ async fn pump(
                     return Some((CLOSE_GOING_AWAY, "the server is shutting down".to_string()))
                 }
             };
-            if !event.visible_to(app.authz.as_ref(), &who) {
+            let guard = standing.guard();
+            if !event.visible_to(&who, |r| guard.may(Action::Read, r)) {
                 continue;
             }
             // The subscription itself is re-decided too: a reload that takes events:execute
-            // away ends the stream at the next event it would have carried.
-            if !app
-                .authz
-                .authorize(
-                    &who,
-                    Action::Execute,
-                    &Resource::service(ResourceType::Events),
-                )
-                .allowed
-            {
-                return Some((
-                    CLOSE_POLICY,
-                    "no longer allowed to receive events".to_string(),
-                ));
+            // away ends the stream at the next event it would have carried, if the change
+            // was not noticed before.
+            if !may_subscribe(guard) {
+                return Some(websocket::right_revoked("receive events"));
             }
             let frame = ToClient::Text(event.frame.as_str().to_string());
             if !written(sink.feed_within(frame, stall).await, &app, &who) {
@@ -295,7 +303,7 @@ pub async fn post(
         };
         // The poster must be able to see what it claims: nobody learns of a path or kernel
         // through someone who could not read it.
-        if event.visible_to(app.authz.as_ref(), guard.identity()) {
+        if event.visible_to(guard.identity(), |r| guard.may(Action::Read, r)) {
             Some(event)
         } else {
             tracing::debug!(user = %guard.identity().username(), "posted event about something the poster may not read: not delivered");

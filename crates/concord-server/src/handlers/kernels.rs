@@ -3,7 +3,9 @@
 //! The route's declared permission was already granted (type-level for the list and for
 //! starting a kernel, on the instance for the rest). Here: the working directory named in a
 //! POST body is authorized, lists are filtered by the policy, and the websocket's
-//! [`KernelAccess`] (execute or watch) comes from a policy decision on the kernel.
+//! [`KernelAccess`] (execute or watch) comes from a policy decision on the kernel, made
+//! again whenever credentials or the policy change while it is open: a client that may no
+//! longer read the kernel is disconnected, one that may no longer execute becomes a watcher.
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
@@ -25,7 +27,7 @@ use crate::http::extract::query_pairs;
 use crate::http::guard::{Guard, PathForm};
 use crate::http::matcher::RouteParams;
 use crate::http::websocket::{
-    self, ClientMessages, ClientSink, FromClient, OpenConnection, ToClient, WriteFailed,
+    self, ClientMessages, ClientSink, FromClient, OpenConnection, Standing, ToClient, WriteFailed,
 };
 use crate::services::kernels::kernel_resource;
 use crate::state::App;
@@ -254,8 +256,9 @@ pub async fn channels(
     };
     // Counted from here, as the kernel counts it from `connect`.
     let open = OpenConnection::new(&app);
+    let standing = Standing::new(&app, guard);
     Ok(websocket::configure(ws, limits.max_message_size)
-        .on_upgrade(move |socket| pump(open, conn, socket, limits)))
+        .on_upgrade(move |socket| pump(open, conn, socket, limits, standing, resource)))
 }
 
 /// What a kernel websocket may take and how long it may keep us waiting.
@@ -279,7 +282,14 @@ enum End {
 /// task: reading the client's frames in a task of its own (so an outbound frame would not
 /// poll the read half) cost more than it saved: the two tasks hop between the runtime's
 /// workers, and every execute paid two more futex wake-ups and thread switches.
-async fn pump(open: OpenConnection, conn: ClientConnection, socket: WebSocket, limits: Limits) {
+async fn pump(
+    open: OpenConnection,
+    conn: ClientConnection,
+    socket: WebSocket,
+    limits: Limits,
+    mut standing: Standing,
+    kernel: Resource,
+) {
     let _open = open;
     let ClientConnection {
         inbound,
@@ -289,6 +299,7 @@ async fn pump(open: OpenConnection, conn: ClientConnection, socket: WebSocket, l
     let end = tokio::select! {
         r = read_loop(&mut messages, &inbound) => End::Client(r),
         r = write_loop(&mut sink, &mut outbound, limits.write_timeout) => r,
+        r = keep_access(&mut standing, &kernel, &inbound) => End::Client(Some(r)),
     };
     let close = match end {
         End::Client(close) => close,
@@ -307,6 +318,30 @@ async fn pump(open: OpenConnection, conn: ClientConnection, socket: WebSocket, l
     };
     sink.send_close(close).await;
     sink.shut_down().await;
+}
+
+/// Re-decide what the client may do whenever credentials or the policy change; returns the
+/// close of a client that may no longer read the kernel (or whose credential ended). One
+/// that keeps read but loses execute goes on as a watcher.
+async fn keep_access(
+    standing: &mut Standing,
+    kernel: &Resource,
+    inbound: &concord_kernels::ClientInbound,
+) -> (u16, String) {
+    loop {
+        let Some(guard) = standing.changed().await else {
+            tracing::info!("kernel websocket closed: its credential was revoked");
+            return websocket::credential_revoked();
+        };
+        if !guard.may(Action::Read, kernel) {
+            tracing::info!(user = %guard.identity().username(), "kernel websocket closed: read on the kernel was taken away");
+            return websocket::right_revoked("read this kernel");
+        }
+        if inbound.permission() == KernelAccess::Execute && !guard.may(Action::Execute, kernel) {
+            tracing::info!(user = %guard.identity().username(), "kernel websocket client is now a watcher: execute was taken away");
+            inbound.restrict_to_watch();
+        }
+    }
 }
 
 async fn read_loop(

@@ -14,3 +14,4 @@ pub mod nbconvert;
 pub mod pages;
 pub mod sessions;
 pub mod terminals;
+pub mod tokens;

@@ -20,7 +20,7 @@ use futures::{SinkExt, StreamExt};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::guard::{Guard, PathForm};
 use crate::http::matcher::RouteParams;
-use crate::http::websocket::{self, FromClient, OpenConnection, ToClient};
+use crate::http::websocket::{self, FromClient, OpenConnection, Standing, ToClient};
 use crate::state::App;
 
 fn name_param(params: &RouteParams) -> &str {
@@ -154,23 +154,37 @@ pub async fn websocket(
             .attach(name_param(&params), guard.identity().username(), permission)?;
     let limit = terminals.max_message_size;
     let open = OpenConnection::new(&app);
+    let standing = Standing::new(&app, guard);
     Ok(
         websocket::configure(upgrade, limit).on_upgrade(move |socket| async move {
             let _open = open;
-            pump(socket, client, limit).await;
+            pump(socket, client, limit, standing, resource, permission).await;
         }),
     )
 }
 
 /// The terminals service drives the connection (`serve_client`); this only translates
-/// the bridge's messages into its own.
-async fn pump(socket: WebSocket, client: concord_terminals::TerminalClient, limit: usize) {
+/// the bridge's messages into its own, and ends the connection when the caller loses the
+/// right to it: read, or execute for a client that types (it may reconnect as a watcher).
+async fn pump(
+    socket: WebSocket,
+    client: concord_terminals::TerminalClient,
+    limit: usize,
+    standing: Standing,
+    terminal: Resource,
+    permission: TerminalAccess,
+) {
     let (messages, sink) = websocket::split(socket, limit);
     let incoming = messages.map(move |message| match message {
         FromClient::Text(text) => Incoming::Text(text),
         FromClient::Binary(bytes) => Incoming::Binary(bytes.to_vec()),
         FromClient::TooBig => Incoming::TooBig { limit },
     });
+    // The merged stream must still end when the client leaves.
+    let incoming = incoming.chain(futures::stream::once(std::future::ready(Incoming::Close)));
+    let revoked = futures::stream::once(lost_access(standing, terminal, permission))
+        .map(|(code, reason)| Incoming::End { code, reason });
+    let incoming = futures::stream::select(incoming, revoked);
     let outgoing = sink.with(|frame: Outgoing| {
         std::future::ready(Ok::<_, axum::Error>(match frame {
             Outgoing::Text(text) => ToClient::Text(text),
@@ -178,4 +192,24 @@ async fn pump(socket: WebSocket, client: concord_terminals::TerminalClient, limi
         }))
     });
     serve_client(client, Box::pin(incoming), Box::pin(outgoing)).await;
+}
+
+/// Resolves with the close of a client whose caller lost the right to this terminal.
+async fn lost_access(
+    mut standing: Standing,
+    terminal: Resource,
+    permission: TerminalAccess,
+) -> (u16, String) {
+    loop {
+        let Some(guard) = standing.changed().await else {
+            tracing::info!("terminal websocket closed: its credential was revoked");
+            return websocket::credential_revoked();
+        };
+        if !guard.may(Action::Read, &terminal) {
+            return websocket::right_revoked("read this terminal");
+        }
+        if permission == TerminalAccess::Type && !guard.may(Action::Execute, &terminal) {
+            return websocket::right_revoked("type in this terminal");
+        }
+    }
 }

@@ -55,15 +55,19 @@ impl Guard {
         &self.caller.identity
     }
 
-    /// Decide and audit.
+    /// Decide and audit. A request made with a scoped token is decided for its owner and
+    /// narrowed to the scope, like every decision of the guard.
     pub fn decide(&self, action: Action, resource: &Resource) -> Decision {
-        let decision = self
-            .app
-            .authz
-            .authorize(&self.caller.identity, action, resource);
+        let decision = self.app.authz.authorize_scoped(
+            &self.caller.identity,
+            self.caller.scope(),
+            action,
+            resource,
+        );
         self.app.metrics.count_decision(decision.allowed);
         self.app.audit.record(
             &self.caller.identity,
+            self.caller.token_id(),
             action,
             resource,
             &decision,
@@ -81,16 +85,32 @@ impl Guard {
     pub fn may(&self, action: Action, resource: &Resource) -> bool {
         self.app
             .authz
-            .authorize(&self.caller.identity, action, resource)
+            .authorize_scoped(&self.caller.identity, self.caller.scope(), action, resource)
             .allowed
     }
 
     /// For a directory listing: whether the caller may perform `action` on each child of
     /// `dir` (not audited; uses the engine's fast path for children no rule names).
     pub fn may_children(&self, action: Action, dir: &CanonicalPath, names: &[&str]) -> Vec<bool> {
-        self.app
-            .authz
-            .authorize_children(&self.caller.identity, action, dir, names)
+        self.app.authz.authorize_children_scoped(
+            &self.caller.identity,
+            self.caller.scope(),
+            action,
+            dir,
+            names,
+        )
+    }
+
+    /// The guard of the same request for the caller as their credential stands now (see
+    /// [`crate::auth::Authenticator::reidentify`]); `None` when it no longer authenticates.
+    /// An open websocket re-decides with it when credentials or the policy change.
+    pub fn reidentified(&self) -> Option<Guard> {
+        let caller = self.app.auth.reidentify(&self.caller)?;
+        Some(Guard {
+            app: self.app.clone(),
+            caller,
+            request: self.request.clone(),
+        })
     }
 
     /// Require `action` on `resource`: 403 naming the permission, or 404 (with `not_found`)

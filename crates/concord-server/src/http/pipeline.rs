@@ -278,6 +278,18 @@ fn authorize_request(
             }
             req.extensions_mut().insert(resource);
         }
+        // A scoped token reaches the routes about the caller themselves (settings,
+        // workspaces, profile, tokens) only to read: its scope names no right to change them.
+        Access::Identified if caller.scope().is_some() && is_unsafe(req.method()) => {
+            return Err(Box::new(
+                ApiError::forbidden(format!(
+                    "User {} used an API token limited to a scope ({}): it may only read here",
+                    caller.identity.username(),
+                    caller.scope().map(|s| s.to_string()).unwrap_or_default()
+                ))
+                .into_response(),
+            ));
+        }
         Access::Public | Access::Identified => {}
     }
     req.extensions_mut().insert(caller);

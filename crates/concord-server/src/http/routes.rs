@@ -159,6 +159,10 @@ pub fn table() -> Vec<Route> {
         row(Get,    "/api/me",                      Identified,             handlers::core::me),
         row(Patch,  "/api/me",                      Identified,             handlers::core::update_me),
         row(Post,   "/api/shutdown",                needs(Write, Server),   handlers::core::shutdown),
+        // --- API tokens (docs/users.md): one's own; admins see and revoke everyone's (handler) --
+        row(Get,    "/api/concord/tokens",          Identified,             handlers::tokens::list),
+        row(Post,   "/api/concord/tokens",          Identified,             handlers::tokens::create),
+        row(Delete, "/api/concord/tokens/{token_id}", Identified,           handlers::tokens::revoke),
         // --- events (docs/events.md): each subscriber gets only what it may read ---------------
         row(Ws,     "/api/events/subscribe",        needs(Execute, Events), handlers::events::subscribe),
         row(Post,   "/api/events",                  needs(Write, Events),   handlers::events::post),

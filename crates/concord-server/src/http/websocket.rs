@@ -3,6 +3,12 @@
 //! counted by [`OpenConnection`], and talk to their socket as a stream of [`FromClient`]
 //! and a sink of [`ToClient`] ([`split`]), so each service's pump knows nothing of axum's
 //! message types, and limits, close frames and deadlines are handled in one place.
+//!
+//! An open socket keeps its caller's [`Standing`]: whenever a right may have been taken
+//! away (a policy reload, a token revoked, a user removed, a password changed; see
+//! `AppState::access_changes`) it re-identifies the caller from the credential the socket
+//! was opened with and re-decides, and the socket is closed (or a kernel client made a
+//! watcher) at once.
 
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -15,6 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::http::error::ApiError;
+use crate::http::guard::Guard;
 use crate::state::App;
 
 /// Read buffer of a websocket (kernel channels, terminals). tungstenite's default, 128 KiB,
@@ -28,6 +35,61 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Close code for a message larger than a websocket's limit (RFC 6455: "message too big").
 pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Close code for a socket whose caller lost the right to it (RFC 6455: policy violation).
+pub const CLOSE_REVOKED: u16 = 1008;
+
+/// The close of a socket whose credential stopped authenticating.
+pub fn credential_revoked() -> (u16, String) {
+    (
+        CLOSE_REVOKED,
+        "access revoked: the credential this connection was opened with no longer holds"
+            .to_string(),
+    )
+}
+
+/// The close of a socket whose caller may no longer `what` (e.g. "read this kernel").
+pub fn right_revoked(what: &str) -> (u16, String) {
+    (
+        CLOSE_REVOKED,
+        format!("access revoked: no longer allowed to {what}"),
+    )
+}
+
+/// The caller of an open websocket as it stands: re-identified and handed back whenever
+/// credentials or the policy change, so the socket's pump can re-decide.
+pub struct Standing {
+    guard: Guard,
+    changes: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Standing {
+    /// Follow the caller of the request that opened the socket. The first
+    /// [`Standing::changed`] answers at once: a change made between the request's decision
+    /// and the upgrade is not missed.
+    pub fn new(app: &App, guard: Guard) -> Self {
+        let mut changes = app.access_changes.subscribe();
+        changes.mark_changed();
+        Standing { guard, changes }
+    }
+
+    /// The guard as the caller stood at the last check.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    /// Wait for the next change of credentials or policy; then the caller's guard as it
+    /// stands now, or `None` when their credential no longer authenticates (revoked or
+    /// expired token, ended session, removed user). Cancel-safe.
+    pub async fn changed(&mut self) -> Option<&Guard> {
+        if self.changes.changed().await.is_err() {
+            // The application is going away; its shutdown closes the socket.
+            std::future::pending::<()>().await;
+        }
+        self.guard = self.guard.reidentified()?;
+        Some(&self.guard)
+    }
+}
 
 /// The upgrade of a route that needs a websocket: a plain GET is a 400 saying so.
 pub fn require_upgrade(

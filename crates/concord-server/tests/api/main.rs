@@ -27,3 +27,4 @@ mod policy_reload;
 mod quotas;
 mod route_table;
 mod terminals_api;
+mod tokens;
