@@ -142,6 +142,7 @@ fn config(l: &Layout) -> LabConfig {
             token: Some("s3cret".to_string()),
             allow_hidden_files: false,
             delete_to_trash: true,
+            disabled_extensions: vec![],
         },
     }
 }
