@@ -89,7 +89,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let events = Arc::new(EventBus::new());
     events.set_limits(settings.events);
-    let services = crate::services::start(&settings, policy.engine(), &events).await?;
+    let services = crate::services::start(&settings, policy.engine(), &events, &audit).await?;
     let state = AppState::new(
         settings.clone(),
         policy.authorizer(),
@@ -110,7 +110,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let mut shutdown_requested = app.shutdown.subscribe();
-    spawn_policy_reload(policy.clone());
+    spawn_policy_reload(policy.clone(), app.collab.clone());
     crate::memory::spawn_periodic_release();
     print_urls(&settings, local);
     let stop = async move {
@@ -129,7 +129,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     stop.await;
     // Services first: ending kernels and terminals closes their websockets, which would
     // otherwise hold the graceful shutdown open.
-    crate::services::stop(&app.events, &app.kernels, &app.terminals).await;
+    crate::services::stop(
+        &app.events,
+        &app.kernels,
+        &app.terminals,
+        app.collab.as_deref(),
+    )
+    .await;
     let _ = stopped_tx.send(());
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(())) => {}
@@ -228,7 +234,11 @@ fn print_urls(settings: &Settings, local: SocketAddr) {
 }
 
 /// Reload the policy when its files change or on SIGHUP; a bad file keeps the old policy.
-fn spawn_policy_reload(policy: PolicyHandle) {
+/// Collaborators' rights are decided again after each reload.
+fn spawn_policy_reload(
+    policy: PolicyHandle,
+    collab: Option<Arc<crate::services::collaboration::Collab>>,
+) {
     // Installed now, not in the task: a SIGHUP must never kill the server.
     let hup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -254,7 +264,12 @@ fn spawn_policy_reload(policy: PolicyHandle) {
             tokio::time::sleep(Duration::from_millis(150)).await;
             while rx.try_recv().is_ok() {}
             match policy.reload() {
-                Ok(()) => tracing::info!("policy reloaded ({why}): {}", policy.describe()),
+                Ok(()) => {
+                    tracing::info!("policy reloaded ({why}): {}", policy.describe());
+                    if let Some(collab) = &collab {
+                        collab.recheck_all();
+                    }
+                }
                 Err(errors) => tracing::error!(
                     "policy reload ({why}) failed; the previous policy stays in force:\n{}",
                     errors.join("\n")

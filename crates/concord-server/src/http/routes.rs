@@ -196,6 +196,11 @@ fn service_rows() -> Vec<Route> {
         row(Delete, "/api/contents/{*path}",                              path(Write), handlers::contents::delete),
         row(Get,    "/files/{*path}",                                     path(Read),  handlers::contents::files),
         row(Get,    "/view/{*path}",                                      path(Read),  handlers::contents::view),
+        // --- real-time collaboration (docs/collaboration.md) ------------------------------------------
+        row(Put,    "/api/collaboration/session/{*path}",                 path(Read),  handlers::collaboration::session),
+        // The room's path comes from its file id: the handler requires read on it, and the
+        // participant edits with write, else views.
+        row(Ws,     "/api/collaboration/room/{room}",                     Identified,  handlers::collaboration::room),
         // --- JupyterLab front end: pages need login, its static assets are public ------------------
         row(Get,    "/lab",                                               Identified,  handlers::lab::page),
         row(Get,    "/lab/tree/{*path}",                                  Identified,  handlers::lab::page),
