@@ -214,16 +214,16 @@ pub(crate) fn page_environment(template: &str) -> Result<Environment<'static>, S
 }
 
 impl Lab {
-    /// `disabledExtensions`: the server's, `page_config.json`'s, and what each enabled
-    /// federated extension disables (jupyterlab_server skips a disabled extension's list).
+    /// `disabledExtensions`: the server's, what each enabled federated extension disables
+    /// (jupyterlab_server skips a disabled extension's list), then `page_config.json`'s.
     fn disabled_extensions(&self, i: &crate::install::LabInstall) -> Vec<String> {
         let mut disabled = self.page.disabled_extensions.clone();
-        disabled.extend(i.disabled_extensions.iter().cloned());
         for (extension, plugins) in &i.disabled_by_extensions {
             if !self.page.disabled_extensions.contains(extension) {
                 disabled.extend(plugins.iter().cloned());
             }
         }
+        disabled.extend(i.disabled_extensions.iter().cloned());
         disabled
     }
 
