@@ -120,6 +120,11 @@ async fn file_becomes(path: &Path, want: &str) -> String {
     }
 }
 
+/// A save answer saying the document was saved (`skipped`: a save was already under way).
+fn saved(answer: &Value) -> bool {
+    answer["type"] == "save" && (answer["status"] == "success" || answer["status"] == "skipped")
+}
+
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -195,10 +200,11 @@ async fn a_viewers_update_changes_nothing_for_anyone_nor_on_disk() {
     let alice = seen["alice"].as_str().unwrap();
     assert_eq!(alice, "shared text\nalice's line\n", "{seen}");
     assert_eq!(seen["carol_save"]["status"], "failed", "{seen}");
-    assert_eq!(seen["alice_save"]["status"], "success", "{seen}");
+    // Saved now, or by the autosave already under way.
+    assert!(saved(&seen["alice_save"]), "{seen}");
     // The viewer sees the editor's change live (her own stays local to her document).
     assert!(seen["carol"].as_str().unwrap().contains("alice's line"));
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), alice);
+    assert_eq!(file_becomes(&file, alice).await, alice);
     let metrics = t.s.metrics(&t.alice).await;
     assert!(metric(&metrics, "concord_collaboration_refused_updates_total") >= 1);
     assert!(metric(&metrics, "concord_collaboration_refused_saves_total") >= 1);
@@ -234,7 +240,7 @@ async fn a_rest_save_while_the_room_is_open_is_not_lost() {
         ),
     );
     assert_eq!(seen["alice"], "zero\none\ntwo\n", "{seen}");
-    assert_eq!(seen["save"]["status"], "success", "{seen}");
+    assert!(saved(&seen["save"]), "{seen}");
     assert_eq!(
         file_becomes(&file, "zero\none\ntwo\n").await,
         "zero\none\ntwo\n"
