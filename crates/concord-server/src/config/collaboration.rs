@@ -134,7 +134,7 @@ impl CollaborationOptions {
     /// The service's configuration (defaults applied, values checked), `None` when off.
     pub fn resolve(self) -> anyhow::Result<CollaborationConfig> {
         let defaults = CollabConfig::default();
-        let mut limits = defaults.limits.clone();
+        let mut limits = defaults.limits;
         limits.max_message_bytes = super::at_least_1024(
             "collaboration-max-message-size",
             self.max_message_size,
