@@ -82,8 +82,11 @@ pub struct LabInstall {
     pub federated: Vec<Value>,
     /// Each federated extension's name and directory (for its licenses).
     pub extension_dirs: Vec<(String, PathBuf)>,
-    /// Plugins disabled by extensions' metadata or `page_config.json`.
+    /// Plugins disabled by `page_config.json`.
     pub disabled_extensions: Vec<String>,
+    /// The plugins each federated extension disables (its `disabledExtensions` metadata),
+    /// by extension name: they stay enabled when that extension is itself disabled.
+    pub disabled_by_extensions: Vec<(String, Vec<String>)>,
     /// Setting schemas by plugin id (`@jupyterlab/apputils-extension:themes`).
     pub schemas: SettingSchemas,
 }
@@ -202,8 +205,9 @@ impl LabInstall {
             .unwrap_or_else(|| "unknown".to_string());
         let labextensions: Vec<PathBuf> =
             labextensions.into_iter().filter(|d| d.is_dir()).collect();
-        let (federated, mut disabled_extensions, extension_dirs) =
+        let (federated, disabled_by_extensions, extension_dirs) =
             federated_extensions(&labextensions);
+        let mut disabled_extensions = Vec::new();
         let settings_dir = app_dir.join("settings");
         let page_config_path = settings_dir.join("page_config.json");
         // Usually absent: checked first, as an error value would capture a backtrace (anyhow,
@@ -243,6 +247,7 @@ impl LabInstall {
             federated,
             extension_dirs,
             disabled_extensions,
+            disabled_by_extensions,
             schemas,
         })
     }
@@ -286,7 +291,11 @@ fn extension_dirs(root: &Path) -> Vec<PathBuf> {
 
 /// The page config's `federated_extensions` (jupyterlab_server's `get_federated_extensions`):
 /// the first directory holding an extension wins.
-type Federated = (Vec<Value>, Vec<String>, Vec<(String, PathBuf)>);
+type Federated = (
+    Vec<Value>,
+    Vec<(String, Vec<String>)>,
+    Vec<(String, PathBuf)>,
+);
 
 fn federated_extensions(labextensions: &[PathBuf]) -> Federated {
     let mut seen = std::collections::HashSet::new();
@@ -324,7 +333,8 @@ fn federated_extensions(labextensions: &[PathBuf]) -> Federated {
             federated.push(Value::Object(entry));
             dirs.push((name.to_string(), dir.clone()));
             if let Some(list) = lab.get("disabledExtensions").and_then(Value::as_array) {
-                disabled.extend(list.iter().filter_map(|v| v.as_str().map(String::from)));
+                let plugins = list.iter().filter_map(|v| v.as_str().map(String::from));
+                disabled.push((name.to_string(), plugins.collect()));
             }
         }
     }

@@ -21,6 +21,9 @@ pub struct PageSettings {
     pub allow_hidden_files: bool,
     /// `delete_to_trash`: whether the contents service deletes to the trash.
     pub delete_to_trash: bool,
+    /// Extensions or plugins the server disables (the collaboration extensions when the
+    /// server's collaboration service is off), as `disabledExtensions` entries.
+    pub disabled_extensions: Vec<String>,
 }
 
 /// One request for the page.
@@ -211,6 +214,19 @@ pub(crate) fn page_environment(template: &str) -> Result<Environment<'static>, S
 }
 
 impl Lab {
+    /// `disabledExtensions`: the server's, what each enabled federated extension disables
+    /// (jupyterlab_server skips a disabled extension's list), then `page_config.json`'s.
+    fn disabled_extensions(&self, i: &crate::install::LabInstall) -> Vec<String> {
+        let mut disabled = self.page.disabled_extensions.clone();
+        for (extension, plugins) in &i.disabled_by_extensions {
+            if !self.page.disabled_extensions.contains(extension) {
+                disabled.extend(plugins.iter().cloned());
+            }
+        }
+        disabled.extend(i.disabled_extensions.iter().cloned());
+        disabled
+    }
+
     /// The page config of one request. Server paths (`serverRoot`, `*Dir`, `rootUri`) are
     /// left out on purpose: in a shared server they would tell every user the server's file
     /// layout.
@@ -235,7 +251,7 @@ impl Lab {
         put("allow_hidden_files", json!(self.page.allow_hidden_files));
         put("delete_to_trash", json!(self.page.delete_to_trash));
         put("devMode", json!(false));
-        put("disabledExtensions", json!(i.disabled_extensions));
+        put("disabledExtensions", json!(self.disabled_extensions(i)));
         put("exposeAppInBrowser", json!(false));
         put(
             "extensionManager",

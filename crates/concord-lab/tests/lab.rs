@@ -142,6 +142,7 @@ fn config(l: &Layout) -> LabConfig {
             token: Some("s3cret".to_string()),
             allow_hidden_files: false,
             delete_to_trash: true,
+            disabled_extensions: vec![],
         },
     }
 }
@@ -336,6 +337,15 @@ async fn page_config_has_what_the_front_end_needs_and_no_server_paths() {
     );
     assert_eq!(c["federated_extensions"].as_array().unwrap().len(), 2);
     assert!(!c.contains_key("notFoundUrl"));
+    // An extension the server disables (collaboration off) no longer disables others.
+    let mut without_widgets = config(&l);
+    without_widgets.page.disabled_extensions = vec!["@demo/widgets".to_string()];
+    let lab_without = Lab::start(without_widgets).await;
+    let c_without = lab_without.page_config(&page_request("default")).unwrap();
+    assert_eq!(
+        c_without["disabledExtensions"],
+        json!(["@demo/widgets", "@site/admin:off"])
+    );
     for leak in [
         "serverRoot",
         "appSettingsDir",

@@ -5,6 +5,7 @@
 use concord_authz::{Action, Decision, Identity, Resource};
 use concord_identity::{AuditLog, AuditRecord};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Where a decision was asked for: recorded with it.
 #[derive(Clone, Debug)]
@@ -17,20 +18,30 @@ pub struct RequestInfo {
     pub route: &'static str,
 }
 
-/// The server's audit log (absent when disabled).
+/// The server's audit log (absent when disabled); clones share it.
+#[derive(Clone)]
 pub struct Auditor {
-    log: Option<AuditLog>,
+    log: Option<Arc<AuditLog>>,
 }
 
 impl Auditor {
     /// Wrap an opened log, or `None` for no audit log.
     pub fn new(log: Option<AuditLog>) -> Self {
-        Auditor { log }
+        Auditor {
+            log: log.map(Arc::new),
+        }
     }
 
     /// The underlying log (for queries in tests and tools).
     pub fn log(&self) -> Option<&AuditLog> {
-        self.log.as_ref()
+        self.log.as_deref()
+    }
+
+    /// Record what a service reports (a collaborative save, a viewer's refused change).
+    pub fn record_event(&self, record: AuditRecord) {
+        if let Some(log) = &self.log {
+            log.record(record);
+        }
     }
 
     /// Record a decision if it is worth recording (`token_id`: the API token it was made with).

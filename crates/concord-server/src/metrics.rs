@@ -73,3 +73,65 @@ impl Metrics {
         out
     }
 }
+
+/// Real-time collaboration's figures (rooms, participants, updates, a viewer's dropped
+/// changes and saves, refused awareness, saves), in Prometheus' text format.
+pub fn collaboration_text(m: &concord_collab::MetricsSnapshot, out: &mut String) {
+    let gauges = [
+        ("rooms", "Shared documents open.", m.rooms as u64),
+        (
+            "participants",
+            "Participants connected to shared documents.",
+            m.participants as u64,
+        ),
+        (
+            "queued_bytes",
+            "Bytes queued for collaboration participants.",
+            m.queued_bytes as u64,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP concord_collaboration_{name} {help}");
+        let _ = writeln!(out, "# TYPE concord_collaboration_{name} gauge");
+        let _ = writeln!(out, "concord_collaboration_{name} {value}");
+    }
+    let counters = [
+        ("updates_total", "Document updates applied.", m.updates),
+        (
+            "refused_updates_total",
+            "Updates from read-only participants dropped.",
+            m.refused_updates,
+        ),
+        (
+            "refused_saves_total",
+            "Save requests from read-only participants refused.",
+            m.refused_saves,
+        ),
+        (
+            "refused_awareness_total",
+            "Awareness messages claiming another identity refused.",
+            m.refused_awareness,
+        ),
+        (
+            "malformed_total",
+            "Malformed or oversized collaboration messages.",
+            m.malformed,
+        ),
+        ("saves_total", "Shared documents saved.", m.saves),
+        (
+            "failed_saves_total",
+            "Saves of shared documents that failed.",
+            m.failed_saves,
+        ),
+        (
+            "disk_merges_total",
+            "Changes made on disk merged into open documents.",
+            m.disk_merges,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP concord_collaboration_{name} {help}");
+        let _ = writeln!(out, "# TYPE concord_collaboration_{name} counter");
+        let _ = writeln!(out, "concord_collaboration_{name} {value}");
+    }
+}

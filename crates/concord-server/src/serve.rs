@@ -89,7 +89,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let events = Arc::new(EventBus::new());
     events.set_limits(settings.events);
-    let services = crate::services::start(&settings, policy.engine(), &events).await?;
+    let services = crate::services::start(&settings, policy.engine(), &events, &audit).await?;
     let state = AppState::new(
         settings.clone(),
         policy.authorizer(),
@@ -130,7 +130,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     stop.await;
     // Services first: ending kernels and terminals closes their websockets, which would
     // otherwise hold the graceful shutdown open.
-    crate::services::stop(&app.events, &app.kernels, &app.terminals).await;
+    crate::services::stop(
+        &app.events,
+        &app.kernels,
+        &app.terminals,
+        app.collab.as_deref(),
+    )
+    .await;
     let _ = stopped_tx.send(());
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(())) => {}
@@ -260,7 +266,8 @@ fn spawn_access_watch(app: App) {
 }
 
 /// Reload the policy when its files change or on SIGHUP; a bad file keeps the old policy.
-/// A successful reload makes open websockets re-decide what they may do.
+/// A successful reload makes open websockets re-decide what they may do, and collaborators'
+/// rights be decided again.
 fn spawn_policy_reload(policy: PolicyHandle, app: App) {
     // Installed now, not in the task: a SIGHUP must never kill the server.
     let hup = match signal(SignalKind::hangup()) {
@@ -290,6 +297,9 @@ fn spawn_policy_reload(policy: PolicyHandle, app: App) {
                 Ok(()) => {
                     tracing::info!("policy reloaded ({why}): {}", policy.describe());
                     app.access_changed();
+                    if let Some(collab) = &app.collab {
+                        collab.recheck_all();
+                    }
                 }
                 Err(errors) => tracing::error!(
                     "policy reload ({why}) failed; the previous policy stays in force:\n{}",

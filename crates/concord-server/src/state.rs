@@ -12,6 +12,7 @@ use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::events::EventBus;
 use crate::metrics::Metrics;
+use crate::services::collaboration::Collab;
 use crate::services::confine::Confinement;
 use crate::services::kernels::KernelService;
 use crate::services::terminals::Terminals;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub nbconvert: Option<Arc<concord_nbconvert::Nbconvert>>,
     /// Owner lookups of owned resource types.
     pub instances: HashMap<ResourceType, Arc<dyn InstanceLookup>>,
+    /// Real-time collaboration (`None`: off).
+    pub collab: Option<Arc<Collab>>,
     /// When the server started.
     pub started: DateTime<Utc>,
     last_activity_micros: AtomicI64,
@@ -83,6 +86,11 @@ impl AppState {
         metrics.add_source(Box::new(move |out| {
             out.push_str(&km.metrics().prometheus_text())
         }));
+        if let Some(collab) = services.collaboration.clone() {
+            metrics.add_source(Box::new(move |out| {
+                crate::metrics::collaboration_text(&collab.service.metrics(), out)
+            }));
+        }
         let bodies = crate::bodies::BodyBudget::new(settings.max_body_memory);
         AppState {
             settings,
@@ -99,6 +107,7 @@ impl AppState {
             terminals: services.terminals,
             nbconvert: services.nbconvert,
             instances: services.instances,
+            collab: services.collaboration,
             started: now,
             last_activity_micros: AtomicI64::new(now.timestamp_micros()),
             connections: AtomicUsize::new(0),

@@ -41,6 +41,7 @@ impl LabOptions {
                 token,
                 allow_hidden_files: contents.allow_hidden,
                 delete_to_trash: contents.delete_to_trash,
+                disabled_extensions: Vec::new(),
             },
         }
     }

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod collaboration;
 mod confine;
 mod contents;
 mod events;
@@ -24,6 +25,7 @@ mod lab;
 mod nbconvert;
 mod terminals;
 
+pub use collaboration::{CollaborationConfig, CollaborationOptions, COLLABORATION_EXTENSIONS};
 pub use confine::{ConfineOptions, ConfineSettings};
 pub use contents::ContentsOptions;
 pub use events::EventsOptions;
@@ -113,6 +115,10 @@ pub struct ServeOptions {
     #[command(flatten)]
     #[serde(default)]
     pub nbconvert: NbconvertOptions,
+    /// Real-time collaboration (`[collaboration]` in the config file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub collaboration: CollaborationOptions,
     /// A TOML config file with any of these options as keys.
     #[arg(long, env = "CONCORD_CONFIG")]
     #[serde(skip)]
@@ -268,6 +274,8 @@ pub struct Settings {
     pub lab: concord_lab::LabConfig,
     /// Exports; `None` when switched off.
     pub nbconvert: Option<concord_nbconvert::NbconvertConfig>,
+    /// Real-time collaboration (`None`: off).
+    pub collaboration: CollaborationConfig,
 }
 
 impl ServeOptions {
@@ -396,12 +404,20 @@ impl Settings {
             .resolve(&root_dir, secret_env_names())?;
         let auth = pick!(cli, file, auth, AuthMode::Token);
         let base_url = normalize_base_url(&pick!(cli, file, base_url, "/".to_string()))?;
-        let lab = cli.lab.clone().over(file.lab.clone()).resolve(
+        let mut lab = cli.lab.clone().over(file.lab.clone()).resolve(
             &state_dir,
             &base_url,
             (auth == AuthMode::Token).then(|| token.clone()),
             &contents,
         );
+        let collaboration = cli
+            .collaboration
+            .clone()
+            .over(file.collaboration.clone())
+            .resolve()?;
+        if collaboration.is_none() {
+            lab.page.disabled_extensions = COLLABORATION_EXTENSIONS.map(String::from).to_vec();
+        }
         Ok(Settings {
             ip: pick!(cli, file, ip, IpAddr::from([127, 0, 0, 1])),
             port: pick!(cli, file, port, 8888),
@@ -447,6 +463,7 @@ impl Settings {
             confine,
             lab,
             nbconvert,
+            collaboration,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! a handler runs (see `http/routes.rs`); a handler only checks a *second* resource named in
 //! the request, through the request's `Guard`.
 
+pub mod collaboration;
 pub mod contents;
 pub mod core;
 pub mod events;

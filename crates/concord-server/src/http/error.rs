@@ -6,6 +6,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use concord_authz::{CanonicalPath, ErrorKind, ResourceType};
+use concord_collab::CollabError;
 use concord_contents::ContentsError;
 use concord_kernels::{KernelError, SessionError};
 use concord_lab::LabError;
@@ -110,6 +111,12 @@ impl From<SessionError> for ApiError {
             SessionError::Kernel(k) => k.into(),
             other => ApiError::new(status_of(other.kind()), other.to_string()),
         }
+    }
+}
+
+impl From<CollabError> for ApiError {
+    fn from(e: CollabError) -> Self {
+        ApiError::new(status_of(e.kind), e.message)
     }
 }
 

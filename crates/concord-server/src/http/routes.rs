@@ -208,6 +208,11 @@ fn service_rows() -> Vec<Route> {
         // Also needs nbconvert:read, as jupyter_server's handler (handler).
         row(Get,    "/nbconvert/{format}/{*path}",                        path(Read),              handlers::nbconvert::export_file),
         row(Post,   "/nbconvert/{format}",                                needs(Write, Nbconvert), handlers::nbconvert::export_posted),
+        // --- real-time collaboration (docs/collaboration.md) ------------------------------------------
+        row(Put,    "/api/collaboration/session/{*path}",                 path(Read),  handlers::collaboration::session),
+        // The room's path comes from its file id: the handler requires read on it, and the
+        // participant edits with write, else views.
+        row(Ws,     "/api/collaboration/room/{room}",                     Identified,  handlers::collaboration::room),
         // --- JupyterLab front end: pages need login, its static assets are public ------------------
         row(Get,    "/lab",                                               Identified,  handlers::lab::page),
         row(Get,    "/lab/tree/{*path}",                                  Identified,  handlers::lab::page),

@@ -3,6 +3,7 @@
 //! (the owner of a kernel, session or terminal id; where a contents path really leads).
 //! Services never see HTTP: the handlers call them and shape the answers.
 
+pub mod collaboration;
 pub mod confine;
 pub mod contents;
 pub mod kernels;
@@ -14,6 +15,7 @@ use concord_contents::{ContentsError, ContentsManager};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::audit::Auditor;
 use crate::config::Settings;
 use crate::events::EventBus;
 
@@ -49,14 +51,18 @@ pub struct Services {
     pub nbconvert: Option<Arc<concord_nbconvert::Nbconvert>>,
     /// Owner lookups of the owned resource types.
     pub instances: HashMap<ResourceType, Arc<dyn InstanceLookup>>,
+    /// Real-time collaboration, when it is on.
+    pub collaboration: Option<Arc<collaboration::Collab>>,
 }
 
 /// Start every service. `engine` is the policy in force (reloads included), from which
-/// kernels and terminals are confined; contents and kernels publish their actions on `events`.
+/// kernels and terminals are confined and collaborators' rights decided; contents and
+/// kernels publish their actions on `events`; collaborative saves are recorded in `audit`.
 pub async fn start(
     settings: &Settings,
     engine: Arc<PolicyEngine>,
     events: &Arc<EventBus>,
+    audit: &Auditor,
 ) -> anyhow::Result<Services> {
     let contents = Arc::new(contents::build(settings.contents.clone())?);
     let paths: Arc<dyn PathResolver> = Arc::new(contents::ContentsPaths(contents.clone()));
@@ -65,7 +71,7 @@ pub async fn start(
     let kernels = Arc::new(kernels::build(&settings.kernels));
     kernels::forward_actions(&kernels.kernels, events.clone(), paths.clone());
     let terminals = terminals::build(&settings.terminals, &settings.root_dir);
-    let confinement = Arc::new(confine::Confinement::new(settings, engine)?);
+    let confinement = Arc::new(confine::Confinement::new(settings, engine.clone())?);
     let provide = confine::provider(&confinement);
     let nbconvert = nbconvert::build(settings.nbconvert.as_ref(), &confinement, &settings.owner);
     kernels
@@ -75,6 +81,16 @@ pub async fn start(
     let mut instances: HashMap<ResourceType, Arc<dyn InstanceLookup>> =
         kernels::lookups(&kernels, &paths).into_iter().collect();
     instances.insert(ResourceType::Terminals, terminals.clone());
+    let collaboration = match &settings.collaboration {
+        Some(config) => Some(collaboration::build(
+            config.clone(),
+            &contents,
+            &settings.state_dir,
+            engine.clone(),
+            audit.clone(),
+        )?),
+        None => None,
+    };
     Ok(Services {
         contents,
         paths,
@@ -84,15 +100,21 @@ pub async fn start(
         confinement,
         nbconvert,
         instances,
+        collaboration,
     })
 }
 
-/// Stop every service: the event streams end, kernels and terminals end their processes.
+/// Stop every service: open documents are saved, the event streams end, kernels and
+/// terminals end their processes.
 pub async fn stop(
     events: &EventBus,
     kernels: &kernels::KernelService,
     terminals: &terminals::Terminals,
+    collab: Option<&collaboration::Collab>,
 ) {
+    if let Some(collab) = collab {
+        collaboration::stop(collab).await;
+    }
     events.close();
     kernels::stop(kernels).await;
     terminals::stop(terminals).await;

@@ -9,6 +9,7 @@ mod kernels_support;
 mod auth_proxy;
 mod auth_token;
 mod auth_users;
+mod collaboration;
 mod confine_processes;
 mod contents_authz;
 mod contents_differential;
