@@ -2,7 +2,7 @@
 //! with the common options first, and log lines without colour codes when the log is not a
 //! terminal.
 
-use crate::common::server;
+use crate::common::{run_cli, server};
 use std::path::Path;
 
 /// The value of the banner line `label` (`  owner:      alice` → `alice`).
@@ -86,5 +86,47 @@ fn log_lines_to_a_pipe_have_no_colour_codes() {
     assert!(logged.len() >= 2, "{lines:#?}");
     for line in logged {
         assert!(!line.contains('\u{1b}'), "colour codes in {line:?}");
+    }
+}
+
+#[test]
+fn help_shows_the_common_options_first_and_groups_the_rest() {
+    let (code, out, err) = run_cli(&["--help"], None);
+    assert_eq!(code, 0, "{err}");
+    let options = out
+        .split("\nOptions:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Options heading in {out}"));
+    // Option lines are indented at most 6 columns; their descriptions further.
+    let first: Vec<&str> = options
+        .lines()
+        .take_while(|line| line.is_empty() || line.starts_with(' '))
+        .filter(|line| line.len() - line.trim_start().len() <= 6)
+        .filter_map(|line| line.trim_start().strip_prefix("--"))
+        .filter_map(|line| line.split([' ', '=', '<']).next())
+        .take(6)
+        .collect();
+    assert_eq!(
+        first,
+        ["port", "ip", "auth", "preset", "policy", "root-dir"],
+        "{out}"
+    );
+    let mut at = 0;
+    for heading in [
+        "Server:",
+        "Authentication:",
+        "Policy and audit:",
+        "HTTP:",
+        "Contents:",
+        "JupyterLab:",
+        "Kernels:",
+        "Confinement:",
+        "Terminals:",
+        "Events:",
+    ] {
+        let found = out[at..]
+            .find(&format!("\n{heading}\n"))
+            .unwrap_or_else(|| panic!("no {heading} heading after the previous one in {out}"));
+        at += found + 1;
     }
 }
