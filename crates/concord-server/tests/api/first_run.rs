@@ -130,3 +130,44 @@ fn help_shows_the_common_options_first_and_groups_the_rest() {
         at += found + 1;
     }
 }
+
+#[tokio::test]
+async fn browser_pages_get_html_error_pages_and_the_api_keeps_json() {
+    let s = server().start();
+    std::fs::write(s.root().join("here.txt"), "x").unwrap();
+    let owner = s.owner();
+    let is_html = |r: &reqwest::Response| {
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    };
+    for (path, detail) in [
+        ("tree", "Not Found"),
+        ("no/such/page", "Not Found"),
+        (
+            "files/missing.txt",
+            "No such file or directory: missing.txt",
+        ),
+    ] {
+        let r = owner.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(is_html(&r), "{path}");
+        let page = r.text().await.unwrap();
+        assert!(page.contains("<h1>404 : Not Found</h1>"), "{path}: {page}");
+        assert!(page.contains(detail), "{path}: {page}");
+    }
+    let r = owner.get(s.url("files/here.txt")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    for path in [
+        "api/nope",
+        "api/contents/missing.txt",
+        "api/kernels/00000000-0000-0000-0000-000000000000",
+    ] {
+        let r = owner.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(!is_html(&r), "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body["message"].is_string(), "{path}: {body}");
+    }
+}
