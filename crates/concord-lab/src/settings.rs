@@ -36,10 +36,16 @@ fn disable_menu_commands(schema: &Value, commands: &[&str]) -> Value {
             if runs_hidden {
                 item["disabled"] = json!(true);
             }
-            if let Some(submenu) = item.get_mut("submenu") {
-                walk(&mut submenu["items"], commands);
+            // `get_mut`, not indexing: indexing would add the keys it looks for.
+            if let Some(items) = item
+                .get_mut("submenu")
+                .and_then(|submenu| submenu.get_mut("items"))
+            {
+                walk(items, commands);
             }
-            walk(&mut item["items"], commands);
+            if let Some(items) = item.get_mut("items") {
+                walk(items, commands);
+            }
         }
     }
     let mut schema = schema.clone();
@@ -197,5 +203,11 @@ mod tests {
         assert_eq!(items[1]["disabled"], true);
         assert_eq!(items[2]["submenu"]["items"][0]["disabled"], true);
         assert_eq!(hidden["properties"], schema["properties"]);
+        // Nothing else changes: no keys are added to items that lack them.
+        let mut expected = schema.clone();
+        expected["jupyter.lab.menus"]["main"][0]["items"][1]["disabled"] = json!(true);
+        expected["jupyter.lab.menus"]["main"][0]["items"][2]["submenu"]["items"][0]["disabled"] =
+            json!(true);
+        assert_eq!(hidden, expected);
     }
 }
