@@ -66,6 +66,6 @@ test('a page that is not there is an HTML page', async () => {
   const response = await page.goto(server.base + 'files/no-such-file.txt');
   assert.equal(response.status(), 404);
   assert.match(response.headers()['content-type'], /^text\/html/);
-  assert.match(await page.textContent('main'), /No such file or directory: no-such-file.txt/);
+  assert.match(await page.textContent('main'), /file or directory '\/no-such-file\.txt' does not exist/);
   await context.close();
 });
