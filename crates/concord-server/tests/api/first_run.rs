@@ -77,7 +77,7 @@ fn log_lines_to_a_pipe_have_no_colour_codes() {
     s.signal(nix::sys::signal::Signal::SIGTERM);
     // The last line it logs: every line before it has been read too.
     let mut lines = s.output_until("concord stopped");
-    lines.extend(s.startup_output.drain(..));
+    lines.append(&mut s.startup_output);
     s.terminate(10);
     let logged: Vec<&String> = lines
         .iter()
