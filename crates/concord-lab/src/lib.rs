@@ -22,6 +22,7 @@ pub use error::{ErrorKind, LabError, LabResult};
 pub use files::{Caching, LabFile, ThemeAsset, JAVASCRIPT};
 pub use page::{Page, PageRequest, PageSettings};
 pub use sections::ConfigScope;
+pub use settings::Abilities;
 
 use minijinja::Environment;
 use serde_json::{json, Value};

@@ -42,8 +42,6 @@ pub struct PageRequest {
     pub tree_path: String,
     /// `terminalsAvailable`: the terminals service runs and the caller may use it.
     pub terminals_available: bool,
-    /// `quitButton`: the caller may stop the server.
-    pub quit_button: bool,
 }
 
 /// The rendered page.
@@ -263,7 +261,9 @@ impl Lab {
         put("notebookStartsKernel", json!(true));
         put("notebookVersion", json!("[2, 21, 1]"));
         put("preferredPath", json!("/"));
-        put("quitButton", json!(page.quit_button));
+        // On for everyone: it also shows Log Out; Shut Down is hidden from those who may
+        // not use it by their settings (`settings::SHUT_DOWN_COMMAND`).
+        put("quitButton", json!(true));
         put("store_id", json!(0));
         put("terminalsAvailable", json!(page.terminals_available));
         put("untracked_message_types", json!(UNTRACKED_MESSAGE_TYPES));

@@ -9,6 +9,55 @@ use crate::install::LabInstall;
 use crate::store::{Item, Stored};
 use crate::{iso, Lab};
 
+/// What the caller may do, where it changes what their front end offers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Abilities {
+    /// The caller may shut the server down: File → Shut Down is offered.
+    pub may_shut_down: bool,
+}
+
+/// The File menu's Shut Down entry. JupyterLab shows it and Log Out only together (both
+/// follow the page config's `quitButton`), so `quitButton` is on for everyone and Shut
+/// Down is hidden from those who may not use it by disabling its menu item in the schema.
+const SHUT_DOWN_COMMAND: &str = "filemenu:shutdown";
+
+/// `schema` with the menu items (in `jupyter.lab.menus`, submenus included) that run one of
+/// `commands` marked `disabled`, which JupyterLab leaves out of its menus.
+fn disable_menu_commands(schema: &Value, commands: &[&str]) -> Value {
+    fn walk(items: &mut Value, commands: &[&str]) {
+        let Some(items) = items.as_array_mut() else {
+            return;
+        };
+        for item in items {
+            let runs_hidden = item
+                .get("command")
+                .and_then(Value::as_str)
+                .is_some_and(|command| commands.contains(&command));
+            if runs_hidden {
+                item["disabled"] = json!(true);
+            }
+            // `get_mut`, not indexing: indexing would add the keys it looks for.
+            if let Some(items) = item
+                .get_mut("submenu")
+                .and_then(|submenu| submenu.get_mut("items"))
+            {
+                walk(items, commands);
+            }
+            if let Some(items) = item.get_mut("items") {
+                walk(items, commands);
+            }
+        }
+    }
+    let mut schema = schema.clone();
+    if let Some(menus) = schema
+        .get_mut("jupyter.lab.menus")
+        .and_then(|m| m.get_mut("main"))
+    {
+        walk(menus, commands);
+    }
+    schema
+}
+
 impl Lab {
     /// One plugin's settings for one user. User settings that no longer validate are
     /// dropped, and the second value says why, as jupyterlab_server.
@@ -17,6 +66,7 @@ impl Lab {
         i: &LabInstall,
         user: &str,
         id: &str,
+        abilities: Abilities,
     ) -> LabResult<(Value, Option<String>)> {
         let entry = i
             .schemas
@@ -58,10 +108,15 @@ impl Lab {
                 Err(e) => warning = Some(format!("Failed loading settings ({id}): {e}")),
             }
         }
+        let schema = if abilities.may_shut_down {
+            entry.schema.clone()
+        } else {
+            disable_menu_commands(&entry.schema, &[SHUT_DOWN_COMMAND])
+        };
         Ok((
             json!({
                 "id": id,
-                "schema": entry.schema,
+                "schema": schema,
                 "version": entry.version,
                 "raw": raw,
                 "settings": settings,
@@ -74,7 +129,12 @@ impl Lab {
 
     /// Every plugin's settings for `user` (`ids_only`: the ids alone), ids descending as
     /// jupyterlab_server orders them: `{"settings": [...]}`. Blocking.
-    pub fn list_settings(&self, user: &str, ids_only: bool) -> LabResult<Value> {
+    pub fn list_settings(
+        &self,
+        user: &str,
+        ids_only: bool,
+        abilities: Abilities,
+    ) -> LabResult<Value> {
         let i = self.install()?;
         let schemas = i.schemas.get();
         let mut list = Vec::with_capacity(schemas.len());
@@ -82,7 +142,7 @@ impl Lab {
             if ids_only {
                 list.push(json!({ "id": id }));
             } else {
-                let (mut entry, warning) = self.plugin_settings(i, user, id)?;
+                let (mut entry, warning) = self.plugin_settings(i, user, id, abilities)?;
                 entry["warning"] = json!(warning);
                 list.push(entry);
             }
@@ -91,8 +151,8 @@ impl Lab {
     }
 
     /// One plugin's settings for `user`. Blocking.
-    pub fn settings(&self, user: &str, id: &str) -> LabResult<Value> {
-        let (entry, _) = self.plugin_settings(self.install()?, user, id)?;
+    pub fn settings(&self, user: &str, id: &str, abilities: Abilities) -> LabResult<Value> {
+        let (entry, _) = self.plugin_settings(self.install()?, user, id, abilities)?;
         Ok(entry)
     }
 
@@ -115,5 +175,39 @@ impl Lab {
         self.store
             .write(Some(user), Item::Settings, id, raw)
             .map_err(|e| LabError::io("saving settings", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_named_commands_are_disabled_in_menus_and_submenus() {
+        let schema = json!({
+            "jupyter.lab.menus": {"main": [{
+                "id": "jp-mainmenu-file",
+                "items": [
+                    {"command": "filemenu:logout", "rank": 99},
+                    {"command": "filemenu:shutdown", "rank": 99},
+                    {"type": "submenu", "submenu": {"id": "sub", "items": [
+                        {"command": "filemenu:shutdown"}
+                    ]}}
+                ]
+            }]},
+            "properties": {}
+        });
+        let hidden = disable_menu_commands(&schema, &[SHUT_DOWN_COMMAND]);
+        let items = &hidden["jupyter.lab.menus"]["main"][0]["items"];
+        assert_eq!(items[0].get("disabled"), None);
+        assert_eq!(items[1]["disabled"], true);
+        assert_eq!(items[2]["submenu"]["items"][0]["disabled"], true);
+        assert_eq!(hidden["properties"], schema["properties"]);
+        // Nothing else changes: no keys are added to items that lack them.
+        let mut expected = schema.clone();
+        expected["jupyter.lab.menus"]["main"][0]["items"][1]["disabled"] = json!(true);
+        expected["jupyter.lab.menus"]["main"][0]["items"][2]["submenu"]["items"][0]["disabled"] =
+            json!(true);
+        assert_eq!(hidden, expected);
     }
 }

@@ -2,8 +2,8 @@
 //! (`<prefix>/share/jupyter/lab`, `<prefix>/share/jupyter/labextensions`), with real files.
 
 use concord_lab::{
-    Caching, ConfigScope, ErrorKind, Lab, LabConfig, PageRequest, PageSettings, ThemeAsset,
-    JAVASCRIPT,
+    Abilities, Caching, ConfigScope, ErrorKind, Lab, LabConfig, PageRequest, PageSettings,
+    ThemeAsset, JAVASCRIPT,
 };
 use serde_json::{json, Value};
 use std::io::Read;
@@ -155,7 +155,6 @@ fn page_request(workspace: &str) -> PageRequest {
         workspace: workspace.to_string(),
         tree_path: "notebooks/a b.ipynb".to_string(),
         terminals_available: true,
-        quit_button: false,
     }
 }
 
@@ -221,14 +220,16 @@ async fn settings_round_trip_per_user_with_overrides_and_validation() {
     let lab = Lab::start(config(&l)).await;
     let themes = "@jupyterlab/apputils-extension:themes";
 
-    let ids = lab.list_settings("ada", true).unwrap();
+    let ids = lab
+        .list_settings("ada", true, Abilities::default())
+        .unwrap();
     assert_eq!(
         ids,
         json!({"settings": [{"id": themes}, {"id": "@demo/widgets:plugin"}]}),
         "ids descending, extension schemas included"
     );
 
-    let fresh = lab.settings("ada", themes).unwrap();
+    let fresh = lab.settings("ada", themes, Abilities::default()).unwrap();
     assert_eq!(fresh["raw"], "{}");
     assert_eq!(fresh["settings"], json!({}));
     assert_eq!(fresh["last_modified"], Value::Null);
@@ -239,14 +240,19 @@ async fn settings_round_trip_per_user_with_overrides_and_validation() {
 
     let raw = "{\n  // JSON5, kept as sent\n  theme: 'JupyterLab Light',\n}";
     lab.save_settings("ada", themes, raw).unwrap();
-    let saved = lab.settings("ada", themes).unwrap();
+    let saved = lab.settings("ada", themes, Abilities::default()).unwrap();
     assert_eq!(saved["raw"], raw);
     assert_eq!(saved["settings"], json!({"theme": "JupyterLab Light"}));
     assert!(saved["last_modified"].as_str().unwrap().ends_with('Z'));
 
     // Another user has their own.
-    assert_eq!(lab.settings("grace", themes).unwrap()["raw"], "{}");
-    let listed = lab.list_settings("ada", false).unwrap();
+    assert_eq!(
+        lab.settings("grace", themes, Abilities::default()).unwrap()["raw"],
+        "{}"
+    );
+    let listed = lab
+        .list_settings("ada", false, Abilities::default())
+        .unwrap();
     assert_eq!(listed["settings"][0]["raw"], raw);
     assert_eq!(listed["settings"][0]["warning"], Value::Null);
 
@@ -265,7 +271,7 @@ async fn settings_round_trip_per_user_with_overrides_and_validation() {
     let unknown = lab.save_settings("ada", "@x/y:z", "{}").unwrap_err();
     assert_eq!(unknown.kind, ErrorKind::NotFound);
     assert_eq!(
-        lab.settings("ada", themes).unwrap()["raw"],
+        lab.settings("ada", themes, Abilities::default()).unwrap()["raw"],
         raw,
         "unchanged"
     );
@@ -326,7 +332,10 @@ async fn page_config_has_what_the_front_end_needs_and_no_server_paths() {
     assert_eq!(c["fullSettingsUrl"], "/hub/user/ada/lab/api/settings");
     assert_eq!(c["token"], "s3cret");
     assert_eq!(c["terminalsAvailable"], true);
-    assert_eq!(c["quitButton"], false);
+    assert_eq!(
+        c["quitButton"], true,
+        "on for everyone: it also shows Log Out"
+    );
     assert_eq!(c["delete_to_trash"], true);
     assert_eq!(c["mode"], "multiple-document");
     assert_eq!(c["workspace"], "default");
@@ -472,7 +481,9 @@ async fn a_missing_jupyterlab_is_explained_and_per_user_state_still_works() {
     assert!(e.message.contains("pip install jupyterlab"), "{e}");
     assert!(e.message.contains("--lab-app-dir"), "{e}");
     assert_eq!(
-        lab.list_settings("ada", true).unwrap_err().kind,
+        lab.list_settings("ada", true, Abilities::default())
+            .unwrap_err()
+            .kind,
         ErrorKind::NotFound
     );
     let file = lab.static_file("lab/main.js").unwrap_err();

@@ -275,8 +275,10 @@ fn init_logging(level: &str) {
         "{level},hyper=warn,tower=warn,notify=warn"
     ))
     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only on a terminal: in a log file or a pipe they are noise.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

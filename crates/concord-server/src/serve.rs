@@ -113,6 +113,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     spawn_policy_reload(policy.clone(), app.clone());
     spawn_access_watch(app.clone());
     crate::memory::spawn_periodic_release();
+    print_banner(&settings, &policy, &app.confinement.summary());
     print_urls(&settings, local);
     let stop = async move {
         tokio::select! {
@@ -212,6 +213,71 @@ async fn serve_http(
     ended_tx.closed().await;
 }
 
+/// What is in force, one aligned line each, so whoever starts concord sees who may get in,
+/// under which policy, and where its files and records go.
+fn print_banner(settings: &Settings, policy: &PolicyHandle, confinement: &str) {
+    for (label, value) in banner_lines(settings, policy, confinement) {
+        println!("  {label:<13}{value}");
+    }
+}
+
+fn banner_lines(
+    settings: &Settings,
+    policy: &PolicyHandle,
+    confinement: &str,
+) -> Vec<(&'static str, String)> {
+    let auth = match settings.auth {
+        AuthMode::Token => "token (one owner; the token below logs in)".to_string(),
+        AuthMode::Users => format!(
+            "users (named users in {}; add them with `concord user add`)",
+            settings.state_dir.join("concord.db").display()
+        ),
+        AuthMode::Proxy => format!(
+            "proxy (user from the {} header of {})",
+            settings.proxy_user_header,
+            if settings.trusted_proxies.is_empty() {
+                "no trusted proxy: every request is refused".to_string()
+            } else {
+                settings.trusted_proxies.join(", ")
+            }
+        ),
+    };
+    let mut policy_line = match &settings.policy {
+        Some(file) => format!("{} ({})", file.display(), policy.describe()),
+        None => format!("preset {}", settings.preset),
+    };
+    if let Some(cedar) = &settings.cedar_policy {
+        policy_line.push_str(&format!(" + Cedar {}", cedar.display()));
+    }
+    let mut audit = Vec::new();
+    if settings.audit_db {
+        audit.push(settings.state_dir.join("audit.db").display().to_string());
+    }
+    match settings.audit_log.as_deref() {
+        Some("-") => audit.push("standard output".to_string()),
+        Some(file) => audit.push(file.to_string()),
+        None => {}
+    }
+    let mut lines = vec![("auth:", auth), ("policy:", policy_line)];
+    if settings.auth == AuthMode::Token {
+        lines.push(("owner:", settings.owner.clone()));
+    }
+    lines.extend([
+        ("root:", settings.root_dir.display().to_string()),
+        ("state:", settings.state_dir.display().to_string()),
+        (
+            "audit log:",
+            if audit.is_empty() {
+                "off".to_string()
+            } else {
+                audit.join(" and ")
+            },
+        ),
+        ("confinement:", confinement.to_string()),
+    ]);
+    lines
+}
+
 fn print_urls(settings: &Settings, local: SocketAddr) {
     let host = if local.ip().is_unspecified() {
         "localhost".to_string()
@@ -230,7 +296,6 @@ fn print_urls(settings: &Settings, local: SocketAddr) {
         AuthMode::Users => println!("    {base}login"),
         AuthMode::Proxy => println!("    {base} (behind a trusted proxy)"),
     }
-    println!("Root directory: {}", settings.root_dir.display());
     println!("Press Ctrl-C to stop.");
 }
 

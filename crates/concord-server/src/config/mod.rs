@@ -87,120 +87,148 @@ pub enum AuthMode {
 #[derive(Args, Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeOptions {
-    /// The files service (`[contents]` in the config file).
-    #[command(flatten)]
-    #[serde(default)]
-    pub contents: ContentsOptions,
-    /// The JupyterLab front end (`[lab]` in the config file).
-    #[command(flatten)]
-    #[serde(default)]
-    pub lab: LabOptions,
-    /// The kernels service (`[kernels]` in the config file).
-    #[command(flatten)]
-    #[serde(default)]
-    pub kernels: KernelsOptions,
-    /// Landlock confinement of kernels and terminals (`[confine]` in the config file).
-    #[command(flatten)]
-    #[serde(default)]
-    pub confine: ConfineOptions,
-    /// Terminals (`[terminals]` in the config file).
-    #[command(flatten)]
-    #[serde(default)]
-    pub terminals: TerminalsOptions,
-    /// `/api/events` (`[events]` in the config file).
-    #[command(flatten)]
-    #[serde(default)]
-    pub events: EventsOptions,
-    /// Exports (`[nbconvert]` in the config file).
-    #[command(flatten)]
-    #[serde(default)]
-    pub nbconvert: NbconvertOptions,
-    /// Real-time collaboration (`[collaboration]` in the config file).
-    #[command(flatten)]
-    #[serde(default)]
-    pub collaboration: CollaborationOptions,
     /// A TOML config file with any of these options as keys.
-    #[arg(long, env = "CONCORD_CONFIG")]
+    #[arg(long, help_heading = "Server", env = "CONCORD_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
     /// The address to listen on.
-    #[arg(long, env = "CONCORD_IP")]
+    #[arg(long, display_order = 1, env = "CONCORD_IP")]
     pub ip: Option<IpAddr>,
     /// The port to listen on (0 picks a free one).
-    #[arg(long, env = "CONCORD_PORT")]
+    #[arg(long, display_order = 0, env = "CONCORD_PORT")]
     pub port: Option<u16>,
     /// How many following ports to try when the port is taken.
-    #[arg(long, env = "CONCORD_PORT_RETRIES")]
+    #[arg(long, help_heading = "Server", env = "CONCORD_PORT_RETRIES")]
     pub port_retries: Option<u16>,
     /// The directory whose files the server serves.
-    #[arg(long, env = "CONCORD_ROOT_DIR")]
+    #[arg(long, display_order = 5, env = "CONCORD_ROOT_DIR")]
     pub root_dir: Option<PathBuf>,
     /// The URL prefix of every route, e.g. `/jupyter/`.
-    #[arg(long, env = "CONCORD_BASE_URL")]
+    #[arg(long, help_heading = "Server", env = "CONCORD_BASE_URL")]
     pub base_url: Option<String>,
     /// Log level: error, warn, info, debug or trace.
-    #[arg(long, env = "CONCORD_LOG_LEVEL")]
+    #[arg(long, help_heading = "Server", env = "CONCORD_LOG_LEVEL")]
     pub log_level: Option<String>,
     /// How callers authenticate.
-    #[arg(long, env = "CONCORD_AUTH", value_enum)]
+    #[arg(long, display_order = 2, env = "CONCORD_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
     /// The owner's token in token mode (also read from `JUPYTER_TOKEN`); random when unset.
-    #[arg(long, env = "CONCORD_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        help_heading = "Authentication",
+        env = "CONCORD_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// The username of the token owner (default: the OS user).
-    #[arg(long, env = "CONCORD_OWNER")]
+    #[arg(long, help_heading = "Authentication", env = "CONCORD_OWNER")]
     pub owner: Option<String>,
     /// A built-in policy: owner-only, read-only, read-write-no-execute, temporary, classroom.
-    #[arg(long, env = "CONCORD_PRESET")]
+    #[arg(long, display_order = 3, env = "CONCORD_PRESET")]
     pub preset: Option<String>,
     /// A policy file (TOML); replaces the preset.
-    #[arg(long, env = "CONCORD_POLICY")]
+    #[arg(long, display_order = 4, env = "CONCORD_POLICY")]
     pub policy: Option<PathBuf>,
     /// Extra raw Cedar policies, added to the TOML policy or preset.
-    #[arg(long, env = "CONCORD_CEDAR_POLICY")]
+    #[arg(long, help_heading = "Policy and audit", env = "CONCORD_CEDAR_POLICY")]
     pub cedar_policy: Option<PathBuf>,
     /// Where concord keeps its state: users, audit log, cookie secret.
-    #[arg(long, env = "CONCORD_STATE_DIR")]
+    #[arg(long, help_heading = "Server", env = "CONCORD_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Where concord keeps runtime files (kernel connection files).
-    #[arg(long, env = "CONCORD_RUNTIME_DIR")]
+    #[arg(long, help_heading = "Server", env = "CONCORD_RUNTIME_DIR")]
     pub runtime_dir: Option<PathBuf>,
     /// Proxy mode: the header naming the user.
-    #[arg(long, env = "CONCORD_PROXY_USER_HEADER")]
+    #[arg(
+        long,
+        help_heading = "Authentication",
+        env = "CONCORD_PROXY_USER_HEADER"
+    )]
     pub proxy_user_header: Option<String>,
     /// Proxy mode: the header listing the user's groups (comma-separated).
-    #[arg(long, env = "CONCORD_PROXY_GROUPS_HEADER")]
+    #[arg(
+        long,
+        help_heading = "Authentication",
+        env = "CONCORD_PROXY_GROUPS_HEADER"
+    )]
     pub proxy_groups_header: Option<String>,
     /// Proxy mode: addresses or CIDR ranges of the proxies whose headers are believed.
-    #[arg(long, env = "CONCORD_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(
+        long,
+        help_heading = "Authentication",
+        env = "CONCORD_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
     pub trusted_proxies: Option<Vec<String>>,
     /// Host names (besides local ones) that browsers may use to reach this server;
     /// `*` allows any (turns off DNS-rebinding protection).
-    #[arg(long, env = "CONCORD_ALLOWED_HOSTS", value_delimiter = ',')]
+    #[arg(
+        long,
+        help_heading = "HTTP",
+        env = "CONCORD_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
     pub allowed_hosts: Option<Vec<String>>,
     /// Origins (`https://example.org`) allowed to make cross-origin API requests.
-    #[arg(long, env = "CONCORD_ALLOW_ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long,
+        help_heading = "HTTP",
+        env = "CONCORD_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
     pub allow_origin: Option<Vec<String>>,
     /// The largest request body accepted, in bytes.
-    #[arg(long, env = "CONCORD_MAX_BODY_SIZE")]
+    #[arg(long, help_heading = "HTTP", env = "CONCORD_MAX_BODY_SIZE")]
     pub max_body_size: Option<usize>,
     /// The most request-body bytes held in memory at once, over all requests (contents
     /// uploads stream to disk and count only while they pass through).
-    #[arg(long, env = "CONCORD_MAX_BODY_MEMORY")]
+    #[arg(long, help_heading = "HTTP", env = "CONCORD_MAX_BODY_MEMORY")]
     pub max_body_memory: Option<u64>,
     /// Seconds a connection may take to send a request's headers, and stay idle between
     /// two requests; then it is closed (0: wait forever).
-    #[arg(long, env = "CONCORD_HEADER_TIMEOUT")]
+    #[arg(long, help_heading = "HTTP", env = "CONCORD_HEADER_TIMEOUT")]
     pub header_timeout: Option<f64>,
     /// Where to write the audit log as JSON lines: a file path, or `-` for standard output.
-    #[arg(long, env = "CONCORD_AUDIT_LOG")]
+    #[arg(long, help_heading = "Policy and audit", env = "CONCORD_AUDIT_LOG")]
     pub audit_log: Option<String>,
     /// Keep the audit log in the SQLite database `audit.db` in the state directory.
-    #[arg(long, env = "CONCORD_AUDIT_DB")]
+    #[arg(long, help_heading = "Policy and audit", env = "CONCORD_AUDIT_DB")]
     pub audit_db: Option<bool>,
     /// Mark the login cookie `Secure` (set when concord sits behind HTTPS).
-    #[arg(long, env = "CONCORD_SECURE_COOKIE")]
+    #[arg(long, help_heading = "HTTP", env = "CONCORD_SECURE_COOKIE")]
     pub secure_cookie: Option<bool>,
+    /// The files service (`[contents]` in the config file).
+    #[command(flatten, next_help_heading = "Contents")]
+    #[serde(default)]
+    pub contents: ContentsOptions,
+    /// The JupyterLab front end (`[lab]` in the config file).
+    #[command(flatten, next_help_heading = "JupyterLab")]
+    #[serde(default)]
+    pub lab: LabOptions,
+    /// The kernels service (`[kernels]` in the config file).
+    #[command(flatten, next_help_heading = "Kernels")]
+    #[serde(default)]
+    pub kernels: KernelsOptions,
+    /// Landlock confinement of kernels and terminals (`[confine]` in the config file).
+    #[command(flatten, next_help_heading = "Confinement")]
+    #[serde(default)]
+    pub confine: ConfineOptions,
+    /// Terminals (`[terminals]` in the config file).
+    #[command(flatten, next_help_heading = "Terminals")]
+    #[serde(default)]
+    pub terminals: TerminalsOptions,
+    /// `/api/events` (`[events]` in the config file).
+    #[command(flatten, next_help_heading = "Events")]
+    #[serde(default)]
+    pub events: EventsOptions,
+    /// Exports (`[nbconvert]` in the config file).
+    #[command(flatten, next_help_heading = "Exports (nbconvert)")]
+    #[serde(default)]
+    pub nbconvert: NbconvertOptions,
+    /// Real-time collaboration (`[collaboration]` in the config file).
+    #[command(flatten, next_help_heading = "Collaboration")]
+    #[serde(default)]
+    pub collaboration: CollaborationOptions,
 }
 
 /// The server's settings with every default applied.

@@ -70,7 +70,6 @@ fn render_page(
         tree_path: param("path").map(decoded).unwrap_or_default(),
         terminals_available: app.instances.contains_key(&ResourceType::Terminals)
             && guard.may(Action::Read, &Resource::service(ResourceType::Terminals)),
-        quit_button: guard.may(Action::Write, &Resource::service(ResourceType::Server)),
     };
     match lab.render_page(&request) {
         Ok(page) => {
@@ -305,19 +304,28 @@ pub async fn theme_files(
 
 // --- settings ------------------------------------------------------------------------------
 
+/// What the caller may do that changes the menus their settings describe.
+fn abilities(guard: &Guard) -> concord_lab::Abilities {
+    concord_lab::Abilities {
+        may_shut_down: guard.may(Action::Write, &Resource::service(ResourceType::Server)),
+    }
+}
+
 /// `GET /lab/api/settings` (`?ids_only=true` for ids only): every plugin's settings for the
 /// caller.
 pub async fn list_settings(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
+    Extension(guard): Extension<Guard>,
     req: Request,
 ) -> ApiResult<Response> {
     let ids_only = query_pairs(req.uri().query())
         .iter()
         .any(|(k, v)| k == "ids_only" && v == "true");
     let user = caller.identity.username().to_string();
+    let abilities = abilities(&guard);
     let lab = app.lab.clone();
-    blocking(move || lab.list_settings(&user, ids_only))
+    blocking(move || lab.list_settings(&user, ids_only, abilities))
         .await
         .map(json)
 }
@@ -326,12 +334,16 @@ pub async fn list_settings(
 pub async fn get_settings(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
+    Extension(guard): Extension<Guard>,
     Extension(params): Extension<RouteParams>,
 ) -> ApiResult<Response> {
     let id = decoded(params.get("plugin").unwrap_or(""));
     let user = caller.identity.username().to_string();
+    let abilities = abilities(&guard);
     let lab = app.lab.clone();
-    blocking(move || lab.settings(&user, &id)).await.map(json)
+    blocking(move || lab.settings(&user, &id, abilities))
+        .await
+        .map(json)
 }
 
 /// `PUT /lab/api/settings/{*plugin}` with `{"raw": "<json5>"}`: validated against the schema

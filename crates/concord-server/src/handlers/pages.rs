@@ -22,6 +22,7 @@ fn templates() -> &'static Environment<'static> {
             ("page.html", include_str!("../../templates/page.html")),
             ("login.html", include_str!("../../templates/login.html")),
             ("message.html", include_str!("../../templates/message.html")),
+            ("error.html", include_str!("../../templates/error.html")),
         ] {
             if let Err(e) = env.add_template(name, source) {
                 tracing::error!("built-in template {name} is invalid: {e}");

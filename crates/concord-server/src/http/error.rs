@@ -71,7 +71,35 @@ impl std::fmt::Display for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "message": self.message, "reason": self.reason });
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        // Kept with the answer, so the pipeline can show it as a page on a browser route.
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl ApiError {
+    /// The error as an HTML page, as jupyter_server's `error.html` answers on its pages
+    /// (`/files/`, `/lab`, unknown URLs); the API keeps JSON. `base_url` is where the page
+    /// links back to.
+    pub fn into_page(self, base_url: &str) -> Response {
+        let status_message = self.status.canonical_reason().unwrap_or("Error");
+        let explanation = match self.status {
+            StatusCode::NOT_FOUND => "You are requesting a page that does not exist!",
+            StatusCode::FORBIDDEN => "You are not allowed to see this page.",
+            _ => "The server could not answer this request.",
+        };
+        let html = crate::handlers::pages::render(
+            "error.html",
+            minijinja::context! {
+                status_code => self.status.as_u16(),
+                status_message => status_message,
+                explanation => explanation,
+                message => self.message,
+                home => format!("{base_url}lab"),
+            },
+        );
+        (self.status, axum::response::Html(html)).into_response()
     }
 }
 

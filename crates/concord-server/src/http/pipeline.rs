@@ -92,7 +92,7 @@ pub async fn dispatch(
 async fn route_request(
     dispatcher: &Dispatcher,
     peer: IpAddr,
-    mut req: Request,
+    req: Request,
 ) -> (&'static str, Response) {
     let app = &dispatcher.app;
     if let Some(refusal) = check_body_size(app, req.headers()) {
@@ -107,7 +107,7 @@ async fn route_request(
         .strip_prefix(base.trim_end_matches('/'))
         .filter(|r| r.is_empty() || r.starts_with('/'))
     else {
-        return ("(no route)", not_found_page());
+        return ("(no route)", not_found_page(app, &full_path));
     };
     let rel = if rel.is_empty() { "/" } else { rel };
 
@@ -132,9 +132,35 @@ async fn route_request(
                 ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").into_response(),
             );
         }
-        return ("(no route)", not_found_page());
+        return ("(no route)", not_found_page(app, &full_path));
     };
+    let (pattern, response) = serve_route(app, route, service, params, peer, req).await;
+    if route.is_api() {
+        return (pattern, response);
+    }
+    // A browser page: an error is shown as a page, not as JSON.
+    match response.extensions().get::<ApiError>() {
+        Some(error) => {
+            let mut page = error.clone().into_page(&app.settings.base_url);
+            for cookie in response.headers().get_all(header::SET_COOKIE) {
+                page.headers_mut()
+                    .append(header::SET_COOKIE, cookie.clone());
+            }
+            (pattern, page)
+        }
+        None => (pattern, response),
+    }
+}
 
+/// Authorize the request for `route` and run its handler.
+async fn serve_route(
+    app: &App,
+    route: &Route,
+    service: RouteService,
+    params: RouteParams,
+    peer: IpAddr,
+    mut req: Request,
+) -> (&'static str, Response) {
     match authorize_request(app, route, &params, peer, &mut req) {
         Ok(set_cookie) => {
             req.extensions_mut().insert(params);
@@ -332,6 +358,12 @@ fn login_redirect(app: &App, req: &Request) -> Response {
     crate::http::error::found(&format!("{}login?next={encoded}", app.settings.base_url))
 }
 
-fn not_found_page() -> Response {
-    ApiError::not_found("Not Found").into_response()
+/// jupyter_server's answer to a URL no route serves: a 404 page; under the API, JSON.
+fn not_found_page(app: &App, path: &str) -> Response {
+    let error = ApiError::not_found("Not Found");
+    if is_api_path(&app.settings.base_url, path) {
+        error.into_response()
+    } else {
+        error.into_page(&app.settings.base_url)
+    }
 }

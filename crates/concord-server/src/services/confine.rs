@@ -156,6 +156,8 @@ pub struct Confinement {
     pub tcp_restricted: bool,
     /// The accounts processes run as.
     pub accounts: OsAccounts,
+    /// The protections in force, in words (`describe_mechanisms`).
+    pub mechanisms: String,
     config: ConfineConfig,
     supervision: Arc<Supervision>,
     root: PathBuf,
@@ -272,6 +274,7 @@ impl Confinement {
         }
         Ok(Confinement {
             accounts,
+            mechanisms: what,
             tcp_restricted: config.net.is_some() && status.network,
             namespaces: enabled && namespaces_work,
             status,
@@ -283,6 +286,23 @@ impl Confinement {
             root: settings.root_dir.clone(),
             engine,
         })
+    }
+
+    /// What applies, in one line, for the start-up banner.
+    pub fn summary(&self) -> String {
+        match self.applies {
+            Applies::Confined => format!("on: {}", self.mechanisms),
+            Applies::Disabled => {
+                "off (kernels and terminals can touch every file the server can)".to_string()
+            }
+            Applies::UnconfinedWarn => {
+                format!("partial ({}): {}", self.missing.join("; "), self.mechanisms)
+            }
+            Applies::Refused => format!(
+                "unavailable, kernels and terminals refused ({})",
+                self.missing.join("; ")
+            ),
+        }
     }
 
     /// The sandbox for a process `owner` starts now, or why it must not start.

@@ -471,11 +471,18 @@ async fn hidden_paths_answer_exactly_as_missing_ones() {
     let missing: Vec<_> = run("pub/nw", shapes)
         .await
         .into_iter()
-        .map(|(what, (status, headers, body))| {
-            (
-                what.replace("pub/nw", "secret"),
-                (status, headers, body.replace("pub/nw", "secret")),
-            )
+        .map(|(what, (status, mut headers, body))| {
+            // HTML pages (`/files/`) escape the slash, so there the lengths differ: the
+            // length is taken from the renamed body.
+            let body = body
+                .replace("pub/nw", "secret")
+                .replace("pub&#x2f;nw", "secret");
+            for (name, value) in headers.iter_mut() {
+                if name == "content-length" {
+                    *value = body.len().to_string();
+                }
+            }
+            (what.replace("pub/nw", "secret"), (status, headers, body))
         })
         .collect();
 

@@ -832,8 +832,12 @@ async fn files_refuse_cross_site_reads_as_jupyter_server() {
             .unwrap();
         assert_eq!(r.status(), status, "Sec-Fetch-Site: {site}");
         if status == 403 {
-            let v: Value = r.json().await.unwrap();
-            assert_eq!(v["message"], "Blocking request from unknown origin");
+            // A browser route: the refusal is a page, as jupyter_server's `error.html`.
+            let page = r.text().await.unwrap();
+            assert!(
+                page.contains("Blocking request from unknown origin"),
+                "{page}"
+            );
         }
     }
     let r = browser
@@ -842,10 +846,10 @@ async fn files_refuse_cross_site_reads_as_jupyter_server() {
         .send()
         .await
         .unwrap();
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(
-        v["message"],
-        "Blocking Cross Origin request from http://evil.example/x."
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("Blocking Cross Origin request from http:&#x2f;&#x2f;evil.example&#x2f;x."),
+        "{page}"
     );
 }
 

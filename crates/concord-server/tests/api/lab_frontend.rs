@@ -303,7 +303,9 @@ async fn pages_need_login_and_static_assets_are_public() {
     assert_eq!(r.status(), 200);
     let (c, _) = page_config(&r.text().await.unwrap());
     assert!(c.get("token").is_none());
-    assert_eq!(c["quitButton"], false, "alice may not shut the server down");
+    // JupyterLab shows Log Out only with Shut Down (both follow `quitButton`): on for
+    // everyone, and Shut Down is left out of the File menu of those who may not use it.
+    assert_eq!(c["quitButton"], true, "alice gets Log Out");
     let (root, _) = s.login("root", "root-password").await;
     let (c, _) = page_config(
         &root
@@ -316,6 +318,47 @@ async fn pages_need_login_and_static_assets_are_public() {
             .unwrap(),
     );
     assert_eq!(c["quitButton"], true);
+    let file_menu_entry = |settings: &Value, command: &str| -> Value {
+        settings["schema"]["jupyter.lab.menus"]["main"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|menu| menu["id"] == "jp-mainmenu-file")
+            .flat_map(|menu| menu["items"].as_array().unwrap())
+            .find(|item| item["command"] == command)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {command} in {settings}"))
+    };
+    let mainmenu = "lab/api/settings/@jupyterlab/mainmenu-extension:plugin";
+    for (who, client, may_shut_down) in [("alice", &alice, false), ("root", &root, true)] {
+        let r = client.get(s.url(mainmenu)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{who}");
+        let settings: Value = r.json().await.unwrap();
+        assert_eq!(
+            file_menu_entry(&settings, "filemenu:logout").get("disabled"),
+            None,
+            "{who} gets Log Out"
+        );
+        assert_eq!(
+            file_menu_entry(&settings, "filemenu:shutdown")["disabled"] == true,
+            !may_shut_down,
+            "{who}"
+        );
+        // The listing says the same.
+        let r = client.get(s.url("lab/api/settings")).send().await.unwrap();
+        let listed: Value = r.json().await.unwrap();
+        let listed = listed["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["id"] == "@jupyterlab/mainmenu-extension:plugin")
+            .unwrap();
+        assert_eq!(
+            file_menu_entry(listed, "filemenu:shutdown")["disabled"] == true,
+            !may_shut_down,
+            "{who}"
+        );
+    }
 }
 
 /// The files the JupyterLab service opens are sent as a static file server sends them:

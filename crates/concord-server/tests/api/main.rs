@@ -15,6 +15,7 @@ mod contents_authz;
 mod contents_differential;
 mod events_api;
 mod events_differential;
+mod first_run;
 mod kernels_api;
 mod kernels_sharing;
 mod lab_frontend;

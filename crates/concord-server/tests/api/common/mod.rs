@@ -243,6 +243,7 @@ impl ServerBuilder {
             token,
             root: self.root,
             state: self.state,
+            startup_output: seen,
             output: rx,
         }
     }
@@ -257,6 +258,8 @@ pub struct Server {
     pub token: Option<String>,
     root: tempfile::TempDir,
     state: tempfile::TempDir,
+    /// What the server printed before its URL (`out: …` and `err: …` lines).
+    pub startup_output: Vec<String>,
     output: mpsc::Receiver<String>,
 }
 
@@ -353,6 +356,24 @@ impl Server {
             let i = body.find("name=\"_xsrf\" value=\"").expect("xsrf field") + 20;
             body[i..].split('"').next().unwrap().to_string()
         })
+    }
+
+    /// Lines the server prints from now until one containing `needle` (included), or
+    /// panics after 30 s.
+    pub fn output_until(&self, needle: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            match self.output.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    let done = line.contains(needle);
+                    lines.push(line);
+                    if done {
+                        return lines;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?} in:\n{}", lines.join("\n")),
+            }
+        }
     }
 
     /// Lines the server printed so far.
