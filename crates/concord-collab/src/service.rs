@@ -491,6 +491,18 @@ impl Collaboration {
         identity: Identity,
         permission: Permission,
     ) -> Result<Connection, CollabError> {
+        self.join_limited(target, identity, permission, None).await
+    }
+
+    /// [`join`](Self::join), refused when the user already takes part in `rooms_limit.max`
+    /// other rooms (the policy's per-user limit, on top of the configured one).
+    pub async fn join_limited(
+        &self,
+        target: &RoomTarget,
+        identity: Identity,
+        permission: Permission,
+        rooms_limit: Option<&concord_authz::Limit>,
+    ) -> Result<Connection, CollabError> {
         let inner = &self.inner;
         let id = inner.next_participant.fetch_add(1, Ordering::Relaxed);
         let waker = Arc::new(Notify::new());
@@ -509,6 +521,11 @@ impl Collaboration {
                     "{} already has {user_rooms} documents open together (the limit)",
                     identity.username
                 )));
+            }
+            if let Some(limit) = rooms_limit {
+                if !already_in && user_rooms >= limit.max as usize {
+                    return Err(CollabError::limit(limit.refusal(&identity.username)));
+                }
             }
             match existing {
                 Some(room) => {

@@ -94,9 +94,15 @@ pub async fn room(
     let permission = collab
         .permission_of(guard.identity(), &path.resolved)
         .unwrap_or(Permission::View);
+    let limits = guard.limits();
     let joined = collab
         .service
-        .join(&target, awareness_identity(&guard), permission)
+        .join_limited(
+            &target,
+            awareness_identity(&guard),
+            permission,
+            limits.get(concord_authz::LimitedKind::Rooms),
+        )
         .await;
     // A limit is answered before the upgrade; a document that cannot be opened is told
     // with the close codes JupyterLab shows ("Could not find …", "Internal server error …").

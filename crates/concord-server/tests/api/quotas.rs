@@ -1,6 +1,6 @@
 //! The policy's `[[limits]]` over HTTP with real kernels and shells: bursts of concurrent
 //! starts stop exactly at a user's limit, refusals name the limit, one user's count is not
-//! another's, and a place given back can be taken again.
+//! another's, and a place given back can be taken again; collaboration rooms likewise.
 
 use crate::common;
 use crate::kernels_support::path_with_venv;
@@ -22,6 +22,7 @@ everyone = true
 kernels = 2
 sessions = 1
 terminals = 1
+rooms = 1
 
 [[limits]]
 groups = ["staff"]
@@ -130,5 +131,80 @@ async fn bursts_stop_exactly_at_each_users_limits() {
         .contains("carol may have at most 1 terminal at once"));
     for _ in 0..2 {
         assert_eq!(post(s, &sam, "api/terminals", json!({})).await.0, 200);
+    }
+}
+
+/// Open a collaboration room on `path` (made a shared document first); the upgrade's status
+/// when refused.
+async fn open_room(
+    s: &common::Server,
+    token: &str,
+    path: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    u16,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let r = api(token)
+        .put(s.url(&format!("api/collaboration/session/{path}")))
+        .json(&json!({"format": "text", "type": "file"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let session: Value = r.json().await.unwrap();
+    let url = format!(
+        "{}api/collaboration/room/text:file:{}?sessionId={}",
+        s.url("").replacen("http://", "ws://", 1),
+        session["fileId"].as_str().unwrap(),
+        session["sessionId"].as_str().unwrap()
+    );
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", format!("token {token}").parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(other) => panic!("websocket: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn collaboration_rooms_stop_at_the_users_limit() {
+    let b = common::server().users_with_policy(POLICY);
+    b.add_user("alice", "alice-password-1", &[]);
+    b.add_user("sam", "sam-password-1", &["staff"]);
+    let (alice, sam) = (b.issue_token("alice"), b.issue_token("sam"));
+    for name in ["a.txt", "b.txt"] {
+        std::fs::write(b.root().join(name), "text\n").unwrap();
+    }
+    let s = &b.start();
+    let first = open_room(s, &alice, "a.txt")
+        .await
+        .expect("the first room opens");
+    // Another participant in the same room is not a second room for anyone.
+    let _sams = open_room(s, &sam, "a.txt").await.expect("sam joins");
+    let second = open_room(s, &alice, "b.txt").await;
+    assert_eq!(
+        second.err(),
+        Some(403),
+        "a second room is past alice's limit of one"
+    );
+    // Leaving the room gives the place back (the room notices the close).
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open_room(s, &alice, "b.txt").await {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(status, 403);
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the place was not given back"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
     }
 }
