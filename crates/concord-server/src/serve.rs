@@ -112,6 +112,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut shutdown_requested = app.shutdown.subscribe();
     spawn_policy_reload(policy.clone(), app.clone());
     spawn_access_watch(app.clone());
+    spawn_collaborators_recheck(&app);
     crate::memory::spawn_periodic_release();
     print_banner(&settings, &policy, &app.confinement.summary());
     print_urls(&settings, local);
@@ -330,9 +331,22 @@ fn spawn_access_watch(app: App) {
     });
 }
 
+/// Collaborators' rights are decided again on the signal open websockets re-check on
+/// (a policy reload, a revocation, a user removed).
+fn spawn_collaborators_recheck(app: &App) {
+    let Some(collab) = app.collab.clone() else {
+        return;
+    };
+    let mut changes = app.access_changes.subscribe();
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            collab.recheck_all();
+        }
+    });
+}
+
 /// Reload the policy when its files change or on SIGHUP; a bad file keeps the old policy.
-/// A successful reload makes open websockets re-decide what they may do, and collaborators'
-/// rights be decided again.
+/// A successful reload makes open websockets re-decide what they may do.
 fn spawn_policy_reload(policy: PolicyHandle, app: App) {
     // Installed now, not in the task: a SIGHUP must never kill the server.
     let hup = match signal(SignalKind::hangup()) {
@@ -362,9 +376,6 @@ fn spawn_policy_reload(policy: PolicyHandle, app: App) {
                 Ok(()) => {
                     tracing::info!("policy reloaded ({why}): {}", policy.describe());
                     app.access_changed();
-                    if let Some(collab) = &app.collab {
-                        collab.recheck_all();
-                    }
                 }
                 Err(errors) => tracing::error!(
                     "policy reload ({why}) failed; the previous policy stays in force:\n{}",
